@@ -1,0 +1,185 @@
+"""aemp: actor-style message passing between processes and machines.
+
+Nodes expose ports ("node#port") that receive messages through rcv
+callbacks. The module-level functions act on the *current node*: the node
+whose port callback is running, else the node ``configure()`` set up, else
+an anonymous private node made for the running event loop. The same
+operations are methods of :class:`Node`.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._call import Call
+from ._errors import (
+    AempError,
+    AuthError,
+    CallTimeout,
+    ConfigError,
+    InvalidID,
+    LocalProtocolError,
+    MessageError,
+    NoCurrentNode,
+    NodeClosed,
+    NotLocalPort,
+    PortDead,
+    RemoteProtocolError,
+    SpawnError,
+    TransportError,
+)
+from ._handles import Handle, Monitor, Timer
+from ._ids import node_of
+from ._message import check_message
+from ._node import Node
+from ._runtime import CURRENT, SELF, current_node, process_node, run, set_process_node
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NODE",
+    "SELF",
+    "AempError",
+    "AuthError",
+    "Call",
+    "CallTimeout",
+    "ConfigError",
+    "Handle",
+    "InvalidID",
+    "LocalProtocolError",
+    "MessageError",
+    "Monitor",
+    "NoCurrentNode",
+    "Node",
+    "NodeClosed",
+    "NotLocalPort",
+    "PortDead",
+    "RemoteProtocolError",
+    "SpawnError",
+    "Timer",
+    "TransportError",
+    "__version__",
+    "after",
+    "cal",
+    "configure",
+    "kil",
+    "mon",
+    "mon_guard",
+    "node_of",
+    "peval",
+    "port",
+    "port_is_local",
+    "psub",
+    "rcv",
+    "run",
+    "snd",
+    "spawn",
+]
+
+Callback = Callable[..., Any]
+
+
+async def configure(profile: str | None = None, **keys: Any) -> Node:
+    """Start the process's node from configuration keys and make it current.
+
+    ``profile`` names the node in the default node ID ``"<profile>/<random>"``
+    (the host name when not given). Can be called once per process (again
+    only after that node was closed).
+    """
+    node = process_node()
+    if node is not None and not node.closed and not node.implicit:
+        raise ConfigError(f"configure() was already called: this process's node is {node.id!r}")
+    keys.setdefault("nodeid", f"{profile or socket.gethostname()}/")
+    new = Node(**keys)
+    await new.start()
+    if node is not None and node.implicit:
+        await node.close()
+    set_process_node(new)
+    return new
+
+
+def NODE() -> str:
+    """The node ID of the current node."""
+    return current_node().id
+
+
+def port_is_local(port: str) -> bool:
+    """True if the port (or node) ID belongs to the current node."""
+    return current_node().port_is_local(port)
+
+
+def port(default: Callback | None = None, /, **tags: Callback) -> str:
+    """Create a port on the current node; callbacks as for ``rcv``."""
+    return (CURRENT.get() or current_node()).port(default, **tags)
+
+
+def rcv(
+    port: str, default: Callback | Mapping[str, Callback | None] | Any | None = ..., /, **tags: Any
+) -> str:
+    """Set a local port's default callback and/or per-tag callbacks; return the port."""
+    node = CURRENT.get() or current_node()
+    if default is ...:
+        return node.rcv(port, **tags)
+    return node.rcv(port, default, **tags)
+
+
+def snd(port: str, *msg: Any) -> None:
+    """Send a message to a port; returns at once, never blocks."""
+    node = CURRENT.get() or current_node()
+    # Node._send's fast path, inlined: this is the hottest call in aemp
+    p = node._ports.get(port)
+    if p is not None and msg:
+        check_message(msg)
+        node._queue.append((p, msg))
+        if node._drain_handle is None:
+            node._drain_handle = node.loop.call_soon(node._drain)
+        return
+    node._send_slow(port, msg)
+
+
+def kil(port: str, *reason: Any) -> None:
+    """Kill a port; no reason is a normal exit, any reason an abnormal one."""
+    (CURRENT.get() or current_node()).kil(port, *reason)
+
+
+def mon(port: str, *action: Any) -> Monitor:
+    """Monitor a port: ``mon(p, cb)``, ``mon(p, other)``, ``mon(p)``, ``mon(p, rcv, *msg)``."""
+    return (CURRENT.get() or current_node()).mon(port, *action)
+
+
+def mon_guard(port: str, *objs: Any) -> Monitor:
+    """Keep objs alive until the port dies."""
+    return (CURRENT.get() or current_node()).mon_guard(port, *objs)
+
+
+def psub(fn: Callback) -> Callback:
+    """Wrap fn to run later in the current port's context (errors kill that port)."""
+    return (CURRENT.get() or current_node()).psub(fn)
+
+
+def peval(port: str, fn: Callback, *args: Any) -> Any:
+    """Run fn(*args) now in a local port's context (errors kill that port)."""
+    return (CURRENT.get() or current_node()).peval(port, fn, *args)
+
+
+def after(seconds: float, target: str | Callback, *msg: Any) -> Timer:
+    """After `seconds`, send msg to the port `target`, or call `target()`."""
+    return (CURRENT.get() or current_node()).after(seconds, target, *msg)
+
+
+def spawn(node: str, target: str, *args: Any) -> str:
+    """Create a port on `node` running ``target(*args)`` ("pkg.mod:func"); return its ID."""
+    return (CURRENT.get() or current_node()).spawn(node, target, *args)
+
+
+def cal(
+    port: str,
+    *msg: Any,
+    timeout: float | None = 30.0,
+    cb: Callback | None = None,
+    err: Callable[[Exception], Any] | None = None,
+) -> Call:
+    """Request/reply: ``reply = await cal(port, *msg)``; see :meth:`Node.cal`."""
+    return (CURRENT.get() or current_node()).cal(port, *msg, timeout=timeout, cb=cb, err=err)

@@ -1,0 +1,94 @@
+# Node IDs and port IDs: parse, validate, generate.
+#
+# A port ID is "NODEID#NAME", split at the first "#"; the node ID alone is
+# the node port. Port names are never reused, even by a node restarted under
+# the same node ID, because every node incarnation draws a fresh random
+# prefix: local ports are PREFIX + counter (9 random characters), spawned
+# ports are RPREFIX + counter (10 random characters, the last upper-case),
+# the counter running a, b, ..., z, aa, ab, ... So the tenth character of a
+# local name is lower-case and that of a spawned name upper-case: the two
+# families never collide, exactly as AnyEvent::MP names them.
+
+from __future__ import annotations
+
+import re
+import secrets
+import socket
+import string
+from collections.abc import Iterator
+
+from ._errors import InvalidID
+
+_ALNUM = string.ascii_letters + string.digits
+_NODEID_RE = re.compile(r"[A-Za-z0-9_\-.:/]+\Z")
+_NODEID_TEMPLATE_RE = re.compile(r"[A-Za-z0-9_\-.:/%]+\Z")
+
+
+def random_string(n: int) -> str:
+    """n random letters and digits from the OS's CSPRNG."""
+    return "".join(secrets.choice(_ALNUM) for _ in range(n))
+
+
+def local_prefix() -> str:
+    return random_string(9)
+
+
+def spawn_prefix() -> str:
+    return random_string(9) + secrets.choice(string.ascii_uppercase)
+
+
+def counter_names(prefix: str) -> Iterator[str]:
+    """prefix+"a", prefix+"b", ..., prefix+"z", prefix+"aa", ... forever."""
+    n = 0
+    letters = string.ascii_lowercase
+    while True:
+        n += 1
+        k, out = n, []
+        while k:
+            k, r = divmod(k - 1, 26)
+            out.append(letters[r])
+        yield prefix + "".join(reversed(out))
+
+
+def check_nodeid(nodeid: object, what: str = "node ID") -> str:
+    """Validate a node ID of our own making (configuration)."""
+    if not isinstance(nodeid, str):
+        raise InvalidID(f"{what} must be a str (got {nodeid!r}, a {type(nodeid).__name__})")
+    if not _NODEID_RE.match(nodeid):
+        raise InvalidID(
+            f"{what} {nodeid!r} is not valid: use letters, digits and _ - . : / only "
+            "(no '#', ';' or white space), at least one character"
+        )
+    return nodeid
+
+
+def expand_nodeid(template: str, profile: str | None = None) -> str:
+    """Expand %n (host name), %u (random) and a trailing "/" (random suffix)."""
+    if not isinstance(template, str) or not _NODEID_TEMPLATE_RE.match(template):
+        raise InvalidID(
+            f"node ID template {template!r} is not valid: use letters, digits, _ - . : / "
+            "and the templates %n (host name) and %u (random string)"
+        )
+    out = template.replace("%n", socket.gethostname()).replace("%u", random_string(10))
+    if out.endswith("/"):
+        out += random_string(10)
+    if "%" in out:
+        raise InvalidID(f"node ID template {template!r} has an unknown %-escape: use %n or %u")
+    return check_nodeid(out)
+
+
+def check_port_id(port: object) -> str:
+    """Validate a port ID (or node ID) given to snd, mon, kil and friends."""
+    if type(port) is not str:
+        raise InvalidID(
+            f"port ID must be a str like 'node#name' (got {port!r}, a {type(port).__name__})"
+        )
+    if not port or port[0] == "#" or any(c in port for c in " \t\r\n;"):
+        raise InvalidID(f"port ID {port!r} is malformed: expected 'NODEID#NAME' or 'NODEID'")
+    return port
+
+
+def node_of(port: str) -> str:
+    """The node ID part of a port ID (a node ID is returned unchanged)."""
+    check_port_id(port)
+    return port.partition("#")[0]

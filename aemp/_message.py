@@ -1,0 +1,62 @@
+# Message validation for sends that never meet an encoder.
+#
+# A remote send is checked by the encoder itself; a local one is not encoded
+# at all, so without this check a message that works locally would fail the
+# day its receiver moves to another node ("local is not special"). The fast
+# path costs one type lookup per top-level element; only containers recurse.
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._errors import MessageError
+
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+_SCALARS = frozenset({str, float, bool, type(None), bytes})
+
+
+def check_message(msg: tuple[Any, ...]) -> None:
+    """Raise MessageError unless msg is a non-empty sequence of plain data."""
+    if not msg:
+        raise MessageError("a message must have at least one element (by convention a tag)")
+    for x in msg:
+        t = type(x)
+        if t is str:
+            continue
+        if t is int:
+            if -0x8000000000000000 <= x <= 0xFFFFFFFFFFFFFFFF:
+                continue
+        elif t in _SCALARS:
+            continue
+        _check_value(x, 0)
+
+
+def _check_value(x: Any, depth: int) -> None:
+    if depth > 512:
+        raise MessageError("message is nested more than 512 levels deep")
+    if isinstance(x, bool | str | float | bytes) or x is None:
+        return
+    if isinstance(x, int):
+        if not _INT_MIN <= x <= _INT_MAX:
+            raise MessageError(
+                f"message element {x!r} is out of range: integers must fit in 64 bits "
+                f"({_INT_MIN} .. {_INT_MAX})"
+            )
+        return
+    if isinstance(x, list | tuple):
+        for y in x:
+            _check_value(y, depth + 1)
+        return
+    if isinstance(x, dict):
+        for k, v in x.items():
+            if not isinstance(k, str):
+                raise MessageError(
+                    f"message dict key {k!r} is a {type(k).__name__}: dict keys must be str"
+                )
+            _check_value(v, depth + 1)
+        return
+    raise MessageError(
+        f"message element {x!r} is a {type(x).__name__}: messages hold only None, bool, int, "
+        "float, str, bytes, list and dict with str keys"
+    )

@@ -1,0 +1,686 @@
+# The node kernel: ports, the run queue, kills and monitors.
+#
+# Every local delivery goes through one FIFO run queue per node, drained by
+# a callback the event loop schedules, so a handler never runs inside the
+# stack of the code that sent to it (a port that sends to itself does not
+# recurse) and messages from this node to a port arrive in the order sent.
+# Kills take effect at once (later sends are dropped) but monitors fire from
+# the run queue, behind every message sent before the kill.
+#
+# A port whose callback is an `async def` runs it as a task the node owns;
+# the port receives nothing else until that task ends (its later messages
+# wait in the port's backlog), so an actor still sees one message at a
+# time. Other ports go on meanwhile.
+#
+# Speed matters here: the delivery loop in _drain is the hot path, written
+# flat on purpose; everything unusual (dead, busy or system entries) takes
+# the slow path through the port's `gate`.
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+import re
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from . import _runtime
+from ._call import Call
+from ._config import Config
+from ._errors import (
+    InvalidID,
+    NodeClosed,
+    NotLocalPort,
+    PortDead,
+    SpawnError,
+)
+from ._handles import MON_CALL, MON_KILL, MON_SEND, Monitor, Timer
+from ._ids import check_port_id, counter_names, expand_nodeid, local_prefix, spawn_prefix
+from ._message import check_message
+from ._runtime import CURRENT, SELF
+
+log = logging.getLogger("aemp.node")
+
+_BUDGET = 2048  # deliveries per drain before the loop gets a turn
+_BUSY = "busy"  # gate: an async callback or a spawn init is running
+_DEAD = "dead"  # gate: the port was killed
+_SYS = "sys"  # gate of the pseudo-port that runs node-internal calls in FIFO order
+_RESUME = ("resume",)  # posted to a busy port when its async callback ended
+
+_SPAWN_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
+_PERL_SPAWN_RE = re.compile(r"[A-Za-z_]\w*(::[A-Za-z_]\w*)+\Z")
+
+Callback = Callable[..., Any]
+
+
+class _Keep:
+    """rcv's marker for "leave the default callback as it is"."""
+
+
+_KEEP = _Keep()
+
+
+class _Port:
+    __slots__ = ("backlog", "default", "gate", "id", "monitors", "tags", "task")
+
+    def __init__(self, pid: str) -> None:
+        self.id = pid
+        self.default: Callback | None = None
+        self.tags: dict[str, Callback] | None = None
+        self.gate: str | None = None
+        self.backlog: deque[tuple[Any, ...]] | None = None
+        self.task: asyncio.Future[Any] | None = None
+        self.monitors: dict[Monitor, None] | None = None
+
+
+def die_reason(exc: BaseException) -> tuple[str, str]:
+    """The kill reason for a port whose callback raised exc."""
+    return ("die", f"{type(exc).__name__}: {exc}")
+
+
+def parse_spawn_target(target: object) -> tuple[str, str]:
+    """Split "pkg.mod:func" (or Perl's "pkg::mod::func") into module and function."""
+    if isinstance(target, str):
+        if _SPAWN_RE.match(target):
+            module, _, func = target.partition(":")
+            return module, func
+        if _PERL_SPAWN_RE.match(target):
+            module, _, func = target.rpartition("::")
+            return module.replace("::", "."), func
+    raise SpawnError(
+        f"spawn target {target!r} is not valid: expected 'package.module:function' "
+        "(or 'package::module::function')"
+    )
+
+
+def resolve_spawn_target(target: str) -> Callback:
+    module_name, func_path = parse_spawn_target(target)
+    obj: Any = importlib.import_module(module_name)
+    for part in func_path.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise SpawnError(f"spawn target {target!r} names a {type(obj).__name__}, not a function")
+    return obj  # type: ignore[no-any-return]
+
+
+def _check_callback(what: str, cb: object) -> Callback:
+    if not callable(cb):
+        raise TypeError(f"{what} must be callable or None (got {cb!r}, a {type(cb).__name__})")
+    return cb
+
+
+class Node:
+    """One node: its ports, its run queue, its monitors and (later) its network.
+
+    Use ``async with Node(...) as node`` or ``await Node(...).start()`` and
+    ``await node.close()``. The keyword arguments are the configuration keys
+    of DESIGN section 5; a Node reads no config file.
+    """
+
+    def __init__(self, *, _implicit: bool = False, **keys: Any) -> None:
+        self.config = Config.from_keys(keys)
+        try:
+            self.loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "aemp.Node must be created inside a running event loop "
+                "(for example in a coroutine run by aemp.run())"
+            ) from None
+        self.id: str = expand_nodeid(self.config.nodeid or "anon/")
+        self.implicit = _implicit
+        self.closed = False
+        self._ports: dict[str, _Port] = {}
+        self._queue: deque[tuple[_Port, tuple[Any, ...]]] = deque()
+        self._drain_handle: asyncio.Handle | None = None
+        self._names = counter_names(f"{self.id}#{local_prefix()}")
+        self._spawn_names = counter_names(f"{self.id}#{spawn_prefix()}")
+        self._sys = _Port(self.id)
+        self._sys.gate = _SYS
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._timers: set[Timer] = set()
+        self._calls: set[Call] = set()
+        self._node_monitors: dict[Monitor, None] = {}
+
+    def __repr__(self) -> str:
+        return f"<aemp.Node {self.id!r}{' closed' if self.closed else ''}>"
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> Node:
+        """Bring the node up (listeners and seeds come with the network layer)."""
+        self._check_open()
+        if self.config.binds or self.config.seeds:
+            from ._errors import ConfigError
+
+            raise ConfigError(
+                "binds and seeds need the network layer, which this version of aemp does not "
+                "have yet: leave them empty for a private node"
+            )
+        return self
+
+    async def __aenter__(self) -> Node:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def listeners(self) -> list[str]:
+        """The "host:port" addresses this node really listens on."""
+        return []
+
+    async def close(self) -> None:
+        """Stop the node: every port dies silently, every task and timer ends.
+
+        Pending ``cal``s fail with NodeClosed. Monitors of local ports do
+        not fire: there is nobody left on this node to tell.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        if self._drain_handle is not None:
+            self._drain_handle.cancel()
+            self._drain_handle = None
+        self._queue.clear()
+        for timer in list(self._timers):
+            timer.cancel()
+        for call in list(self._calls):
+            call._fail(NodeClosed(f"node {self.id!r} was closed"))
+        for p in self._ports.values():
+            p.gate = _DEAD
+            p.monitors = None
+        self._ports.clear()
+        self._node_monitors.clear()
+        me = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not me]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        if _runtime.process_node() is self:
+            _runtime.set_process_node(None)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise NodeClosed(f"node {self.id!r} is closed")
+
+    # ---------------------------------------------------------------- ports
+
+    def port(self, default: Callback | None = None, /, **tags: Callback) -> str:
+        """Create a local port, optionally with callbacks as for rcv; return its ID."""
+        self._check_open()
+        pid = next(self._names)
+        self._ports[pid] = _Port(pid)
+        if default is not None or tags:
+            self.rcv(pid, default, **tags)
+        return pid
+
+    def rcv(
+        self,
+        port: str,
+        default: Callback | Mapping[str, Callback | None] | _Keep | None = _KEEP,
+        /,
+        **tags: Callback | None,
+    ) -> str:
+        """Set a port's callbacks and return the port ID.
+
+        ``rcv(port, cb)`` replaces the default callback, which gets the whole
+        message; ``rcv(port, tag=cb)`` or ``rcv(port, {"any tag": cb})`` sets
+        per-tag callbacks, called with the message minus its tag. ``None``
+        removes the default callback or a tag.
+        """
+        p = self._local_port(port, "rcv")
+        if isinstance(default, Mapping):
+            tags = {**default, **tags}
+        elif not isinstance(default, _Keep):
+            p.default = None if default is None else _check_callback("rcv callback", default)
+        for tag, cb in tags.items():
+            if not isinstance(tag, str):
+                raise TypeError(f"rcv tags must be str (got {tag!r}, a {type(tag).__name__})")
+            if cb is None:
+                if p.tags is not None:
+                    p.tags.pop(tag, None)
+            else:
+                if p.tags is None:
+                    p.tags = {}
+                p.tags[tag] = _check_callback(f"rcv callback for tag {tag!r}", cb)
+        if p.tags is not None and not p.tags:
+            p.tags = None
+        return port
+
+    def _local_port(self, port: str, what: str) -> _Port:
+        p = self._ports.get(port)
+        if p is not None:
+            return p
+        self._check_open()
+        check_port_id(port)
+        node, _, name = port.partition("#")
+        if node != self.id:
+            raise NotLocalPort(
+                f"{what} needs a port of this node ({self.id!r}), got {port!r} of node {node!r}"
+            )
+        if not name:
+            raise NotLocalPort(f"{what} needs a port, got the node port {port!r}")
+        raise PortDead(port, ("no_such_port", f"{what}: port is dead or never existed"))
+
+    def port_is_local(self, port: str) -> bool:
+        """True if the port (or node) ID belongs to this node."""
+        check_port_id(port)
+        return port.partition("#")[0] == self.id
+
+    # ---------------------------------------------------------------- sending
+
+    def snd(self, port: str, *msg: Any) -> None:
+        """Send a message; returns at once and never blocks."""
+        self._send(port, msg)
+
+    def _send(self, port: str, msg: tuple[Any, ...]) -> None:
+        p = self._ports.get(port)
+        if p is not None and msg:
+            check_message(msg)
+            self._queue.append((p, msg))
+            if self._drain_handle is None:
+                self._drain_handle = self.loop.call_soon(self._drain)
+            return
+        self._send_slow(port, msg)
+
+    def _send_slow(self, port: str, msg: tuple[Any, ...]) -> None:
+        self._check_open()
+        check_port_id(port)
+        check_message(msg)
+        node, _, name = port.partition("#")
+        if node != self.id:
+            self._unreachable_send(node)
+        elif not name:
+            self._post(self._node_request, msg)
+        # else: a dead local port; the message is dropped like any other to it
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run fn(*args) from the run queue, in FIFO order with the messages."""
+        self._queue.append((self._sys, (fn, *args)))
+        if self._drain_handle is None:
+            self._drain_handle = self.loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._drain_handle = None
+        q = self._queue
+        CURRENT.set(self)
+        set_self = SELF.set
+        cur = None
+        left = _BUDGET
+        while q:
+            p, msg = q.popleft()
+            if p.gate is not None:
+                self._gated(p, msg)
+                cur = None
+                continue
+            if p is not cur:
+                cur = p
+                set_self(p.id)
+            try:
+                tags = p.tags
+                cb = None
+                if tags is not None:
+                    tag = msg[0]
+                    if type(tag) is str:
+                        cb = tags.get(tag)
+                if cb is not None:
+                    r = cb(*msg[1:])
+                else:
+                    cb = p.default
+                    if cb is None:
+                        self._unhandled(p, msg)
+                        continue
+                    r = cb(*msg)
+                if r is not None and inspect.isawaitable(r):
+                    self._start_async(p, r)
+            except Exception as e:
+                self._die(p, e)
+            left -= 1
+            if not left:
+                if q:
+                    self._drain_handle = self.loop.call_soon(self._drain)
+                return
+
+    def _deliver(self, p: _Port, msg: tuple[Any, ...]) -> None:
+        """The slow-path twin of the loop body in _drain."""
+        try:
+            cb = p.tags.get(msg[0]) if p.tags is not None and type(msg[0]) is str else None
+            if cb is not None:
+                r = cb(*msg[1:])
+            elif p.default is not None:
+                r = p.default(*msg)
+            else:
+                self._unhandled(p, msg)
+                return
+            if r is not None and inspect.isawaitable(r):
+                self._start_async(p, r)
+        except Exception as e:
+            self._die(p, e)
+
+    def _gated(self, p: _Port, msg: tuple[Any, ...]) -> None:
+        gate = p.gate
+        if gate is _SYS:
+            fn, *args = msg
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("node %s: internal call %r failed", self.id, fn)
+        elif gate is _BUSY:
+            if msg is _RESUME:
+                self._resume(p)
+            else:
+                assert p.backlog is not None
+                p.backlog.append(msg)
+        # _DEAD: dropped
+
+    def _unhandled(self, p: _Port, msg: tuple[Any, ...]) -> None:
+        self._kill(p, ("unhandled_message", f"no callback found for message {msg[0]!r}"))
+
+    def _die(self, p: _Port, exc: Exception) -> None:
+        # a crash somebody monitors is handled flow; one nobody watches must be seen
+        level = logging.INFO if p.monitors else logging.WARNING
+        log.log(level, "port %s died: %s: %s", p.id, type(exc).__name__, exc, exc_info=exc)
+        self._kill(p, die_reason(exc))
+
+    # ---------------------------------------------------------------- async callbacks
+
+    def _start_async(self, p: _Port, awaitable: Any) -> None:
+        p.gate = _BUSY
+        if p.backlog is None:
+            p.backlog = deque()
+        task = asyncio.ensure_future(awaitable, loop=self.loop)
+        p.task = task
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._async_done(p, t))
+
+    def _async_done(self, p: _Port, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if p.task is task:
+            p.task = None
+        if task.cancelled() or p.gate is _DEAD or self.closed:
+            return
+        exc = task.exception()
+        if isinstance(exc, Exception):
+            self._die(p, exc)
+        elif exc is not None:  # KeyboardInterrupt and friends are not ours to swallow
+            self._kill(p, die_reason(exc))
+        else:
+            self._queue.append((p, _RESUME))
+            if self._drain_handle is None:
+                self._drain_handle = self.loop.call_soon(self._drain)
+
+    def _resume(self, p: _Port) -> None:
+        """Deliver a busy port's backlog until it is empty or the port is busy again."""
+        backlog = p.backlog
+        assert backlog is not None
+        token = SELF.set(p.id)
+        try:
+            while backlog:
+                self._deliver(p, backlog.popleft())
+                if p.task is not None or p.gate is _DEAD:
+                    return
+            p.gate = None
+            p.backlog = None
+        finally:
+            SELF.reset(token)
+
+    def spawn_task(self, coro: Any) -> asyncio.Future[Any]:
+        """Run an awaitable as a task the node owns (cancelled and awaited by close())."""
+        self._check_open()
+        task: asyncio.Future[Any] = asyncio.ensure_future(coro, loop=self.loop)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ---------------------------------------------------------------- port context
+
+    def _call_in(self, owner: str | None, fn: Callback, args: tuple[Any, ...]) -> Any:
+        """Call fn(*args) with SELF = owner; an exception kills owner (or is logged)."""
+        p = self._ports.get(owner) if owner is not None else None
+        t_self = SELF.set(owner if p is not None else None)
+        t_node = CURRENT.set(self)
+        try:
+            r = fn(*args)
+            if r is not None and inspect.isawaitable(r):
+                task = self.spawn_task(r)
+                task.add_done_callback(lambda t: self._task_failed(owner, t))
+                return None
+            return r
+        except Exception as e:
+            if p is not None:
+                self._die(p, e)
+            else:
+                log.exception("node %s: callback %r raised outside any port", self.id, fn)
+            return None
+        finally:
+            CURRENT.reset(t_node)
+            SELF.reset(t_self)
+
+    def _task_failed(self, owner: str | None, task: asyncio.Future[Any]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        p = self._ports.get(owner) if owner is not None else None
+        if p is not None and isinstance(exc, Exception):
+            self._die(p, exc)
+        else:
+            log.error("node %s: task failed outside any port", self.id, exc_info=exc)
+
+    def psub(self, fn: Callback) -> Callback:
+        """Wrap fn so that it later runs in the context of the current port (SELF).
+
+        An exception kills that port; once the port is dead, calls do nothing.
+        """
+        _check_callback("psub argument", fn)
+        owner = SELF.get()
+
+        def in_port_context(*args: Any) -> Any:
+            if owner is not None and owner not in self._ports:
+                return None
+            return self._call_in(owner, fn, args)
+
+        return in_port_context
+
+    def peval(self, port: str, fn: Callback, *args: Any) -> Any:
+        """Run fn(*args) now in the context of a local port; return its result.
+
+        An exception kills the port (and peval returns None).
+        """
+        self._local_port(port, "peval")
+        return self._call_in(port, _check_callback("peval function", fn), args)
+
+    def after(self, seconds: float, target: str | Callback, *msg: Any) -> Timer:
+        """After `seconds`, send msg to the port `target`, or call `target()`."""
+        self._check_open()
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise TypeError(f"after: seconds must be a number >= 0 (got {seconds!r})")
+        if callable(target):
+            owner = SELF.get()
+            timer = Timer(self, seconds, lambda: self._call_in(owner, target, msg))
+        else:
+            check_port_id(target)
+            check_message(msg)
+            timer = Timer(self, seconds, lambda: self._send(target, msg))
+        self._timers.add(timer)
+        return timer
+
+    # ---------------------------------------------------------------- kill and monitor
+
+    def kil(self, port: str, *reason: Any) -> None:
+        """Kill a port: no reason is a normal exit, any reason an abnormal one."""
+        p = self._ports.get(port)
+        if p is None:
+            self._check_open()
+            check_port_id(port)
+            node, _, name = port.partition("#")
+            if not name:
+                raise InvalidID(f"kil needs a port ID 'node#name', got the node port {port!r}")
+            if node != self.id:
+                self._unreachable_send(node)
+            return
+        self._kill(p, reason)
+
+    def _kill(self, p: _Port, reason: tuple[Any, ...]) -> None:
+        if p.gate is _DEAD:
+            return
+        p.gate = _DEAD
+        p.backlog = None
+        p.tags = p.default = None
+        del self._ports[p.id]
+        if p.task is not None:
+            p.task.cancel()
+        if p.monitors:
+            self._post(self._fire, tuple(p.monitors), tuple(reason))
+        p.monitors = None
+
+    def _fire(self, monitors: tuple[Monitor, ...], reason: tuple[Any, ...]) -> None:
+        for m in monitors:
+            m._fire(reason)
+
+    def mon(self, port: str, *action: Any) -> Monitor:
+        """Watch a port; act once when it dies (see DESIGN section 2 for the forms).
+
+        ``mon(port, cb)`` calls ``cb(*reason)``; ``mon(port, other)`` kills the
+        port ``other`` with the reason on abnormal death; ``mon(port)`` does
+        that to SELF; ``mon(port, rcv_port, *msg)`` sends ``(*msg, *reason)``.
+        """
+        self._check_open()
+        check_port_id(port)
+        owner = SELF.get()
+        if not action:
+            if owner is None:
+                raise TypeError(
+                    f"mon({port!r}) without a callback or port kills SELF on death, but no port "
+                    "callback is running: pass a callback or a port to kill"
+                )
+            kind, args = MON_KILL, (owner,)
+        elif callable(action[0]):
+            if len(action) > 1:
+                raise TypeError("mon(port, callback) takes no further arguments")
+            kind, args = MON_CALL, action
+        elif isinstance(action[0], str):
+            check_port_id(action[0])
+            if len(action) > 1:
+                check_message(action[1:])
+                kind, args = MON_SEND, action
+            else:
+                kind, args = MON_KILL, action
+        else:
+            raise TypeError(
+                f"mon: second argument must be a callback or a port ID (got {action[0]!r})"
+            )
+        m = Monitor(self, port, kind, args, owner)
+        p = self._ports.get(port)
+        if p is not None:
+            if p.monitors is None:
+                p.monitors = {}
+            p.monitors[m] = None
+            return m
+        node, _, name = port.partition("#")
+        if node == self.id:
+            if name:
+                reason = ("no_such_port", "cannot monitor nonexistent port", port)
+                self._post(self._fire, (m,), reason)
+            else:
+                self._node_monitors[m] = None  # this node never becomes unreachable to itself
+        else:
+            self._unreachable_monitor(node, m)
+        return m
+
+    def _unmonitor(self, m: Monitor) -> None:
+        p = self._ports.get(m.port)
+        if p is not None and p.monitors is not None:
+            p.monitors.pop(m, None)
+        self._node_monitors.pop(m, None)
+
+    def mon_guard(self, port: str, *objs: Any) -> Monitor:
+        """Keep objs alive until the port dies (or the handle is cancelled)."""
+        return self.mon(port, lambda *reason: objs)
+
+    # ---------------------------------------------------------------- other nodes
+
+    def _unreachable_send(self, node: str) -> None:
+        # Without a network layer no other node is reachable; the message is
+        # dropped, as any message to an unreachable node is.
+        log.debug("node %s: no known address for node %r, message dropped", self.id, node)
+
+    def _unreachable_monitor(self, node: str, m: Monitor) -> None:
+        self._post(self._fire, (m,), ("transport_error", node, "no known address"))
+
+    def _node_request(self, msg: tuple[Any, ...]) -> None:
+        log.debug("node %s: node request %r ignored", self.id, msg[:1])
+
+    # ---------------------------------------------------------------- spawn and cal
+
+    def spawn(self, node: str, target: str, *args: Any) -> str:
+        """Create a port on `node` and run target(*args) there in its context.
+
+        Returns the new port ID at once; the function runs later, from the
+        event loop. An exception in it kills the new port with ("die", ...).
+        """
+        self._check_open()
+        parse_spawn_target(target)
+        check_message((target, *args))
+        node_id = node.partition("#")[0] if isinstance(node, str) else node
+        check_port_id(node_id)
+        pid = next(self._spawn_names)
+        if node_id != self.id:
+            pid = node_id + pid[len(self.id) :]
+            self._unreachable_send(node_id)
+            return pid
+        p = _Port(pid)
+        p.gate = _BUSY
+        p.backlog = deque()
+        self._ports[pid] = p
+        self._post(self._spawn_init, p, target, args)
+        return pid
+
+    def _spawn_init(self, p: _Port, target: str, args: tuple[Any, ...]) -> None:
+        if p.gate is _DEAD:
+            return
+        token = SELF.set(p.id)
+        try:
+            r = resolve_spawn_target(target)(*args)
+            if r is not None and inspect.isawaitable(r):
+                self._start_async(p, r)
+                return
+        except Exception as e:
+            self._die(p, e)
+            return
+        finally:
+            SELF.reset(token)
+        self._resume(p)
+
+    def cal(
+        self,
+        port: str,
+        *msg: Any,
+        timeout: float | None = 30.0,
+        cb: Callback | None = None,
+        err: Callable[[Exception], Any] | None = None,
+    ) -> Call:
+        """Send msg plus a fresh reply port to `port` and wait for one reply.
+
+        ``await node.cal(...)`` gives the reply as a tuple, or raises
+        CallTimeout, or PortDead when the target dies first. With ``cb``, the
+        reply is passed as ``cb(*reply)`` and a failure as ``err(exc)``
+        (without ``err`` a failure kills the calling port).
+        """
+        self._check_open()
+        check_port_id(port)
+        check_message(msg)
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        ):
+            raise TypeError(f"cal: timeout must be a positive number or None (got {timeout!r})")
+        if cb is not None:
+            _check_callback("cal cb", cb)
+        return Call(self, port, msg, timeout, cb, err, SELF.get())
+
+    def NODE(self) -> str:
+        return self.id

@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Developer entry point: ``python3 dev.py demo`` or ``python3 dev.py test``.
+
+Needs nothing but Python 3.11+: the first run makes ``.venv`` and installs
+aemp with its test tools into it; later runs reinstall only when
+pyproject.toml changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".aemp-install-stamp"
+
+
+def ensure_venv() -> None:
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may be run by an older python3
+        sys.exit(f"aemp needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if PY.exists() and STAMP.exists() and STAMP.read_text() == want:
+        return
+    if not PY.exists():
+        print("dev.py: creating .venv", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    print("dev.py: installing aemp and its test tools into .venv", flush=True)
+    pip = [str(PY), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "-e", f"{ROOT}[test]"], check=True)
+    STAMP.write_text(want)
+
+
+def run(*cmd: str) -> int:
+    print("dev.py: $", " ".join(cmd), flush=True)
+    return subprocess.run(cmd, cwd=ROOT).returncode
+
+
+def main(argv: list[str]) -> int:
+    what = argv[0] if argv else "help"
+    if what == "demo":
+        ensure_venv()
+        return run(str(PY), "eg/demo.py", *argv[1:])
+    if what == "test":
+        ensure_venv()
+        for step in (
+            [str(PY), "-m", "ruff", "check", "."],
+            [str(PY), "-m", "ruff", "format", "--check", "."],
+            [str(PY), "-m", "mypy"],
+        ):
+            if rc := run(*step):
+                return rc
+        return run(str(PY), "-m", "pytest", *argv[1:])
+    if what == "bench":
+        ensure_venv()
+        return run(str(PY), "bench/run.py", *argv[1:])
+    print(__doc__.strip())
+    print("\n  demo   run the demonstration (a readable transcript, about 10 s)")
+    print("  test   lint, type-check and run the whole test suite")
+    print("  bench  run the benchmarks (bench/run.py; add names to pick some)")
+    return 0 if what in ("help", "-h", "--help") else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,49 @@
+"""Shared fixtures: every async test runs on uvloop, the loop aemp uses in production."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import pytest
+import uvloop
+
+import aemp
+
+
+def pytest_asyncio_loop_factories(config: Any, item: Any) -> Mapping[str, Callable[[], Any]]:
+    return {"uvloop": uvloop.new_event_loop}
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[aemp.Node]:
+    async with aemp.Node(nodeid="test/%u") as n:
+        yield n
+
+
+async def settle(rounds: int = 5) -> None:
+    """Let the event loop run queued callbacks a few times."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+class Recorder:
+    """A callable that records what it was called with and can be awaited for a count."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def __call__(self, *args: Any) -> None:
+        self.calls.append(args)
+        for n, fut in list(self._waiters):
+            if len(self.calls) >= n and not fut.done():
+                fut.set_result(None)
+
+    async def wait(self, n: int = 1, limit: float = 2.0) -> list[tuple[Any, ...]]:
+        if len(self.calls) < n:
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters.append((n, fut))
+            await asyncio.wait_for(fut, limit)
+        return self.calls

@@ -1,0 +1,173 @@
+"""cal: awaitable and callback forms, timeout, death of the target, cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from conftest import Recorder, settle
+
+import aemp
+
+
+def adder(node: aemp.Node) -> str:
+    return node.port(add=lambda a, b, reply: node.snd(reply, a + b))
+
+
+async def test_cal_returns_reply_tuple(node: aemp.Node) -> None:
+    assert await node.cal(adder(node), "add", 2, 3) == (5,)
+
+
+async def test_cal_multi_element_and_async_server(node: aemp.Node) -> None:
+    async def work(x: int, reply: str) -> None:
+        await asyncio.sleep(0.001)
+        node.snd(reply, "ok", x * 2, [x])
+
+    srv = node.port(work=work)
+    results = await asyncio.gather(*(node.cal(srv, "work", i) for i in range(20)))
+    assert results == [("ok", i * 2, [i]) for i in range(20)]
+
+
+async def test_cal_timeout(node: aemp.Node) -> None:
+    silent = node.port(ask=lambda reply: None)
+    with pytest.raises(aemp.CallTimeout, match=r"within 0\.05 s") as ei:
+        await node.cal(silent, "ask", timeout=0.05)
+    assert isinstance(ei.value, TimeoutError)
+    assert ei.value.port == silent
+
+
+async def test_cal_to_port_that_dies(node: aemp.Node) -> None:
+    def crash(reply: str) -> None:
+        raise ValueError("no")
+
+    srv = node.port(ask=crash)
+    with pytest.raises(aemp.PortDead) as ei:
+        await node.cal(srv, "ask")
+    assert ei.value.reason == ("die", "ValueError: no")
+    assert ei.value.port == srv
+
+
+async def test_cal_to_port_killed_normally(node: aemp.Node) -> None:
+    srv = node.port(ask=lambda reply: node.kil(aemp.SELF.get() or ""))
+    with pytest.raises(aemp.PortDead, match="normal exit") as ei:
+        await node.cal(srv, "ask")
+    assert ei.value.reason == ()
+
+
+async def test_cal_to_missing_port(node: aemp.Node) -> None:
+    p = node.port()
+    node.kil(p)
+    with pytest.raises(aemp.PortDead) as ei:
+        await node.cal(p, "ask")
+    assert ei.value.reason[0] == "no_such_port"
+
+
+async def test_cal_leaves_no_port_or_monitor_behind(node: aemp.Node) -> None:
+    srv = adder(node)
+    before = set(node._ports)
+    for _ in range(10):
+        await node.cal(srv, "add", 1, 1)
+    silent = node.port(ask=lambda reply: None)
+    with pytest.raises(aemp.CallTimeout):
+        await node.cal(silent, "ask", timeout=0.01)
+    assert set(node._ports) == before | {silent}
+    assert not node._ports[srv].monitors
+    assert not node._ports[silent].monitors
+    assert not node._calls
+
+
+async def test_reply_after_timeout_is_dropped(node: aemp.Node) -> None:
+    replies: list[str] = []
+    srv = node.port(ask=replies.append)
+    with pytest.raises(aemp.CallTimeout):
+        await node.cal(srv, "ask", timeout=0.01)
+    node.snd(replies[0], "late")  # the reply port is dead: silently dropped
+    await settle()
+
+
+async def test_callback_form(node: aemp.Node) -> None:
+    rec = Recorder()
+    call = node.cal(adder(node), "add", 4, 5, cb=rec)
+    await rec.wait()
+    assert rec.calls == [(9,)]
+    assert call.done()
+
+
+async def test_callback_form_runs_in_caller_context(node: aemp.Node) -> None:
+    seen: list[Any] = []
+    srv = adder(node)
+
+    def start() -> None:
+        node.cal(srv, "add", 1, 2, cb=lambda r: seen.append((r, aemp.SELF.get())))
+
+    caller = node.port(start=start)
+    node.snd(caller, "start")
+    await settle(10)
+    assert seen == [(3, caller)]
+
+
+async def test_callback_form_error_callback(node: aemp.Node) -> None:
+    err = Recorder()
+    silent = node.port(ask=lambda reply: None)
+    node.cal(silent, "ask", timeout=0.01, cb=lambda *r: None, err=err)
+    await err.wait()
+    assert isinstance(err.calls[0][0], aemp.CallTimeout)
+
+
+async def test_callback_form_without_err_kills_the_caller(node: aemp.Node) -> None:
+    silent = node.port(ask=lambda reply: None)
+    died = Recorder()
+    caller = node.port(start=lambda: node.cal(silent, "ask", timeout=0.01, cb=print))
+    node.mon(caller, died)
+    node.snd(caller, "start")
+    await died.wait()
+    assert died.calls[0][0] == "die"
+    assert died.calls[0][1].startswith("CallTimeout: no reply from")
+
+
+async def test_cancel_call(node: aemp.Node) -> None:
+    silent = node.port(ask=lambda reply: None)
+    call = node.cal(silent, "ask")
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert not node._calls
+
+
+async def test_cancelling_the_awaiting_task_cancels_the_call(node: aemp.Node) -> None:
+    silent = node.port(ask=lambda reply: None)
+    task = asyncio.ensure_future(node.cal(silent, "ask"))
+    await settle()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not node._calls
+
+
+async def test_await_twice_and_late(node: aemp.Node) -> None:
+    call = node.cal(adder(node), "add", 1, 1)
+    await settle()
+    assert call.done()
+    assert await call == (2,)
+    assert await call == (2,)
+
+
+async def test_cal_from_async_handler(node: aemp.Node) -> None:
+    srv = adder(node)
+
+    async def relay(x: int, reply: str) -> None:
+        (r,) = await aemp.cal(srv, "add", x, 100)
+        aemp.snd(reply, r)
+
+    front = node.port(relay=relay)
+    assert await node.cal(front, "relay", 1) == (101,)
+
+
+async def test_cal_bad_arguments(node: aemp.Node) -> None:
+    with pytest.raises(TypeError, match="timeout must be a positive number"):
+        node.cal(node.port(), "x", timeout=0)
+    with pytest.raises(aemp.MessageError):
+        node.cal(node.port(), object())
+    with pytest.raises(aemp.InvalidID):
+        node.cal("", "x")
