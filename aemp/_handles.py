@@ -104,3 +104,22 @@ class Timer(Handle):
     def _undo(self) -> None:
         self._handle.cancel()
         self._node._timers.discard(self)
+
+
+class NodeWatch(Handle):
+    """A ``mon_nodes`` registration: cancel() stops the calls."""
+
+    __slots__ = ("_cb", "_node", "_owner")
+
+    def __init__(self, node: Node, cb: Callable[..., Any], owner: str | None) -> None:
+        super().__init__()
+        self._node = node
+        self._cb = cb
+        self._owner = owner
+
+    def _notify(self, nodeid: str, up: bool, reason: tuple[Any, ...]) -> None:
+        if self._active:
+            self._node._call_in(self._owner, self._cb, (nodeid, up, *reason))
+
+    def _undo(self) -> None:
+        self._node._node_watchers.pop(self, None)

@@ -37,10 +37,13 @@ from ._errors import (
     PortDead,
     SpawnError,
 )
-from ._handles import MON_CALL, MON_KILL, MON_SEND, Monitor, Timer
+from ._handles import MON_CALL, MON_KILL, MON_SEND, Monitor, NodeWatch, Timer
 from ._ids import check_port_id, counter_names, expand_nodeid, local_prefix, spawn_prefix
 from ._message import check_message
+from ._remote import Link, Remote
+from ._requests import SPAWN, handle_node_request
 from ._runtime import CURRENT, SELF
+from ._transport import Network, make_settings
 
 log = logging.getLogger("aemp.node")
 
@@ -64,7 +67,7 @@ _KEEP = _Keep()
 
 
 class _Port:
-    __slots__ = ("backlog", "default", "gate", "id", "monitors", "tags", "task")
+    __slots__ = ("backlog", "default", "gate", "id", "monitors", "tags", "task", "watchers")
 
     def __init__(self, pid: str) -> None:
         self.id = pid
@@ -74,6 +77,7 @@ class _Port:
         self.backlog: deque[tuple[Any, ...]] | None = None
         self.task: asyncio.Future[Any] | None = None
         self.monitors: dict[Monitor, None] | None = None
+        self.watchers: set[str] | None = None  # other nodes monitoring this port
 
 
 def die_reason(exc: BaseException) -> tuple[str, str]:
@@ -133,7 +137,7 @@ class Node:
         self.implicit = _implicit
         self.closed = False
         self._ports: dict[str, _Port] = {}
-        self._queue: deque[tuple[_Port, tuple[Any, ...]]] = deque()
+        self._queue: deque[tuple[_Port, Any]] = deque()  # msg: tuple, or list from the wire
         self._drain_handle: asyncio.Handle | None = None
         self._names = counter_names(f"{self.id}#{local_prefix()}")
         self._spawn_names = counter_names(f"{self.id}#{spawn_prefix()}")
@@ -143,6 +147,10 @@ class Node:
         self._timers: set[Timer] = set()
         self._calls: set[Call] = set()
         self._node_monitors: dict[Monitor, None] = {}
+        self._prefix = self.id + "#"
+        self._remotes: dict[str, Remote] = {}
+        self._net: Network | None = None
+        self._node_watchers: dict[NodeWatch, None] = {}
 
     def __repr__(self) -> str:
         return f"<aemp.Node {self.id!r}{' closed' if self.closed else ''}>"
@@ -150,15 +158,16 @@ class Node:
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> Node:
-        """Bring the node up (listeners and seeds come with the network layer)."""
+        """Bring the node up: listen on its binds and connect to its seeds."""
         self._check_open()
-        if self.config.binds or self.config.seeds:
-            from ._errors import ConfigError
+        cfg = self.config
+        if self._net is None and (cfg.binds or cfg.seeds or cfg.secret or cfg.cert):
+            from . import __version__
 
-            raise ConfigError(
-                "binds and seeds need the network layer, which this version of aemp does not "
-                "have yet: leave them empty for a private node"
-            )
+            self._net = Network(self, make_settings(self, __version__))
+            await self._net.listen(cfg.binds)
+            for seed in cfg.seeds:
+                self._net.keep_seed(seed)
         return self
 
     async def __aenter__(self) -> Node:
@@ -170,7 +179,7 @@ class Node:
     @property
     def listeners(self) -> list[str]:
         """The "host:port" addresses this node really listens on."""
-        return []
+        return list(self._net.listeners) if self._net is not None else []
 
     async def close(self) -> None:
         """Stop the node: every port dies silently, every task and timer ends.
@@ -181,6 +190,8 @@ class Node:
         if self.closed:
             return
         self.closed = True
+        if self._net is not None:
+            await self._net.close()
         if self._drain_handle is not None:
             self._drain_handle.cancel()
             self._drain_handle = None
@@ -194,6 +205,8 @@ class Node:
             p.monitors = None
         self._ports.clear()
         self._node_monitors.clear()
+        self._node_watchers.clear()
+        self._remotes.clear()
         me = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not me]
         for t in tasks:
@@ -294,9 +307,9 @@ class Node:
         check_message(msg)
         node, _, name = port.partition("#")
         if node != self.id:
-            self._unreachable_send(node)
+            self._remote(node).send([name, *msg])
         elif not name:
-            self._post(self._node_request, msg)
+            self._post(self._node_request, None, list(msg))
         # else: a dead local port; the message is dropped like any other to it
 
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
@@ -520,9 +533,13 @@ class Node:
             node, _, name = port.partition("#")
             if not name:
                 raise InvalidID(f"kil needs a port ID 'node#name', got the node port {port!r}")
+            if reason:
+                check_message(reason)
             if node != self.id:
-                self._unreachable_send(node)
+                self._remote(node).send(["", "kil1", name, *reason])
             return
+        if reason:
+            check_message(reason)
         self._kill(p, reason)
 
     def _kill(self, p: _Port, reason: tuple[Any, ...]) -> None:
@@ -537,6 +554,14 @@ class Node:
         if p.monitors:
             self._post(self._fire, tuple(p.monitors), tuple(reason))
         p.monitors = None
+        if p.watchers:
+            name = p.id[len(self._prefix) :]
+            for nodeid in p.watchers:
+                remote = self._remotes.get(nodeid)
+                if remote is not None and remote.link is not None:
+                    remote.watched.discard(name)
+                    remote.link.send(["", "kil0", name, *reason])
+            p.watchers = None
 
     def _fire(self, monitors: tuple[Monitor, ...], reason: tuple[Any, ...]) -> None:
         for m in monitors:
@@ -589,14 +614,22 @@ class Node:
             else:
                 self._node_monitors[m] = None  # this node never becomes unreachable to itself
         else:
-            self._unreachable_monitor(node, m)
+            self._remote(node).monitor(name, m)
         return m
 
     def _unmonitor(self, m: Monitor) -> None:
         p = self._ports.get(m.port)
-        if p is not None and p.monitors is not None:
-            p.monitors.pop(m, None)
-        self._node_monitors.pop(m, None)
+        if p is not None:
+            if p.monitors is not None:
+                p.monitors.pop(m, None)
+            return
+        node, _, name = m.port.partition("#")
+        if node == self.id:
+            self._node_monitors.pop(m, None)
+        else:
+            remote = self._remotes.get(node)
+            if remote is not None:
+                remote.unmonitor(name, m)
 
     def mon_guard(self, port: str, *objs: Any) -> Monitor:
         """Keep objs alive until the port dies (or the handle is cancelled)."""
@@ -604,16 +637,77 @@ class Node:
 
     # ---------------------------------------------------------------- other nodes
 
-    def _unreachable_send(self, node: str) -> None:
-        # Without a network layer no other node is reachable; the message is
-        # dropped, as any message to an unreachable node is.
-        log.debug("node %s: no known address for node %r, message dropped", self.id, node)
+    def _remote(self, nodeid: str) -> Remote:
+        remote = self._remotes.get(nodeid)
+        if remote is None:
+            remote = self._remotes[nodeid] = Remote(self, nodeid, self._connect_remote)
+        return remote
 
-    def _unreachable_monitor(self, node: str, m: Monitor) -> None:
-        self._post(self._fire, (m,), ("transport_error", node, "no known address"))
+    def _connect_remote(self, remote: Remote) -> None:
+        if self._net is None:
+            remote.lost("no known address")
+        else:
+            self._net.connect(remote)
 
-    def _node_request(self, msg: tuple[Any, ...]) -> None:
-        log.debug("node %s: node request %r ignored", self.id, msg[:1])
+    def _link_up(self, nodeid: str, link: Link) -> Remote:
+        remote = self._remote(nodeid)
+        remote.up(link)
+        for w in list(self._node_watchers):
+            w._notify(nodeid, True, ())
+        return remote
+
+    def _remote_lost(self, remote: Remote, why: str, was_up: bool, watched: set[str]) -> None:
+        for name in watched:
+            p = self._ports.get(self._prefix + name)
+            if p is not None and p.watchers is not None:
+                p.watchers.discard(remote.id)
+        if was_up:
+            reason = ("transport_error", remote.id, why)
+            for w in list(self._node_watchers):
+                w._notify(remote.id, False, reason)
+
+    def _receive(self, remote: Remote, packets: list[list[Any]]) -> None:
+        """Packets from another node: messages to our ports and node requests."""
+        ports, prefix, q = self._ports, self._prefix, self._queue
+        for pkt in packets:
+            if len(pkt) < 2:
+                continue  # [] and [name]: nothing to deliver (a keepalive at most)
+            name = pkt[0]
+            if name:
+                p = ports.get(prefix + name)
+                if p is not None:
+                    del pkt[0]
+                    q.append((p, pkt))
+                # else: no such port; dropped as the protocol says
+            elif pkt[1] == SPAWN:
+                # the new port must exist before the packets behind this one
+                # are looked up; its init function still runs from the queue
+                handle_node_request(self, remote, pkt[1:])
+            else:
+                q.append((self._sys, (self._node_request, remote, pkt[1:])))
+        if q and self._drain_handle is None:
+            self._drain_handle = self.loop.call_soon(self._drain)
+
+    def up_nodes(self) -> list[str]:
+        """The IDs of the nodes this node is connected to now."""
+        return [r.id for r in self._remotes.values() if r.link is not None]
+
+    def node_is_up(self, nodeid: str) -> bool:
+        """True if this node has a live connection to `nodeid` (or it is this node)."""
+        if nodeid == self.id:
+            return True
+        r = self._remotes.get(nodeid)
+        return r is not None and r.link is not None
+
+    def mon_nodes(self, cb: Callback) -> NodeWatch:
+        """Call cb(nodeid, True) when a node connects, cb(nodeid, False, *reason) when lost."""
+        self._check_open()
+        w = NodeWatch(self, _check_callback("mon_nodes callback", cb), SELF.get())
+        self._node_watchers[w] = None
+        return w
+
+    def _node_request(self, remote: Remote | None, msg: list[Any]) -> None:
+        handle_node_request(self, remote, msg)
 
     # ---------------------------------------------------------------- spawn and cal
 
@@ -629,16 +723,19 @@ class Node:
         node_id = node.partition("#")[0] if isinstance(node, str) else node
         check_port_id(node_id)
         pid = next(self._spawn_names)
+        name = pid[len(self._prefix) :]
         if node_id != self.id:
-            pid = node_id + pid[len(self.id) :]
-            self._unreachable_send(node_id)
-            return pid
+            self._remote(node_id).send(["", "AnyEvent::MP::_spawn", name, target, *args])
+            return f"{node_id}#{name}"
+        self._spawn_port(pid, target, args)
+        return pid
+
+    def _spawn_port(self, pid: str, target: str, args: tuple[Any, ...] | list[Any]) -> None:
         p = _Port(pid)
         p.gate = _BUSY
         p.backlog = deque()
         self._ports[pid] = p
-        self._post(self._spawn_init, p, target, args)
-        return pid
+        self._post(self._spawn_init, p, target, tuple(args))
 
     def _spawn_init(self, p: _Port, target: str, args: tuple[Any, ...]) -> None:
         if p.gate is _DEAD:

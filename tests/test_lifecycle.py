@@ -84,8 +84,8 @@ async def test_monitors_do_not_fire_on_close() -> None:
     assert fired == []
 
 
-async def test_binds_need_the_network_layer() -> None:
+async def test_network_needs_a_secret_or_a_certificate() -> None:
     node = aemp.Node(binds=["127.0.0.1:0"])
-    with pytest.raises(aemp.ConfigError, match="network layer"):
+    with pytest.raises(aemp.ConfigError, match=r"set 'secret' \(aemp gensecret\)"):
         await node.start()
     await node.close()

@@ -1,0 +1,141 @@
+# One remote node as this node sees it: its link, the packets waiting for
+# the link, and the local monitors on its ports.
+#
+# States: IDLE (no link, nothing pending) -> CONNECTING (packets queue up)
+# -> UP (packets go straight to the link) -> on loss FIRING -> IDLE.
+# In FIRING the monitors on the lost node's ports are queued to fire on the
+# run queue and new packets wait until they have fired: that is guarantee 2
+# (no silent holes): nothing sent after a loss can arrive before every
+# monitor that reports the loss has run.
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ._errors import MessageError
+
+if TYPE_CHECKING:
+    from ._handles import Monitor
+    from ._node import Node
+
+log = logging.getLogger("aemp.remote")
+
+MAX_PENDING = 100_000  # packets queued for a node that is not connected yet
+
+
+class Link(Protocol):
+    """A connection to one remote node, as the transport provides it."""
+
+    remote_id: str
+
+    def send(self, packet: list[Any]) -> None: ...
+
+    def close(self, reason: str) -> None: ...
+
+
+class State(enum.Enum):
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    UP = "up"
+    FIRING = "firing"
+
+
+class Remote:
+    __slots__ = ("_connect", "id", "link", "monitors", "node", "pending", "state", "watched")
+
+    def __init__(self, node: Node, nodeid: str, connect: Callable[[Remote], None]) -> None:
+        self.node = node
+        self.id = nodeid
+        self._connect = connect
+        self.state = State.IDLE
+        self.link: Link | None = None
+        self.pending: list[list[Any]] = []
+        # local monitors on this node's ports, by port name ("" = the node itself)
+        self.monitors: dict[str, dict[Monitor, None]] = {}
+        # names of our local ports this node asked to monitor (mon1)
+        self.watched: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"<Remote {self.id!r} {self.state.value}>"
+
+    def send(self, packet: list[Any]) -> None:
+        if self.link is not None:
+            self.link.send(packet)
+            return
+        if len(self.pending) >= MAX_PENDING:
+            self.lost(f"more than {MAX_PENDING} packets queued while connecting")
+            return
+        self.pending.append(packet)
+        if self.state is State.IDLE:
+            self.start_connect()
+
+    def start_connect(self) -> None:
+        if self.state is State.IDLE:
+            self.state = State.CONNECTING
+            self._connect(self)
+
+    def up(self, link: Link) -> None:
+        self.state = State.UP
+        self.link = link
+        pending, self.pending = self.pending, []
+        for packet in pending:
+            try:
+                link.send(packet)
+            except MessageError as e:
+                # checked at snd time, but this framing (json) cannot carry it
+                self.lost(f"a queued message cannot be sent in this framing: {e}")
+                return
+
+    def monitor(self, name: str, m: Monitor) -> None:
+        mons = self.monitors.get(name)
+        first = mons is None
+        if mons is None:
+            mons = self.monitors[name] = {}
+        mons[m] = None
+        if first:
+            if name:
+                self.send(["", "mon1", name])
+            elif self.state is State.IDLE:
+                self.start_connect()
+
+    def unmonitor(self, name: str, m: Monitor) -> None:
+        mons = self.monitors.get(name)
+        if mons is None or m not in mons:
+            return
+        del mons[m]
+        if not mons:
+            del self.monitors[name]
+            if name and self.link is not None:
+                self.link.send(["", "mon0", name])
+
+    def killed(self, name: str, reason: tuple[Any, ...]) -> None:
+        """kil0 from the node: its port `name` died."""
+        mons = self.monitors.pop(name, None)
+        if mons:
+            for m in mons:
+                m._fire(reason)
+
+    def lost(self, why: str) -> None:
+        """The link failed, or could not be made: every monitor hears of it first."""
+        if self.state is State.FIRING or self.state is State.IDLE:
+            return
+        link, self.link = self.link, None
+        self.state = State.FIRING
+        self.pending = []
+        watched, self.watched = self.watched, set()
+        if link is not None:
+            link.close(why)
+        monitors, self.monitors = self.monitors, {}
+        self.node._remote_lost(self, why, link is not None, watched)
+        self.node._post(self._fired, monitors, ("transport_error", self.id, why))
+
+    def _fired(self, monitors: dict[str, dict[Monitor, None]], reason: tuple[Any, ...]) -> None:
+        for mons in monitors.values():
+            for m in mons:
+                m._fire(reason)
+        self.state = State.IDLE
+        if self.pending:
+            self.start_connect()

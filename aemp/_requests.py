@@ -1,0 +1,140 @@
+# Requests to the node port ("" as port name), from other nodes or from
+# local code that sends to the node ID.
+#
+# Each request is a small function in one table. A request with arguments
+# of the wrong shape is logged and ignored: nothing a peer sends can crash
+# the node (guarantee 8). Unknown requests are never taken as function
+# names to call, unlike AnyEvent::MP; `eval` is refused.
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._errors import AempError
+
+if TYPE_CHECKING:
+    from ._node import Node
+    from ._remote import Remote
+
+log = logging.getLogger("aemp.node")
+
+SPAWN = "AnyEvent::MP::_spawn"
+
+
+def _name(value: Any) -> str:
+    if type(value) is not str or "#" in value:
+        raise TypeError(f"expected a port name, got {value!r}")
+    return value
+
+
+def _reply(node: Node, reply: tuple[Any, ...], result: Any) -> None:
+    if reply:
+        node.snd(reply[0], *reply[1:], result)
+
+
+def _mon1(node: Node, remote: Remote | None, name: Any) -> None:
+    name = _name(name)
+    if remote is None:
+        return
+    p = node._ports.get(node._prefix + name)
+    if p is None:
+        remote.send(["", "kil0", name, "no_such_port", "cannot monitor nonexistent port",
+                     node._prefix + name])  # fmt: skip
+        return
+    if p.watchers is None:
+        p.watchers = set()
+    p.watchers.add(remote.id)
+    remote.watched.add(name)
+
+
+def _mon0(node: Node, remote: Remote | None, name: Any) -> None:
+    name = _name(name)
+    p = node._ports.get(node._prefix + name)
+    if remote is not None:
+        remote.watched.discard(name)
+        if p is not None and p.watchers:
+            p.watchers.discard(remote.id)
+
+
+def _kil0(node: Node, remote: Remote | None, name: Any, *reason: Any) -> None:
+    if remote is not None:
+        remote.killed(_name(name), reason)
+
+
+def _kil1(node: Node, remote: Remote | None, name: Any, *reason: Any) -> None:
+    p = node._ports.get(node._prefix + _name(name))
+    if p is not None:
+        node._kill(p, reason)
+
+
+def _snd(node: Node, remote: Remote | None, port: Any, *msg: Any) -> None:
+    node.snd(port, *msg)
+
+
+def _can(node: Node, remote: Remote | None, tag: Any, *reply: Any) -> None:
+    _reply(node, reply, isinstance(tag, str) and tag in REQUESTS)
+
+
+def _time(node: Node, remote: Remote | None, *reply: Any) -> None:
+    _reply(node, reply, time.time())
+
+
+def _eval(node: Node, remote: Remote | None, *args: Any) -> None:
+    log.warning("node %s: refused an 'eval' request from %s", node.id, remote and remote.id)
+
+
+def _spawn(node: Node, remote: Remote | None, name: Any, target: Any, *args: Any) -> None:
+    name = _name(name)
+    who = remote.id if remote is not None else node.id
+    cfg = node.config
+    if remote is not None and cfg.secure:
+        log.warning("node %s: refused spawn of %r from %s (secure mode)", node.id, target, who)
+        return
+    from ._node import parse_spawn_target
+
+    module, _ = parse_spawn_target(target)
+    allow = cfg.spawn_allow
+    allowed = allow is None or any(module == a or module.startswith(a + ".") for a in allow)
+    if remote is not None and not allowed:
+        log.warning(
+            "node %s: refused spawn of %r from %s (not in spawn_allow)", node.id, target, who
+        )
+        return
+    pid = node._prefix + name
+    if pid in node._ports:
+        log.warning("node %s: spawn from %s reuses port name %r; ignored", node.id, who, name)
+        return
+    node._spawn_port(pid, target, args)
+
+
+REQUESTS: dict[str, Callable[..., None]] = {
+    "mon1": _mon1,
+    "mon0": _mon0,
+    "kil0": _kil0,
+    "kil1": _kil1,
+    "snd": _snd,
+    "can": _can,
+    "time": _time,
+    "eval": _eval,
+    "devnull": lambda *_: None,
+    "": lambda *_: None,
+    SPAWN: _spawn,
+}
+
+
+def handle_node_request(node: Node, remote: Remote | None, msg: list[Any]) -> None:
+    if not msg:
+        return
+    tag = msg[0]
+    handler = REQUESTS.get(tag) if type(tag) is str else None
+    who = remote.id if remote is not None else "this node"
+    if handler is None:
+        log.warning("node %s: unknown node request %.60r from %s ignored", node.id, tag, who)
+        return
+    try:
+        handler(node, remote, *msg[1:])
+    except (TypeError, ValueError, AempError) as e:
+        log.warning("node %s: malformed %r request from %s ignored: %s", node.id, tag, who, e)

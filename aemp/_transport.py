@@ -1,0 +1,434 @@
+# asyncio glue between sockets and the sans-IO protocol core (aemp.wire).
+#
+# One _Conn per TCP connection, either direction. Until the handshake ends
+# it feeds bytes to wire.Connection and acts on its events; after it, bytes
+# go through the core's fast path straight to the node. Outgoing packets
+# are encoded at once (so a bad message raises in the caller's snd) and
+# collected; one write per event-loop turn sends them all, so a burst of
+# small sends costs one system call. Heartbeats and limits live here: the
+# core has no clock.
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+from . import wire
+from ._errors import ConfigError, MessageError, RemoteProtocolError
+
+if TYPE_CHECKING:
+    from ._node import Node
+    from ._remote import Remote
+
+log = logging.getLogger("aemp.transport")
+
+SEND_BUFFER_LIMIT = 256 * 1024 * 1024  # bytes written but not taken by the peer
+
+
+def parse_bind(bind: str) -> tuple[str | None, int]:
+    """ "host:port", "*:port", "[::1]:port"; port "*" or "0" is any free port."""
+    host, sep, port = bind.rpartition(":")
+    if not sep:
+        host, port = bind, "*"
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if port in ("*", ""):
+        port = "0"
+    if not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"bind {bind!r} is not valid: expected 'host:port', '*:port' or 'host:*'")
+    return (None if host in ("*", "") else host), int(port)
+
+
+def parse_address(addr: str) -> tuple[str, int]:
+    host, port = parse_bind(addr)
+    if host is None or port == 0:
+        raise ConfigError(f"address {addr!r} is not valid: expected 'host:port'")
+    return host, port
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _Conn(asyncio.Protocol):
+    """One TCP connection to another node."""
+
+    def __init__(self, net: Network, peeraddr: str, expect: str | None = None) -> None:
+        self.net = net
+        self.node = net.node
+        self.peeraddr = peeraddr
+        self.expect = expect  # the node ID we dialled for, if any
+        self.remote_id = ""
+        self.remote: Remote | None = None
+        self.wire = wire.Connection(net.settings, peeraddr=peeraddr)
+        self.transport: asyncio.Transport | None = None
+        self.open = False
+        self.closed = False
+        self.why = ""
+        self._chunks: list[bytes] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_in = self._last_out = time.monotonic()
+        self._hb: float | None = None
+        self._hb_timeout = 0.0
+        self._greeted_as = ""
+        self.authenticated: asyncio.Future[str] = net.node.loop.create_future()
+        self.finished: asyncio.Future[str] = net.node.loop.create_future()
+
+    # -- asyncio.Protocol -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = t = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                if self.node.config.nodelay:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            except OSError:  # pragma: no cover - not a TCP socket
+                pass
+        self.net.conns.add(self)
+        self.wire.start()
+        t.write(self.wire.data_to_send())
+        timeout = self.node.config.monitor_timeout
+        self._timer = self.node.loop.call_later(timeout, self._handshake_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_in = time.monotonic()
+        try:
+            if self.open:
+                packets = self.wire.receive_packets(data)
+                if packets:
+                    assert self.remote is not None
+                    self.node._receive(self.remote, packets)
+                return
+            self.wire.receive_data(data)
+            self._handshake()
+        except RemoteProtocolError as e:
+            self.fail(str(e))
+
+    def eof_received(self) -> bool:
+        self.fail("Unexpected end-of-file" if self.open else "peer closed during handshake")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(f"connection lost: {exc}" if exc else "Unexpected end-of-file")
+
+    # -- handshake --------------------------------------------------------
+
+    def _handshake(self) -> None:
+        while not self.closed:
+            ev = self.wire.next_event()
+            out = self.wire.data_to_send()
+            if out and self.transport is not None:
+                self.transport.write(out)
+            if ev is wire.NEED_DATA:
+                return
+            if isinstance(ev, wire.GreetingReceived):
+                refusal = self.net.greeted(self, ev.greeting.nodeid)
+                if refusal:
+                    self.close(refusal)
+                    return
+            elif isinstance(ev, wire.Authenticated):
+                self._authenticated(ev)
+                return
+            elif isinstance(ev, wire.ConnectionClosed):
+                self.fail("peer closed during handshake")
+                return
+
+    def _authenticated(self, ev: wire.Authenticated) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.open = True
+        self.remote_id = ev.remote_nodeid
+        own_hb = self.net.settings.heartbeat
+        if own_hb is not None and ev.remote_heartbeat is not None:
+            self._hb = own_hb
+            timeout = self.node.config.monitor_timeout
+            self._hb_timeout = max(timeout, 2 * ev.remote_heartbeat)
+            self._timer = self.node.loop.call_later(own_hb, self._heartbeat)
+        log.debug(
+            "node %s: connected to %s (%s, %s/%s%s)",
+            self.node.id,
+            ev.remote_nodeid,
+            ev.method,
+            ev.send_framing,
+            ev.recv_framing,
+            ", tls" if ev.tls else "",
+        )
+        self.net.authenticated(self)
+        if not self.authenticated.done():
+            self.authenticated.set_result(self.remote_id)
+        # bytes that arrived right behind the auth line are packets already
+        ev2 = self.wire.next_event()
+        if isinstance(ev2, wire.Packets) and self.remote is not None and not self.closed:
+            self.node._receive(self.remote, ev2.packets)
+
+    def _handshake_timeout(self) -> None:
+        self.fail("Connection timed out (handshake did not finish within monitor_timeout)")
+
+    def _heartbeat(self) -> None:
+        now = time.monotonic()
+        if now - self._last_in > self._hb_timeout:
+            self.fail("heartbeat timeout")
+            return
+        assert self._hb is not None
+        if now - self._last_out >= self._hb and not self._chunks:
+            self.send([""])
+        self._timer = self.node.loop.call_later(self._hb, self._heartbeat)
+
+    # -- sending ----------------------------------------------------------
+
+    def send(self, packet: list[Any]) -> None:
+        """Encode now (errors raise here), write at the end of this loop turn."""
+        if self.closed:
+            return
+        self._chunks.append(self.wire.encode(packet))
+        if self._flush_handle is None:
+            self._flush_handle = self.node.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if self.closed or not self._chunks or self.transport is None:
+            return
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._last_out = time.monotonic()
+        self.transport.write(self.wire.wrap(data))
+        if self.transport.get_write_buffer_size() > SEND_BUFFER_LIMIT:
+            self.fail(f"peer is not reading: more than {SEND_BUFFER_LIMIT} bytes unsent")
+
+    # -- closing ----------------------------------------------------------
+
+    def close(self, reason: str) -> None:
+        """Close on purpose; pending output is written first."""
+        if self.closed:
+            return
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush()
+        self._shutdown(reason)
+
+    def fail(self, reason: str) -> None:
+        """The connection broke; whatever was not written is lost."""
+        if self.closed:
+            return
+        if not self.open:
+            # our auth line or a TLS alert may be queued: it tells the peer why
+            out = self.wire.data_to_send()
+            if out and self.transport is not None and not self.transport.is_closing():
+                self.transport.write(out)
+            log.warning(
+                "node %s: connection with %s failed: %s", self.node.id, self.describe(), reason
+            )
+        self._shutdown(reason)
+
+    def _shutdown(self, reason: str) -> None:
+        self.closed = True
+        self.why = reason
+        self.wire.close()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        if self.transport is not None:
+            self.transport.close()
+        self.net.conns.discard(self)
+        self.finished.set_result(reason)
+        if not self.authenticated.done():
+            self.authenticated.set_exception(ConnectionError(reason))
+            self.authenticated.exception()  # retrieved: a failed dial is reported elsewhere
+        self.net.closed(self, reason)
+
+    def describe(self) -> str:
+        return self.remote_id or self.expect or self.peeraddr
+
+
+class Network:
+    """A node's listeners, its connections and how it reaches other nodes."""
+
+    def __init__(self, node: Node, settings: wire.Settings) -> None:
+        self.node = node
+        self.settings = settings
+        self.servers: list[asyncio.base_events.Server] = []
+        self.listeners: list[str] = []
+        self.conns: set[_Conn] = set()
+        self.addresses: dict[str, list[str]] = {}  # node ID -> where it listens
+        self._dials: dict[str, asyncio.Future[Any]] = {}
+        self.seeds: dict[str, str] = {}  # seed address -> node ID once greeted ("" before)
+
+    async def listen(self, binds: tuple[str, ...]) -> None:
+        loop = self.node.loop
+        for bind in binds:
+            host, port = parse_bind(bind)
+            try:
+                server = await loop.create_server(
+                    lambda: _Conn(self, peeraddr="?"), host, port, reuse_address=True
+                )
+            except OSError as e:
+                raise ConfigError(f"cannot listen on {bind!r}: {e.strerror or e}") from e
+            self.servers.append(server)
+            for sock in server.sockets:
+                addr = sock.getsockname()
+                shown = addr[0]
+                if host is None:
+                    shown = "127.0.0.1" if sock.family == socket.AF_INET else "::1"
+                self.listeners.append(format_address(shown, addr[1]))
+
+    # -- events from connections -------------------------------------------
+
+    def greeted(self, conn: _Conn, nodeid: str) -> str | None:
+        """Decide whether to go on with a peer that says it is `nodeid`."""
+        if conn.peeraddr == "?" and conn.transport is not None:
+            peer = conn.transport.get_extra_info("peername")
+            if peer:
+                conn.peeraddr = format_address(peer[0], peer[1])
+        if conn.expect is None and conn.peeraddr in self.seeds:
+            self.seeds[conn.peeraddr] = nodeid
+        if nodeid == self.node.id:
+            if conn.peeraddr in self.seeds:
+                del self.seeds[conn.peeraddr]  # a seed address that leads to ourselves
+            return "I refuse to talk to myself"
+        remote = self.node._remotes.get(nodeid)
+        if remote is not None and remote.link is not None:
+            return f"{nodeid} already connected, not connecting again."
+        # two nodes dialling each other at once: both keep the connection that
+        # the node with the smaller ID made, and so agree without a message
+        for other in list(self.conns):
+            if (
+                other is not conn
+                and other.remote_id == ""
+                and not other.closed
+                and nodeid in (other.expect, other._greeted_as)
+            ):
+                mine_outgoing = conn.expect is not None or conn.peeraddr in self.seeds
+                keep_outgoing = self.node.id < nodeid
+                if mine_outgoing != keep_outgoing:
+                    return f"{nodeid} is being connected already (simultaneous connect)"
+                other.close(f"{nodeid}: simultaneous connect, the other connection wins")
+        conn._greeted_as = nodeid
+        return None
+
+    def authenticated(self, conn: _Conn) -> None:
+        nodeid = conn.remote_id
+        if conn.expect is not None:
+            self.addresses.setdefault(nodeid, [])
+            if conn.peeraddr not in self.addresses[nodeid]:
+                self.addresses[nodeid].insert(0, conn.peeraddr)
+        conn.remote = self.node._link_up(nodeid, conn)
+
+    def closed(self, conn: _Conn, reason: str) -> None:
+        if conn.remote is not None and conn.remote.link is conn:
+            conn.remote.lost(reason)
+
+    # -- dialling ------------------------------------------------------------
+
+    def connect(self, remote: Remote) -> None:
+        """Start connecting to a remote node known by ID."""
+        addrs = self.addresses.get(remote.id)
+        if not addrs:
+            remote.lost("no known address")
+            return
+        task = self.node.spawn_task(self._dial_node(remote, list(addrs)))
+        self._dials[remote.id] = task
+        task.add_done_callback(lambda t: self._dials.pop(remote.id, None))
+
+    async def _dial_node(self, remote: Remote, addrs: list[str]) -> None:
+        interval = self.node.config.connect_interval
+        try:
+            async with asyncio.timeout(interval):
+                while True:
+                    for addr in addrs:
+                        try:
+                            conn = await self.dial(addr, expect=remote.id)
+                        except (OSError, ConnectionError) as e:
+                            log.debug("node %s: dial %s failed: %s", self.node.id, addr, e)
+                            if remote.link is not None:
+                                return  # connected the other way round meanwhile
+                            continue
+                        if conn.remote_id == remote.id or remote.link is not None:
+                            return
+                    await asyncio.sleep(min(0.4, interval / 4) * random.uniform(0.9, 1.0))
+        except TimeoutError:
+            pass
+        if remote.link is None:
+            remote.lost("connect timeout")
+
+    async def dial(self, addr: str, expect: str | None = None) -> _Conn:
+        """Connect to addr and finish the handshake."""
+        host, port = parse_address(addr)
+        loop = self.node.loop
+        _, conn = await loop.create_connection(
+            lambda: _Conn(self, peeraddr=addr, expect=expect), host, port
+        )
+        await asyncio.shield(conn.authenticated)
+        return conn
+
+    def keep_seed(self, addr: str) -> None:
+        """Stay connected to a seed address for as long as the node lives."""
+        parse_address(addr)
+        if addr not in self.seeds:
+            self.seeds[addr] = ""
+            self.node.spawn_task(self._seed_loop(addr))
+
+    async def _seed_loop(self, addr: str) -> None:
+        # Part B 5.2: at once, then 1.2-2.4 s doubling up to monitor_timeout
+        cap = self.node.config.monitor_timeout
+        delay = 0.0
+        while addr in self.seeds:
+            nodeid = self.seeds[addr]
+            if nodeid and self.node.node_is_up(nodeid):
+                await asyncio.sleep(min(0.5, cap))  # connected the other way round
+                continue
+            try:
+                conn = await self.dial(addr)
+            except (OSError, ConnectionError) as e:
+                log.debug("node %s: seed %s: %s", self.node.id, addr, e)
+            else:
+                delay = 0.0
+                await conn.finished
+                continue
+            delay = min(cap, delay * 2 if delay else 1.2 * (1 + random.random()))
+            await asyncio.sleep(delay)
+
+    async def close(self) -> None:
+        for server in self.servers:
+            server.close()
+        for conn in list(self.conns):
+            conn.close("node closed")
+        for server in self.servers:
+            await server.wait_closed()
+        self.servers.clear()
+
+
+def make_settings(node: Node, version: str) -> wire.Settings:
+    cfg = node.config
+    tls_server = tls_client = None
+    if cfg.cert is not None:
+        from .tls import ssl_contexts
+
+        tls_server, tls_client = ssl_contexts(cfg.cert)
+    if cfg.secret is None and cfg.cert is None:
+        raise ConfigError(
+            f"node {node.id!r} has neither a shared secret nor a certificate, so no other node "
+            "can trust it: set 'secret' (aemp gensecret) or 'cert' (aemp gencert)"
+        )
+    try:
+        return wire.Settings(
+            nodeid=node.id,
+            provider=f"aemp-py-{version}",
+            secret=cfg.secret,
+            tls_server=tls_server,
+            tls_client=tls_client,
+            auth_offer=cfg.auth_offer,
+            auth_accept=cfg.auth_accept,
+            framing_format=cfg.framing_format,
+            max_packet=cfg.max_packet,
+            heartbeat=max(0.05, cfg.monitor_timeout / 4),
+        )
+    except MessageError as e:  # pragma: no cover - Settings raises ConfigError
+        raise ConfigError(str(e)) from e

@@ -1,0 +1,87 @@
+# The aemp wire protocol as a sans-IO core: bytes in, events and bytes out.
+#
+# Nothing here does I/O or knows about time: no asyncio, no socket (ssl is
+# imported only when a connection switches to TLS, since ssl imports
+# socket). The transport owns sockets, timers and batching; this package
+# owns the rules: greeting, authentication, TLS switch, framing, limits.
+#
+#     conn = Connection(settings, peeraddr="10.0.0.2:4040")
+#     conn.start()
+#     write(conn.data_to_send())
+#     ... conn.receive_data(chunk); event = conn.next_event() ...
+#     once Authenticated: write(conn.wrap(b"".join(map(conn.encode, packets))))
+#                         packets = conn.receive_packets(chunk)
+
+from ._auth import (
+    AUTH_METHODS,
+    DEFAULT_AUTH,
+    AuthLine,
+    auth_token,
+    choose_auth_method,
+    parse_auth_line,
+    verify_auth_line,
+)
+from ._connection import HANDSHAKE_STATES, Connection, State
+from ._events import (
+    NEED_DATA,
+    Authenticated,
+    ConnectionClosed,
+    Event,
+    GreetingReceived,
+    NeedData,
+    Packets,
+)
+from ._framing import (
+    DEFAULT_FRAMINGS,
+    DEFAULT_MAX_PACKET,
+    FRAMINGS,
+    Decoder,
+    Encoder,
+    JsonDecoder,
+    JsonEncoder,
+    MsgpackDecoder,
+    MsgpackEncoder,
+    choose_framing,
+    make_decoder,
+    make_encoder,
+)
+from ._greeting import MAX_LINE, PROTOCOL_VERSION, Greeting, parse_greeting, take_line
+from ._settings import Settings
+
+__all__ = [
+    "AUTH_METHODS",
+    "DEFAULT_AUTH",
+    "DEFAULT_FRAMINGS",
+    "DEFAULT_MAX_PACKET",
+    "FRAMINGS",
+    "HANDSHAKE_STATES",
+    "MAX_LINE",
+    "NEED_DATA",
+    "PROTOCOL_VERSION",
+    "AuthLine",
+    "Authenticated",
+    "Connection",
+    "ConnectionClosed",
+    "Decoder",
+    "Encoder",
+    "Event",
+    "Greeting",
+    "GreetingReceived",
+    "JsonDecoder",
+    "JsonEncoder",
+    "MsgpackDecoder",
+    "MsgpackEncoder",
+    "NeedData",
+    "Packets",
+    "Settings",
+    "State",
+    "auth_token",
+    "choose_auth_method",
+    "choose_framing",
+    "make_decoder",
+    "make_encoder",
+    "parse_auth_line",
+    "parse_greeting",
+    "take_line",
+    "verify_auth_line",
+]

@@ -1,0 +1,196 @@
+"""Two nodes in one process talking TCP on 127.0.0.1: the remote port semantics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from conftest import Recorder, settle
+
+import aemp
+
+SECRET = "test-secret"
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[aemp.Node, aemp.Node]]:
+    async with aemp.Node(nodeid="a", binds=["127.0.0.1:0"], secret=SECRET) as a:  # noqa: SIM117
+        async with aemp.Node(nodeid="b", seeds=a.listeners, secret=SECRET) as b:
+            await wait_up(b, "a")
+            yield a, b
+
+
+async def wait_up(node: aemp.Node, other: str, limit: float = 5.0) -> None:
+    async with asyncio.timeout(limit):
+        while not node.node_is_up(other):
+            await asyncio.sleep(0.005)
+
+
+async def test_snd_both_ways(pair: tuple[aemp.Node, aemp.Node]) -> None:
+    a, b = pair
+    ra, rb = Recorder(), Recorder()
+    pa, pb = a.port(ra), b.port(rb)
+    b.snd(pa, "hello", 1, [2], {"k": b"bytes"})
+    await ra.wait()
+    a.snd(pb, "back", None)
+    await rb.wait()
+    assert ra.calls == [("hello", 1, [2], {"k": b"bytes"})]
+    assert rb.calls == [("back", None)]
+
+
+async def test_order_across_nodes(pair: tuple[aemp.Node, aemp.Node]) -> None:
+    a, b = pair
+    got: list[int] = []
+    done = asyncio.get_running_loop().create_future()
+
+    def cb(i: int) -> None:
+        got.append(i)
+        if i == 49_999:
+            done.set_result(None)
+
+    p = a.port(n=cb)
+    for i in range(50_000):
+        b.snd(p, "n", i)
+        if i % 5000 == 0:
+            await asyncio.sleep(0)
+    await asyncio.wait_for(done, 10)
+    assert got == list(range(50_000))
+
+
+async def test_cal_across_nodes(pair: tuple[aemp.Node, aemp.Node]) -> None:
+    a, b = pair
+    srv = a.port(add=lambda x, y, reply: a.snd(reply, x + y))
+    assert await b.cal(srv, "add", 20, 22) == (42,)
+
+
+async def test_mon_remote_port_death(pair: tuple[aemp.Node, aemp.Node]) -> None:
+    a, b = pair
+    p = a.port()
+    rec = Recorder()
+    b.mon(p, rec)
+    await settle(20)
+    a.kil(p, "bye", 1)
+    await rec.wait()
+    assert rec.calls == [("bye", 1)]
+
+
+async def test_kil_remote_port(pair: tuple[aemp.Node, aemp.Node]) -> None:
+    a, b = pair
+    p = a.port()
+    rec = Recorder()
+    a.mon(p, rec)
+    b.kil(p, "remote", "kill")
+    await rec.wait()
+    assert rec.calls == [("remote", "kill")]
+
+
+async def test_mon_missing_remote_port(pair: tuple[aemp.Node, aemp.Node]) -> None:
+    _a, b = pair
+    rec = Recorder()
+    b.mon("a#nosuchport", rec)
+    await rec.wait()
+    assert rec.calls == [("no_such_port", "cannot monitor nonexistent port", "a#nosuchport")]
+
+
+async def test_remote_monitor_cancel_sends_mon0(pair: tuple[aemp.Node, aemp.Node]) -> None:
+    a, b = pair
+    p = a.port()
+    m = b.mon(p, print)
+    async with asyncio.timeout(2):
+        while not a._ports[p].watchers:
+            await asyncio.sleep(0.005)
+    m.cancel()
+    async with asyncio.timeout(2):
+        while a._ports[p].watchers:
+            await asyncio.sleep(0.005)
+
+
+async def test_spawn_on_remote_node(pair: tuple[aemp.Node, aemp.Node]) -> None:
+    _a, b = pair
+    pid = b.spawn("a", "spawn_targets:echo_init", "remote")
+    assert aemp.node_of(pid) == "a"
+    assert await b.cal(pid, "echo", 7) == ("remote", 7)
+
+
+async def test_spawn_failure_on_remote_node(pair: tuple[aemp.Node, aemp.Node]) -> None:
+    _a, b = pair
+    pid = b.spawn("a", "spawn_targets:failing_init")
+    rec = Recorder()
+    b.mon(pid, rec)
+    await rec.wait()
+    assert (
+        rec.calls[0] in (("die", "ValueError: init failed"),) or rec.calls[0][0] == "no_such_port"
+    )
+
+
+async def test_node_requests(pair: tuple[aemp.Node, aemp.Node]) -> None:
+    _a, b = pair
+    rec = Recorder()
+    r = b.port(rec)
+    b.snd("a", "can", "mon1", r, "c1")
+    b.snd("a", "can", "no_such_request", r, "c2")
+    b.snd("a", "time", r, "t")
+    b.snd("a", "snd", r, "relayed", 1)
+    b.snd("a", "eval", "1+1", r)
+    b.snd("a", "some::perl::function", 1)
+    await rec.wait(4)
+    calls = sorted(rec.calls, key=repr)
+    assert ("c1", True) in calls and ("c2", False) in calls
+    assert ("relayed", 1) in calls
+    t = next(c for c in calls if c[0] == "t")
+    assert isinstance(t[1], float)
+
+
+async def test_up_nodes_and_mon_nodes() -> None:
+    async with aemp.Node(nodeid="x", binds=["127.0.0.1:0"], secret=SECRET) as x:
+        events: list[Any] = []
+        x.mon_nodes(lambda *e: events.append(e))
+        y = aemp.Node(nodeid="y", seeds=x.listeners, secret=SECRET)
+        await y.start()
+        await wait_up(x, "y")
+        assert x.up_nodes() == ["y"] and y.up_nodes() == ["x"]
+        await y.close()
+        async with asyncio.timeout(2):
+            while len(events) < 2:
+                await asyncio.sleep(0.005)
+        assert events[0] == ("y", True)
+        assert events[1][:3] == ("y", False, "transport_error")
+
+
+async def test_node_loss_fires_monitors() -> None:
+    async with aemp.Node(nodeid="s", binds=["127.0.0.1:0"], secret=SECRET) as s:
+        c = aemp.Node(nodeid="c", seeds=s.listeners, secret=SECRET)
+        await c.start()
+        await wait_up(s, "c")
+        cp = c.port()
+        rec = Recorder()
+        s.mon(cp, rec)
+        await settle(20)
+        await c.close()
+        await rec.wait()
+        assert rec.calls[0][:2] == ("transport_error", "c")
+
+
+async def test_wrong_secret_is_refused(caplog: pytest.LogCaptureFixture) -> None:
+    async with (
+        aemp.Node(nodeid="s", binds=["127.0.0.1:0"], secret="one") as s,
+        aemp.Node(nodeid="c", seeds=s.listeners, secret="two") as c,
+    ):
+        await asyncio.sleep(0.2)
+        assert not c.node_is_up("s") and not s.node_is_up("c")
+    assert "shared secret mismatch" in caplog.text or "authentication" in caplog.text
+
+
+async def test_tls_between_nodes() -> None:
+    from aemp.tls import make_certificate
+
+    pem = make_certificate()
+    async with (
+        aemp.Node(nodeid="s", binds=["127.0.0.1:0"], cert=pem) as s,
+        aemp.Node(nodeid="c", seeds=s.listeners, cert=pem) as c,
+    ):
+        await wait_up(c, "s")
+        srv = s.port(ping=lambda reply: s.snd(reply, "pong"))
+        assert await c.cal(srv, "ping") == ("pong",)
