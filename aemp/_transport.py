@@ -260,6 +260,8 @@ class Network:
         self.addresses: dict[str, list[str]] = {}  # node ID -> where it listens
         self._dials: dict[str, asyncio.Future[Any]] = {}
         self.seeds: dict[str, str] = {}  # seed address -> node ID once greeted ("" before)
+        self._pulse = asyncio.Event()
+        self._seeds_pending: set[str] = set()  # seeds whose first dial has not ended
 
     async def listen(self, binds: tuple[str, ...]) -> None:
         loop = self.node.loop
@@ -289,9 +291,11 @@ class Network:
                 conn.peeraddr = format_address(peer[0], peer[1])
         if conn.expect is None and conn.peeraddr in self.seeds:
             self.seeds[conn.peeraddr] = nodeid
+            self._changed()
         if nodeid == self.node.id:
             if conn.peeraddr in self.seeds:
                 del self.seeds[conn.peeraddr]  # a seed address that leads to ourselves
+                self._changed()
             return "I refuse to talk to myself"
         remote = self.node._remotes.get(nodeid)
         if remote is not None and remote.link is not None:
@@ -320,6 +324,7 @@ class Network:
             if conn.peeraddr not in self.addresses[nodeid]:
                 self.addresses[nodeid].insert(0, conn.peeraddr)
         conn.remote = self.node._link_up(nodeid, conn)
+        self._changed()
 
     def closed(self, conn: _Conn, reason: str) -> None:
         if conn.remote is not None and conn.remote.link is conn:
@@ -329,19 +334,30 @@ class Network:
 
     def connect(self, remote: Remote) -> None:
         """Start connecting to a remote node known by ID."""
-        addrs = self.addresses.get(remote.id)
-        if not addrs:
+        if not self.addresses.get(remote.id) and not self._seeds_pending:
             remote.lost("no known address")
             return
-        task = self.node.spawn_task(self._dial_node(remote, list(addrs)))
+        task = self.node.spawn_task(self._dial_node(remote))
         self._dials[remote.id] = task
         task.add_done_callback(lambda t: self._dials.pop(remote.id, None))
 
-    async def _dial_node(self, remote: Remote, addrs: list[str]) -> None:
+    def _changed(self) -> None:
+        """Wake the dials waiting for a seed's or a node's identity."""
+        self._pulse.set()
+        self._pulse = asyncio.Event()
+
+    async def _dial_node(self, remote: Remote) -> None:
         interval = self.node.config.connect_interval
         try:
             async with asyncio.timeout(interval):
-                while True:
+                # seeds not yet greeted may turn out to be the node we want
+                while not self.addresses.get(remote.id) and remote.link is None:
+                    if not self._seeds_pending:
+                        remote.lost("no known address")
+                        return
+                    await self._pulse.wait()
+                addrs = list(self.addresses.get(remote.id) or ())
+                while remote.link is None:
                     for addr in addrs:
                         try:
                             conn = await self.dial(addr, expect=remote.id)
@@ -373,6 +389,7 @@ class Network:
         parse_address(addr)
         if addr not in self.seeds:
             self.seeds[addr] = ""
+            self._seeds_pending.add(addr)
             self.node.spawn_task(self._seed_loop(addr))
 
     async def _seed_loop(self, addr: str) -> None:
@@ -384,11 +401,15 @@ class Network:
             if nodeid and self.node.node_is_up(nodeid):
                 await asyncio.sleep(min(0.5, cap))  # connected the other way round
                 continue
+            conn = None
             try:
                 conn = await self.dial(addr)
             except (OSError, ConnectionError) as e:
                 log.debug("node %s: seed %s: %s", self.node.id, addr, e)
-            else:
+            if addr in self._seeds_pending:
+                self._seeds_pending.discard(addr)
+                self._changed()
+            if conn is not None:
                 delay = 0.0
                 await conn.finished
                 continue

@@ -1,0 +1,226 @@
+"""remote_oneway, remote_cal, remote_cal_pipelined: two processes on 127.0.0.1.
+
+The peer (bench/peer.py) runs in its own process, once as an aemp node and
+once as the raw reference: asyncio + uvloop TCP, msgpack Packer/Unpacker,
+writes batched per event-loop turn, the same message shapes. Each figure is
+printed next to the reference measured in the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+import aemp
+
+PEER = Path(__file__).resolve().parent / "peer.py"
+SECRET = "bench-secret"
+LIMIT_S = 60.0
+
+
+class Peer:
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(PEER), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.info: dict[str, str] = json.loads(self.proc.stdout.readline())
+
+    def stop(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# ---------------------------------------------------------------- aemp side
+
+
+async def aemp_oneway(peer: Peer, n: int, batch: int = 1000) -> tuple[float, float]:
+    async with aemp.Node(nodeid="bench", seeds=[peer.info["listener"]], secret=SECRET) as node:
+        target = peer.info["port"]
+        await node.cal(target, "report", timeout=10)  # connected, counters reset
+        cpu0 = time.process_time()
+        t0 = time.perf_counter()
+        x = "x" * 32
+        snd = node.snd
+        for start in range(0, n, batch):
+            for i in range(start, start + batch):
+                snd(target, "ping", i, x)
+            await asyncio.sleep(0)
+        count, peer_cpu = await node.cal(target, "report", timeout=LIMIT_S)
+        dt = time.perf_counter() - t0
+        assert count == n, (count, n)
+        return n / dt, (time.process_time() - cpu0 + peer_cpu) / n
+
+
+async def aemp_cal(peer: Peer, n: int) -> list[float]:
+    async with aemp.Node(nodeid="bench", seeds=[peer.info["listener"]], secret=SECRET) as node:
+        target = peer.info["port"]
+        await node.cal(target, "echo", 0, timeout=10)
+        out = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            await node.cal(target, "echo", i)
+            out.append(time.perf_counter() - t0)
+        return out
+
+
+async def aemp_pipelined(peer: Peer, n: int, window: int = 1000) -> float:
+    async with aemp.Node(nodeid="bench", seeds=[peer.info["listener"]], secret=SECRET) as node:
+        target = peer.info["port"]
+        await node.cal(target, "echo", 0, timeout=10)
+        t0 = time.perf_counter()
+        done = 0
+        sem = asyncio.Semaphore(window)
+        loop = asyncio.get_running_loop()
+        finished = loop.create_future()
+
+        def got(*_: Any) -> None:
+            nonlocal done
+            done += 1
+            sem.release()
+            if done == n:
+                finished.set_result(None)
+
+        for i in range(n):
+            await sem.acquire()
+            node.cal(target, "echo", i, cb=got, timeout=LIMIT_S)
+        await finished
+        return n / (time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------- raw reference
+
+
+class RawClient(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.unpacker = msgpack.Unpacker()
+        self.waiters: list[asyncio.Future[Any]] = []
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self.unpacker.feed(data)
+        for msg in self.unpacker:
+            self.waiters.pop(0).set_result(msg)
+
+
+async def raw_connect(peer: Peer) -> RawClient:
+    host, port = peer.info["listener"].rsplit(":", 1)
+    _, proto = await asyncio.get_running_loop().create_connection(RawClient, host, int(port))
+    return proto
+
+
+async def raw_request(c: RawClient, msg: list[Any], packer: msgpack.Packer) -> Any:
+    fut = asyncio.get_running_loop().create_future()
+    c.waiters.append(fut)
+    c.transport.write(packer.pack(msg))
+    return await fut
+
+
+async def raw_oneway(peer: Peer, n: int, batch: int = 1000) -> tuple[float, float]:
+    c = await raw_connect(peer)
+    packer = msgpack.Packer()
+    await raw_request(c, ["report"], packer)
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    x = "x" * 32
+    for start in range(0, n, batch):
+        c.transport.write(
+            b"".join([packer.pack(["ping", i, x]) for i in range(start, start + batch)])
+        )
+        await asyncio.sleep(0)
+    count, peer_cpu = await raw_request(c, ["report"], packer)
+    dt = time.perf_counter() - t0
+    assert count == n
+    c.transport.close()
+    return n / dt, (time.process_time() - cpu0 + peer_cpu) / n
+
+
+async def raw_cal(peer: Peer, n: int) -> list[float]:
+    c = await raw_connect(peer)
+    packer = msgpack.Packer()
+    await raw_request(c, ["echo", 0], packer)
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        await raw_request(c, ["echo", i], packer)
+        out.append(time.perf_counter() - t0)
+    c.transport.close()
+    return out
+
+
+# ---------------------------------------------------------------- driver
+
+
+def _with_peer(mode: str, fn: Any, *args: Any) -> Any:
+    peer = Peer(mode)
+    try:
+        return aemp.run(asyncio.wait_for(fn(peer, *args), LIMIT_S))
+    finally:
+        peer.stop()
+
+
+def _p(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] * 1e6
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    n = 100_000 if quick else 1_000_000
+    ncal = 2_000 if quick else 10_000
+    out: list[dict[str, Any]] = []
+
+    rate, cpu = max(_with_peer("aemp", aemp_oneway, n) for _ in range(1 if quick else 2))
+    rref, cref = max(_with_peer("raw", raw_oneway, n) for _ in range(1 if quick else 2))
+    out.append(_fig("remote_oneway", rate, "msgs/s", rref))
+    out.append(_fig("remote_oneway_cpu", cpu * 1e6, "us CPU/msg (lower is better)", cref * 1e6))
+
+    lat = _with_peer("aemp", aemp_cal, ncal)
+    lref = _with_peer("raw", raw_cal, ncal)
+    out.append(_fig("remote_cal", _p(lat, 50), "us p50 (lower is better)", _p(lref, 50)))
+    out[-1]["p99"] = round(_p(lat, 99), 1)
+    out[-1]["reference_p99"] = round(_p(lref, 99), 1)
+
+    prate = _with_peer("aemp", aemp_pipelined, 20_000 if quick else 200_000)
+    out.append(
+        {
+            "bench": "remote_cal_pipelined",
+            "value": round(prate),
+            "unit": "calls/s",
+            "reference": "target 300000 calls/s",
+            "reference_value": 300_000,
+            "ratio": round(prate / 300_000, 3),
+        }
+    )
+    return out
+
+
+def _fig(name: str, value: float, unit: str, ref: float) -> dict[str, Any]:
+    lower = "lower" in unit
+    return {
+        "bench": name,
+        "value": round(value, 2) if value < 1000 else round(value),
+        "unit": unit,
+        "reference": "raw asyncio+uvloop+msgpack",
+        "reference_value": round(ref, 2) if ref < 1000 else round(ref),
+        "ratio": round((ref / value) if lower else (value / ref), 3),
+    }
