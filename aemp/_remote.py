@@ -31,6 +31,10 @@ class Link(Protocol):
 
     remote_id: str
 
+    @property
+    def is_up(self) -> bool:
+        return self.link is not None
+
     def send(self, packet: list[Any]) -> None: ...
 
     def close(self, reason: str) -> None: ...
