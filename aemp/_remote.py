@@ -31,10 +31,6 @@ class Link(Protocol):
 
     remote_id: str
 
-    @property
-    def is_up(self) -> bool:
-        return self.link is not None
-
     def send(self, packet: list[Any]) -> None: ...
 
     def close(self, reason: str) -> None: ...
@@ -64,6 +60,10 @@ class Remote:
 
     def __repr__(self) -> str:
         return f"<Remote {self.id!r} {self.state.value}>"
+
+    @property
+    def is_up(self) -> bool:
+        return self.link is not None
 
     def send(self, packet: list[Any]) -> None:
         if self.link is not None:
