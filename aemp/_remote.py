@@ -61,8 +61,8 @@ class Remote:
     def __repr__(self) -> str:
         return f"<Remote {self.id!r} {self.state.value}>"
 
-    @property
     def is_up(self) -> bool:
+        """A method, not a property: callers ask again after every await."""
         return self.link is not None
 
     def send(self, packet: list[Any]) -> None:

@@ -351,27 +351,27 @@ class Network:
         try:
             async with asyncio.timeout(interval):
                 # seeds not yet greeted may turn out to be the node we want
-                while not self.addresses.get(remote.id) and not remote.is_up:
+                while not self.addresses.get(remote.id) and not remote.is_up():
                     if not self._seeds_pending:
                         remote.lost("no known address")
                         return
                     await self._pulse.wait()
                 addrs = list(self.addresses.get(remote.id) or ())
-                while not remote.is_up:
+                while not remote.is_up():
                     for addr in addrs:
                         try:
                             conn = await self.dial(addr, expect=remote.id)
                         except (OSError, ConnectionError) as e:
                             log.debug("node %s: dial %s failed: %s", self.node.id, addr, e)
-                            if remote.is_up:
+                            if remote.is_up():
                                 return  # connected the other way round meanwhile
                             continue
-                        if conn.remote_id == remote.id or remote.is_up:
+                        if conn.remote_id == remote.id or remote.is_up():
                             return
                     await asyncio.sleep(min(0.4, interval / 4) * random.uniform(0.9, 1.0))
         except TimeoutError:
             pass
-        if not remote.is_up:
+        if not remote.is_up():
             remote.lost("connect timeout")
 
     async def dial(self, addr: str, expect: str | None = None) -> _Conn:
