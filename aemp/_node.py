@@ -148,6 +148,8 @@ class Node:
         self._calls: set[Call] = set()
         self._node_monitors: dict[Monitor, None] = {}
         self._prefix = self.id + "#"
+        self._by_name: dict[str, _Port] = {}  # the same ports, by name, for packets
+        self._routes: dict[str, tuple[Remote, str]] = {}  # remote port ID -> (node, name)
         self._remotes: dict[str, Remote] = {}
         self._net: Network | None = None
         self._node_watchers: dict[NodeWatch, None] = {}
@@ -204,6 +206,8 @@ class Node:
             p.gate = _DEAD
             p.monitors = None
         self._ports.clear()
+        self._by_name.clear()
+        self._routes.clear()
         self._node_monitors.clear()
         self._node_watchers.clear()
         self._remotes.clear()
@@ -227,7 +231,7 @@ class Node:
         """Create a local port, optionally with callbacks as for rcv; return its ID."""
         self._check_open()
         pid = next(self._names)
-        self._ports[pid] = _Port(pid)
+        self._ports[pid] = self._by_name[pid[len(self._prefix) :]] = _Port(pid)
         if default is not None or tags:
             self.rcv(pid, default, **tags)
         return pid
@@ -299,6 +303,13 @@ class Node:
             if self._drain_handle is None:
                 self._drain_handle = self.loop.call_soon(self._drain)
             return
+        route = self._routes.get(port)
+        if route is not None and msg:
+            remote, name = route
+            link = remote.link
+            if link is not None:
+                link.send([name, *msg])  # the encoder checks the message
+                return
         self._send_slow(port, msg)
 
     def _send_slow(self, port: str, msg: tuple[Any, ...]) -> None:
@@ -307,7 +318,10 @@ class Node:
         check_message(msg)
         node, _, name = port.partition("#")
         if node != self.id:
-            self._remote(node).send([name, *msg])
+            remote = self._remote(node)
+            if name and len(self._routes) < 100_000:
+                self._routes[port] = (remote, name)
+            remote.send([name, *msg])
         elif not name:
             self._post(self._node_request, None, list(msg))
         # else: a dead local port; the message is dropped like any other to it
@@ -549,6 +563,7 @@ class Node:
         p.backlog = None
         p.tags = p.default = None
         del self._ports[p.id]
+        del self._by_name[p.id[len(self._prefix) :]]
         if p.task is not None:
             p.task.cancel()
         if p.monitors:
@@ -668,13 +683,13 @@ class Node:
 
     def _receive(self, remote: Remote, packets: list[list[Any]]) -> None:
         """Packets from another node: messages to our ports and node requests."""
-        ports, prefix, q = self._ports, self._prefix, self._queue
+        ports, q = self._by_name, self._queue
         for pkt in packets:
             if len(pkt) < 2:
                 continue  # [] and [name]: nothing to deliver (a keepalive at most)
             name = pkt[0]
             if name:
-                p = ports.get(prefix + name)
+                p = ports.get(name)
                 if p is not None:
                     del pkt[0]
                     q.append((p, pkt))
@@ -734,7 +749,7 @@ class Node:
         p = _Port(pid)
         p.gate = _BUSY
         p.backlog = deque()
-        self._ports[pid] = p
+        self._ports[pid] = self._by_name[pid[len(self._prefix) :]] = p
         self._post(self._spawn_init, p, target, tuple(args))
 
     def _spawn_init(self, p: _Port, target: str, args: tuple[Any, ...]) -> None:

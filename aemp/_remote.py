@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("aemp.remote")
 
 MAX_PENDING = 100_000  # packets queued for a node that is not connected yet
+MAX_IDLE_SUBSCRIPTIONS = 4096  # remote ports we keep monitoring with no local monitor
 
 
 class Link(Protocol):
@@ -44,7 +45,17 @@ class State(enum.Enum):
 
 
 class Remote:
-    __slots__ = ("_connect", "id", "link", "monitors", "node", "pending", "state", "watched")
+    __slots__ = (
+        "_connect",
+        "id",
+        "idle",
+        "link",
+        "monitors",
+        "node",
+        "pending",
+        "state",
+        "watched",
+    )
 
     def __init__(self, node: Node, nodeid: str, connect: Callable[[Remote], None]) -> None:
         self.node = node
@@ -55,6 +66,7 @@ class Remote:
         self.pending: list[list[Any]] = []
         # local monitors on this node's ports, by port name ("" = the node itself)
         self.monitors: dict[str, dict[Monitor, None]] = {}
+        self.idle = 0  # names in monitors with an empty dict: subscribed, unused
         # names of our local ports this node asked to monitor (mon1)
         self.watched: set[str] = set()
 
@@ -98,6 +110,8 @@ class Remote:
         first = mons is None
         if mons is None:
             mons = self.monitors[name] = {}
+        elif not mons and name:
+            self.idle -= 1
         mons[m] = None
         if first:
             if name:
@@ -110,10 +124,20 @@ class Remote:
         if mons is None or m not in mons:
             return
         del mons[m]
-        if not mons:
-            del self.monitors[name]
-            if name and self.link is not None:
-                self.link.send(["", "mon0", name])
+        if mons or not name:
+            if not mons:
+                del self.monitors[name]
+            return
+        # The subscription (mon1) stays while there is room: the next monitor
+        # on this port, typically the next cal to the same server, then costs
+        # no packet at all. Past the limit, idle subscriptions are dropped.
+        self.idle += 1
+        if self.idle > MAX_IDLE_SUBSCRIPTIONS:
+            for idle_name in [n for n, ms in self.monitors.items() if not ms and n]:
+                del self.monitors[idle_name]
+                if self.link is not None:
+                    self.link.send(["", "mon0", idle_name])
+            self.idle = 0
 
     def killed(self, name: str, reason: tuple[Any, ...]) -> None:
         """kil0 from the node: its port `name` died."""
@@ -121,6 +145,8 @@ class Remote:
         if mons:
             for m in mons:
                 m._fire(reason)
+        elif mons is not None:
+            self.idle -= 1
 
     def lost(self, why: str) -> None:
         """The link failed, or could not be made: every monitor hears of it first."""
@@ -133,6 +159,7 @@ class Remote:
         if link is not None:
             link.close(why)
         monitors, self.monitors = self.monitors, {}
+        self.idle = 0
         self.node._remote_lost(self, why, link is not None, watched)
         self.node._post(self._fired, monitors, ("transport_error", self.id, why))
 

@@ -65,6 +65,7 @@ class _Conn(asyncio.Protocol):
         self.remote_id = ""
         self.remote: Remote | None = None
         self.wire = wire.Connection(net.settings, peeraddr=peeraddr)
+        self._encode = self.wire.encode
         self.transport: asyncio.Transport | None = None
         self.open = False
         self.closed = False
@@ -144,6 +145,7 @@ class _Conn(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         self.open = True
+        self._encode = self.wire.encode
         self.remote_id = ev.remote_nodeid
         own_hb = self.net.settings.heartbeat
         if own_hb is not None and ev.remote_heartbeat is not None:
@@ -187,7 +189,7 @@ class _Conn(asyncio.Protocol):
         """Encode now (errors raise here), write at the end of this loop turn."""
         if self.closed:
             return
-        self._chunks.append(self.wire.encode(packet))
+        self._chunks.append(self._encode(packet))
         if self._flush_handle is None:
             self._flush_handle = self.node.loop.call_soon(self._flush)
 

@@ -94,17 +94,33 @@ async def test_mon_missing_remote_port(pair: tuple[aemp.Node, aemp.Node]) -> Non
     assert rec.calls == [("no_such_port", "cannot monitor nonexistent port", "a#nosuchport")]
 
 
-async def test_remote_monitor_cancel_sends_mon0(pair: tuple[aemp.Node, aemp.Node]) -> None:
+async def test_cancelled_remote_monitor_stays_quiet(pair: tuple[aemp.Node, aemp.Node]) -> None:
     a, b = pair
     p = a.port()
-    m = b.mon(p, print)
+    quiet, loud = Recorder(), Recorder()
+    b.mon(p, quiet).cancel()
+    b.mon(p, loud)  # reuses the subscription the first monitor made
+    await settle(20)
+    assert a._ports[p].watchers == {"b"}
+    a.kil(p, "x")
+    await loud.wait()
+    assert quiet.calls == [] and loud.calls == [("x",)]
+
+
+async def test_idle_remote_subscriptions_are_bounded(
+    pair: tuple[aemp.Node, aemp.Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aemp import _remote
+
+    monkeypatch.setattr(_remote, "MAX_IDLE_SUBSCRIPTIONS", 10)
+    a, b = pair
+    ports = [a.port() for _ in range(11)]
+    for p in ports:
+        b.mon(p, print).cancel()
     async with asyncio.timeout(2):
-        while not a._ports[p].watchers:
+        while any(a._ports[p].watchers for p in ports):
             await asyncio.sleep(0.005)
-    m.cancel()
-    async with asyncio.timeout(2):
-        while a._ports[p].watchers:
-            await asyncio.sleep(0.005)
+    assert b._remotes["a"].idle == 0
 
 
 async def test_spawn_on_remote_node(pair: tuple[aemp.Node, aemp.Node]) -> None:

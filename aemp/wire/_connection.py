@@ -17,7 +17,7 @@ import enum
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._errors import AuthError, LocalProtocolError, RemoteProtocolError
+from .._errors import AuthError, ConfigError, LocalProtocolError, RemoteProtocolError
 from ._auth import auth_token, choose_auth_method, parse_auth_line, verify_auth_line
 from ._events import (
     NEED_DATA,
@@ -89,9 +89,9 @@ class Connection:
 
     def __init__(self, settings: Settings, *, peeraddr: str) -> None:
         if not isinstance(settings, Settings):
-            raise TypeError(f"settings must be an aemp.wire.Settings (got {settings!r:.60})")
+            raise ConfigError(f"settings must be an aemp.wire.Settings (got {settings!r:.60})")
         if not isinstance(peeraddr, str) or any(c in peeraddr for c in ";\r\n"):
-            raise ValueError(f"peeraddr must be a 'host:port' str without ';' (got {peeraddr!r})")
+            raise ConfigError(f"peeraddr must be a 'host:port' str without ';' (got {peeraddr!r})")
         self.settings = settings
         self.peeraddr = peeraddr
         self._state = State.IDLE
@@ -373,6 +373,14 @@ class Connection:
         Concatenate the results and pass them through wrap() to send.
         """
         return self._encoder.encode(packet)
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder of our send framing, for a hot loop to bind
+        ``encode = conn.encoder.encode`` and save a call per packet."""
+        if isinstance(self._encoder, _NotOpen):
+            raise LocalProtocolError("there is no encoder before the handshake is complete")
+        return self._encoder
 
     def wrap(self, raw: bytes) -> bytes:
         """Bytes to write for encoded packets ``raw``: TLS records with TLS,

@@ -310,13 +310,13 @@ class MsgpackDecoder:
                 pos += len(chunk)
                 up.feed(chunk)
                 self._fed += len(chunk)
-                boundary = self._boundary
+                n = len(out)
                 for packet in up:
                     if type(packet) is not list or (packet and type(packet[0]) is not str):
                         raise _bad_packet(packet)
                     append(packet)
-                    boundary = tell()
-                self._boundary = boundary
+                if len(out) > n:  # tell() is where the last whole packet ended
+                    self._boundary = tell()
                 if pos >= size:
                     return out
         except RemoteProtocolError:
