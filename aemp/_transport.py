@@ -84,6 +84,12 @@ class _Conn(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = t = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        if self.expect is None and self.peeraddr == "?":
+            peer = t.get_extra_info("peername")
+            if peer:
+                self.peeraddr = format_address(peer[0], peer[1])
+                self.wire = wire.Connection(self.net.settings, peeraddr=self.peeraddr)
+                self._encode = self.wire.encode
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -287,10 +293,6 @@ class Network:
 
     def greeted(self, conn: _Conn, nodeid: str) -> str | None:
         """Decide whether to go on with a peer that says it is `nodeid`."""
-        if conn.peeraddr == "?" and conn.transport is not None:
-            peer = conn.transport.get_extra_info("peername")
-            if peer:
-                conn.peeraddr = format_address(peer[0], peer[1])
         if conn.expect is None and conn.peeraddr in self.seeds:
             self.seeds[conn.peeraddr] = nodeid
             self._changed()

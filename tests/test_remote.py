@@ -210,3 +210,24 @@ async def test_tls_between_nodes() -> None:
         await wait_up(c, "s")
         srv = s.port(ping=lambda reply: s.snd(reply, "pong"))
         assert await c.cal(srv, "ping") == ("pong",)
+
+
+@pytest.mark.parametrize(
+    ("fa", "fb"),
+    [(["json"], ["msgpack", "json"]), (["json", "msgpack"], ["msgpack", "json"])],
+    ids=["json", "mixed"],
+)
+async def test_json_and_mixed_framing(fa: list[str], fb: list[str]) -> None:
+    async with (
+        aemp.Node(nodeid="a", binds=["127.0.0.1:0"], secret=SECRET, framing_format=fa) as a,
+        aemp.Node(nodeid="b", seeds=a.listeners, secret=SECRET, framing_format=fb) as b,
+    ):
+        await wait_up(b, "a")
+        srv = a.port(echo=lambda *m: a.snd(m[-1], *m[:-1]))
+        msg = (1, "two", [3.5, None, True], {"k": {"n": -4}})
+        assert await b.cal(srv, "echo", *msg) == msg
+        bsrv = b.port(echo=lambda *m: b.snd(m[-1], *m[:-1]))
+        assert await a.cal(bsrv, "echo", "back") == ("back",)
+        if fa == ["json"]:
+            with pytest.raises(aemp.MessageError, match="bytes"):
+                b.snd(srv, "echo", b"raw bytes cannot travel as json")

@@ -22,6 +22,7 @@ from ._auth import (
     verify_auth_line,
 )
 from ._connection import HANDSHAKE_STATES, Connection, State
+from ._decoding import DEFAULT_MAX_PACKET, JsonDecoder, MsgpackDecoder
 from ._events import (
     NEED_DATA,
     Authenticated,
@@ -33,13 +34,10 @@ from ._events import (
 )
 from ._framing import (
     DEFAULT_FRAMINGS,
-    DEFAULT_MAX_PACKET,
     FRAMINGS,
     Decoder,
     Encoder,
-    JsonDecoder,
     JsonEncoder,
-    MsgpackDecoder,
     MsgpackEncoder,
     choose_framing,
     make_decoder,

@@ -138,7 +138,7 @@ class Connection:
 
     def _fail(self, exc: RemoteProtocolError) -> None:
         self._error = exc
-        self._state = State.FAILED
+        self._set_state(State.FAILED)
 
     # -- handshake, event by event ----------------------------------------------
 
@@ -424,4 +424,4 @@ class Connection:
             return
         if self._tls is not None and self._tls.handshake_done:
             self._tls.close()
-        self._state = State.CLOSED
+        self._set_state(State.CLOSED)

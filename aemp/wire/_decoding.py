@@ -1,0 +1,233 @@
+# Decoding what the peer sends: incremental decoders for packets written
+# back to back with no length prefix or separator, so each must tell
+# "incomplete, wait for more" from "invalid".
+#
+# msgpack's Unpacker makes that distinction itself; we only count bytes,
+# since it consumes the headers of a partial packet and so its buffer
+# limit does not bound a packet. For JSON a small bracket scanner finds
+# where the pending array ends, and only then is the text parsed: a packet
+# split at any byte decodes once complete, and a large packet arriving in
+# many pieces costs linear, not quadratic, time.
+#
+# Everything a peer sends either decodes into packets (lists whose first
+# element is a str) or raises RemoteProtocolError, nothing else.
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from typing import Any, NoReturn
+
+import msgpack
+
+from .._errors import RemoteProtocolError
+
+MSGPACK = "msgpack"
+JSON = "json"
+DEFAULT_MAX_PACKET = 64 * 1024 * 1024
+
+Packet = list[Any]
+
+
+def _bad_packet(packet: Any) -> RemoteProtocolError:
+    if not isinstance(packet, list):
+        return RemoteProtocolError(f"packet is not an array: {packet!r:.100}")
+    return RemoteProtocolError(
+        f"packet does not start with a port name (a string): {packet!r:.100}"
+    )
+
+
+def _too_long(limit: int) -> RemoteProtocolError:
+    return RemoteProtocolError(f"the peer sent a packet larger than max_packet ({limit} bytes)")
+
+
+def _refused_ext() -> RemoteProtocolError:
+    return RemoteProtocolError("the peer sent a msgpack extension type (e.g. a timestamp)")
+
+
+def _refuse_ext(code: int, data: bytes) -> NoReturn:
+    raise _refused_ext()
+
+
+class MsgpackDecoder:
+    """Incremental msgpack decoder: feed bytes, get the complete packets."""
+
+    name = MSGPACK
+
+    def __init__(self, max_packet: int = DEFAULT_MAX_PACKET) -> None:
+        self._max = max_packet
+        # max_ext_len=0 refuses timestamps too, which bypass ext_hook
+        self._unpacker = msgpack.Unpacker(
+            raw=False, max_buffer_size=max_packet, max_ext_len=0, ext_hook=_refuse_ext
+        )
+        self._fed = 0  # bytes fed so far
+        self._boundary = 0  # stream offset where the pending packet starts
+
+    def has_partial(self) -> bool:
+        return self._fed != self._boundary
+
+    def feed(self, data: bytes) -> list[Packet]:
+        up = self._unpacker
+        tell = up.tell
+        out: list[Packet] = []
+        append = out.append
+        pos, size = 0, len(data)
+        try:
+            while True:
+                # the unpacker consumes the headers of a partial packet, so its
+                # buffer does not bound a packet; we count bytes ourselves
+                room = self._max - (self._fed - self._boundary)
+                if size - pos <= room:
+                    chunk = data[pos:] if pos else data
+                elif room <= 0:
+                    raise _too_long(self._max)
+                else:
+                    chunk = data[pos : pos + room]
+                pos += len(chunk)
+                up.feed(chunk)
+                self._fed += len(chunk)
+                n = len(out)
+                for packet in up:
+                    if type(packet) is not list or (packet and type(packet[0]) is not str):
+                        raise _bad_packet(packet)
+                    append(packet)
+                if len(out) > n:  # tell() is where the last whole packet ended
+                    self._boundary = tell()
+                if pos >= size:
+                    return out
+        except RemoteProtocolError:
+            raise
+        except Exception as exc:
+            if "max_ext_len" in str(exc):  # how msgpack refuses timestamps for us
+                raise _refused_ext() from exc
+            raise RemoteProtocolError(f"invalid msgpack from the peer: {exc}") from exc
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+_PLAIN = re.compile(r'[^"\[\]{}]*')  # outside strings: everything but quotes and brackets
+_STR_BODY = re.compile(r'[^"\\]*')  # inside a string: everything but its end and escapes
+
+
+class JsonDecoder:
+    """Incremental decoder for JSON arrays written back to back."""
+
+    name = JSON
+
+    def __init__(self, max_packet: int = DEFAULT_MAX_PACKET) -> None:
+        self._max = max_packet
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("strict")
+        self._parse = json.JSONDecoder(parse_constant=_refuse_constant).raw_decode
+        # the pending, incomplete packet: its text so far and the scanner state
+        self._parts: list[str] = []
+        self._pending = 0  # its size in bytes
+        self._depth = 0
+        self._in_str = False
+        self._escape = False
+
+    def has_partial(self) -> bool:
+        return bool(self._parts) or bool(self._utf8.getstate()[0])
+
+    def feed(self, data: bytes) -> list[Packet]:
+        try:
+            text = self._utf8.decode(data)
+        except UnicodeDecodeError as exc:
+            raise RemoteProtocolError(
+                f"invalid UTF-8 in JSON from the peer: {exc.reason} in {exc.object[:40]!r}"
+            ) from exc
+        out: list[Packet] = []
+        pos, size = 0, len(text)
+        if self._parts:
+            end = self._scan(text, 0)
+            if end < 0:
+                self._add_pending(text)
+                return out
+            pos = end
+            self._add_pending(text[:end])
+            packet_text = "".join(self._parts)
+            self._parts = []
+            self._pending = 0
+            out.append(self._decode_whole(packet_text))
+        parse = self._parse
+        while pos < size:
+            if text[pos] != "[":
+                if text[pos] in " \t\n\r":
+                    pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
+                    continue
+                raise RemoteProtocolError(f"packet is not a JSON array: {text[pos : pos + 40]!r}")
+            try:
+                packet, end = parse(text, pos)
+            except ValueError as exc:
+                if self._scan(text, pos) < 0:  # incomplete: keep it for later
+                    self._add_pending(text[pos:])
+                    return out
+                raise RemoteProtocolError(f"invalid JSON from the peer: {exc}") from exc
+            except RecursionError as exc:
+                raise RemoteProtocolError("JSON from the peer is nested too deeply") from exc
+            if end - pos > self._max >> 2 and len(text[pos:end].encode()) > self._max:
+                raise _too_long(self._max)
+            if packet and type(packet[0]) is not str:
+                raise _bad_packet(packet)
+            out.append(packet)
+            pos = end
+        return out
+
+    def _add_pending(self, text: str) -> None:
+        self._parts.append(text)
+        self._pending += len(text.encode())
+        if self._pending > self._max:
+            raise _too_long(self._max)
+
+    def _decode_whole(self, text: str) -> Packet:
+        try:
+            packet, end = self._parse(text)
+        except ValueError as exc:
+            raise RemoteProtocolError(f"invalid JSON from the peer: {exc}") from exc
+        except RecursionError as exc:
+            raise RemoteProtocolError("JSON from the peer is nested too deeply") from exc
+        if end != len(text):  # unbalanced brackets fooled the scanner
+            raise RemoteProtocolError(f"invalid JSON from the peer: {text[:80]!r}")
+        if not isinstance(packet, list) or (packet and type(packet[0]) is not str):
+            raise _bad_packet(packet)
+        return packet
+
+    def _scan(self, text: str, pos: int) -> int:
+        """Continue scanning the pending array; return the index just after
+        its closing bracket, or -1 if it has not ended yet."""
+        depth, in_str, escape = self._depth, self._in_str, self._escape
+        size = len(text)
+        while pos < size:
+            if in_str:
+                if escape:
+                    escape = False
+                    pos += 1
+                    continue
+                pos = _STR_BODY.match(text, pos).end()  # type: ignore[union-attr]
+                if pos >= size:
+                    break
+                if text[pos] == '"':
+                    in_str = False
+                else:
+                    escape = True
+                pos += 1
+                continue
+            pos = _PLAIN.match(text, pos).end()  # type: ignore[union-attr]
+            if pos >= size:
+                break
+            char = text[pos]
+            pos += 1
+            if char == '"':
+                in_str = True
+            elif char == "[" or char == "{":
+                depth += 1
+            else:
+                depth -= 1
+                if depth <= 0:
+                    self._depth, self._in_str, self._escape = 0, False, False
+                    return pos
+        self._depth, self._in_str, self._escape = depth, in_str, escape
+        return -1
