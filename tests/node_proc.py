@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import aemp  # noqa: E402
+import aemp
 
 
 async def main(nodeid: str, bind: str, secret: str) -> None:

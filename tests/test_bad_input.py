@@ -132,7 +132,7 @@ async def test_good_raw_peer_can_talk(server: tuple[aemp.Node, aemp.Node]) -> No
     srv, _ = server
     got: list[object] = []
     p = srv.port(got.append)
-    reader, writer = await handshaken(srv)
+    _, writer = await handshaken(srv)
     writer.write(msgpack.packb([p.partition("#")[2], "hi"]) + msgpack.packb(["no_such", 1]))
     async with asyncio.timeout(5):
         while not got:
