@@ -151,7 +151,7 @@ class _Conn(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         self.open = True
-        self._encode = self.wire.encode
+        self._encode = self.wire.encoder.encode
         self.remote_id = ev.remote_nodeid
         own_hb = self.net.settings.heartbeat
         if own_hb is not None and ev.remote_heartbeat is not None:

@@ -87,13 +87,17 @@ class MsgpackDecoder:
                 pos += len(chunk)
                 up.feed(chunk)
                 self._fed += len(chunk)
-                n = len(out)
+                # tell() after each packet, not once after the loop: the loop
+                # ends by consuming the start of the next, partial packet
+                # (its headers and whole elements), so a single tell() there
+                # would hide that packet from has_partial() and from the limit
+                boundary = self._boundary
                 for packet in up:
                     if type(packet) is not list or (packet and type(packet[0]) is not str):
                         raise _bad_packet(packet)
                     append(packet)
-                if len(out) > n:  # tell() is where the last whole packet ended
-                    self._boundary = tell()
+                    boundary = tell()
+                self._boundary = boundary
                 if pos >= size:
                     return out
         except RemoteProtocolError:
