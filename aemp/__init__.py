@@ -30,7 +30,7 @@ from ._errors import (
     SpawnError,
     TransportError,
 )
-from ._handles import Handle, Monitor, Timer
+from ._handles import Handle, Monitor, NodeWatch, Timer
 from ._ids import node_of
 from ._message import check_message
 from ._node import Node
@@ -52,6 +52,7 @@ __all__ = [
     "MessageError",
     "Monitor",
     "NoCurrentNode",
+    "NodeWatch",
     "Node",
     "NodeClosed",
     "NotLocalPort",
@@ -67,6 +68,8 @@ __all__ = [
     "kil",
     "mon",
     "mon_guard",
+    "mon_nodes",
+    "node_is_up",
     "node_of",
     "peval",
     "port",
@@ -76,6 +79,7 @@ __all__ = [
     "run",
     "snd",
     "spawn",
+    "up_nodes",
 ]
 
 Callback = Callable[..., Any]
@@ -183,3 +187,18 @@ def cal(
 ) -> Call:
     """Request/reply: ``reply = await cal(port, *msg)``; see :meth:`Node.cal`."""
     return (CURRENT.get() or current_node()).cal(port, *msg, timeout=timeout, cb=cb, err=err)
+
+
+def up_nodes() -> list[str]:
+    """The IDs of the nodes the current node is connected to."""
+    return current_node().up_nodes()
+
+
+def node_is_up(nodeid: str) -> bool:
+    """True if the current node has a live connection to `nodeid` (or is it)."""
+    return current_node().node_is_up(nodeid)
+
+
+def mon_nodes(cb: Callback) -> NodeWatch:
+    """Call ``cb(nodeid, True)`` on connect and ``cb(nodeid, False, *reason)`` on loss."""
+    return (CURRENT.get() or current_node()).mon_nodes(cb)

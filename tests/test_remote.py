@@ -231,3 +231,24 @@ async def test_json_and_mixed_framing(fa: list[str], fb: list[str]) -> None:
         if fa == ["json"]:
             with pytest.raises(aemp.MessageError, match="bytes"):
                 b.snd(srv, "echo", b"raw bytes cannot travel as json")
+
+
+async def test_module_level_membership_functions() -> None:
+    node = await aemp.configure(nodeid="m", binds=["127.0.0.1:0"], secret=SECRET)
+    try:
+        events: list[Any] = []
+        with aemp.mon_nodes(lambda *e: events.append(e)) as watch:
+            async with aemp.Node(nodeid="n", seeds=node.listeners, secret=SECRET) as n:
+                await wait_up(n, "m")
+                await wait_up(node, "n")
+                assert aemp.up_nodes() == ["n"] and aemp.node_is_up("n")
+                assert aemp.node_is_up("m") and not aemp.node_is_up("elsewhere")
+            async with asyncio.timeout(2):
+                while len(events) < 2:
+                    await asyncio.sleep(0.005)
+        assert not watch.active
+        assert events[0] == ("n", True)
+        assert events[1][:4] == ("n", False, "transport_error", "n")
+        assert len(events) == 2
+    finally:
+        await node.close()
