@@ -4,7 +4,6 @@ refusals, limits, bad input, and fuzzing of every state."""
 from __future__ import annotations
 
 import base64
-import datetime
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,10 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +21,7 @@ from aemp._errors import (
     MessageError,
     RemoteProtocolError,
 )
+from aemp.tls import make_certificate
 from aemp.wire import (
     AUTH_METHODS,
     MAX_LINE,
@@ -64,49 +60,11 @@ class Cert:
 
 
 def make_cert(directory: Path, name: str) -> Cert:
-    """A self-signed EC certificate that is its own CA, like `aemp gencert`'s."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ski, critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    """A self-signed certificate that is its own CA, as `aemp gencert` makes it."""
+    bundle = make_certificate(name, days=1)
     chain = directory / f"{name}.pem"
-    chain.write_bytes(key_pem + pem)
-    return Cert(chain, pem.decode())
+    chain.write_text(bundle)
+    return Cert(chain, bundle[bundle.index("-----BEGIN CERTIFICATE-----") :])
 
 
 def tls_contexts(own: Cert, trusted: Cert) -> tuple[ssl.SSLContext, ssl.SSLContext]:
