@@ -14,11 +14,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._call import Call
+from ._db import DbEntry, DbMonitor, Query
 from ._errors import (
     AempError,
     AuthError,
     CallTimeout,
     ConfigError,
+    DbTimeout,
+    InvalidFamily,
     InvalidID,
     LocalProtocolError,
     MessageError,
@@ -46,7 +49,11 @@ __all__ = [
     "Call",
     "CallTimeout",
     "ConfigError",
+    "DbEntry",
+    "DbMonitor",
+    "DbTimeout",
     "Handle",
+    "InvalidFamily",
     "InvalidID",
     "LocalProtocolError",
     "MessageError",
@@ -57,6 +64,7 @@ __all__ = [
     "NodeClosed",
     "NotLocalPort",
     "PortDead",
+    "Query",
     "RemoteProtocolError",
     "SpawnError",
     "Timer",
@@ -65,6 +73,13 @@ __all__ = [
     "after",
     "cal",
     "configure",
+    "db_del",
+    "db_family",
+    "db_keys",
+    "db_mon",
+    "db_reg",
+    "db_set",
+    "db_values",
     "kil",
     "mon",
     "mon_guard",
@@ -202,3 +217,56 @@ def node_is_up(nodeid: str) -> bool:
 def mon_nodes(cb: Callback) -> NodeWatch:
     """Call ``cb(nodeid, True)`` on connect and ``cb(nodeid, False, *reason)`` on loss."""
     return (CURRENT.get() or current_node()).mon_nodes(cb)
+
+
+def db_set(family: str, subkey: str, value: Any = None) -> DbEntry:
+    """Set an entry of the distributed database; cancel() on the handle deletes it."""
+    return (CURRENT.get() or current_node()).db_set(family, subkey, value)
+
+
+def db_del(family: str, *subkeys: str) -> None:
+    """Delete entries this node set."""
+    (CURRENT.get() or current_node()).db_del(family, *subkeys)
+
+
+def db_reg(family: str, port: str | None = None, value: Any = None) -> DbEntry:
+    """Register a port (default SELF) in a family until it dies or the handle is cancelled."""
+    return (CURRENT.get() or current_node()).db_reg(family, port, value)
+
+
+def db_family(
+    family: str,
+    *,
+    timeout: float | None = 30.0,
+    cb: Callback | None = None,
+    err: Callable[[Exception], Any] | None = None,
+) -> Query:
+    """``await db_family(f)``: the family as a dict, from the global nodes."""
+    return (CURRENT.get() or current_node()).db_family(family, timeout=timeout, cb=cb, err=err)
+
+
+def db_keys(
+    family: str,
+    *,
+    timeout: float | None = 30.0,
+    cb: Callback | None = None,
+    err: Callable[[Exception], Any] | None = None,
+) -> Query:
+    """``await db_keys(f)``: the family's subkeys as a list."""
+    return (CURRENT.get() or current_node()).db_keys(family, timeout=timeout, cb=cb, err=err)
+
+
+def db_values(
+    family: str,
+    *,
+    timeout: float | None = 30.0,
+    cb: Callback | None = None,
+    err: Callable[[Exception], Any] | None = None,
+) -> Query:
+    """``await db_values(f)``: the family's values as a list."""
+    return (CURRENT.get() or current_node()).db_values(family, timeout=timeout, cb=cb, err=err)
+
+
+def db_mon(family: str, cb: Callback) -> DbMonitor:
+    """Watch a family: ``cb(family, added, changed, deleted)``, first with everything."""
+    return (CURRENT.get() or current_node()).db_mon(family, cb)

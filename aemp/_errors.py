@@ -78,3 +78,16 @@ class CallTimeout(AempError, TimeoutError):
         self.port = port
         self.timeout = timeout
         super().__init__(f"no reply from {port!r} within {timeout:g} s")
+
+
+class InvalidFamily(AempError, ValueError):
+    """A database family name or subkey is not valid, or the family is read-only."""
+
+
+class DbTimeout(AempError, TimeoutError):
+    """A database query got no answer from a global node within its timeout."""
+
+    def __init__(self, query: str, timeout: float, where: str) -> None:
+        self.query = query
+        self.timeout = timeout
+        super().__init__(f"{query} got no answer within {timeout:g} s ({where})")

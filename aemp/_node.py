@@ -30,6 +30,7 @@ from typing import Any
 from . import _runtime
 from ._call import Call
 from ._config import Config
+from ._db import Db, DbEntry, DbMonitor, Query
 from ._errors import (
     InvalidID,
     NodeClosed,
@@ -153,6 +154,9 @@ class Node:
         self._remotes: dict[str, Remote] = {}
         self._net: Network | None = None
         self._node_watchers: dict[NodeWatch, None] = {}
+        self._db = Db(self)
+        if not self.config.seeds:
+            self._db.become_global()  # no seed to attach to: its own master
 
     def __repr__(self) -> str:
         return f"<aemp.Node {self.id!r}{' closed' if self.closed else ''}>"
@@ -168,6 +172,7 @@ class Node:
 
             self._net = Network(self, make_settings(self, __version__))
             await self._net.listen(cfg.binds)
+            self._db.started(self._net.listeners)
             for seed in cfg.seeds:
                 self._net.keep_seed(seed)
         return self
@@ -202,6 +207,7 @@ class Node:
             timer.cancel()
         for call in list(self._calls):
             call._fail(NodeClosed(f"node {self.id!r} was closed"))
+        self._db.close()
         for p in self._ports.values():
             p.gate = _DEAD
             p.monitors = None
@@ -669,6 +675,7 @@ class Node:
         remote.up(link)
         for w in list(self._node_watchers):
             w._notify(nodeid, True, ())
+        self._db.node_up(nodeid)
         return remote
 
     def _remote_lost(self, remote: Remote, why: str, was_up: bool, watched: set[str]) -> None:
@@ -680,6 +687,7 @@ class Node:
             reason = ("transport_error", remote.id, why)
             for w in list(self._node_watchers):
                 w._notify(remote.id, False, reason)
+            self._db.node_down(remote.id)
 
     def _receive(self, remote: Remote, packets: list[list[Any]]) -> None:
         """Packets from another node: messages to our ports and node requests."""
@@ -796,3 +804,78 @@ class Node:
 
     def NODE(self) -> str:
         return self.id
+
+    # ---------------------------------------------------------------- the database
+
+    def db_set(self, family: str, subkey: str, value: Any = None) -> DbEntry:
+        """Set family/subkey to value; the handle's cancel() deletes it again."""
+        self._check_open()
+        return self._db.set(family, subkey, value)
+
+    def db_del(self, family: str, *subkeys: str) -> None:
+        """Delete entries this node set."""
+        self._check_open()
+        self._db.delete(family, *subkeys)
+
+    def db_reg(self, family: str, port: str | None = None, value: Any = None) -> DbEntry:
+        """Set family/port (default SELF) to value until the port dies or cancel()."""
+        self._check_open()
+        return self._db.reg(family, port, value)
+
+    def db_family(
+        self,
+        family: str,
+        *,
+        timeout: float | None = 30.0,
+        cb: Callback | None = None,
+        err: Callable[[Exception], Any] | None = None,
+    ) -> Query:
+        """The family as a {subkey: value} dict, from the global nodes."""
+        return self._db.query("family", family, _query_timeout(timeout), cb, err)
+
+    def db_keys(
+        self,
+        family: str,
+        *,
+        timeout: float | None = 30.0,
+        cb: Callback | None = None,
+        err: Callable[[Exception], Any] | None = None,
+    ) -> Query:
+        """The family's subkeys as a list, from the global nodes."""
+        return self._db.query("keys", family, _query_timeout(timeout), cb, err)
+
+    def db_values(
+        self,
+        family: str,
+        *,
+        timeout: float | None = 30.0,
+        cb: Callback | None = None,
+        err: Callable[[Exception], Any] | None = None,
+    ) -> Query:
+        """The family's values as a list, from the global nodes."""
+        return self._db.query("values", family, _query_timeout(timeout), cb, err)
+
+    def db_mon(self, family: str, cb: Callback) -> DbMonitor:
+        """Call cb(family, added, changed, deleted): first with the whole family, then per change.
+
+        ``family`` is a read-only live view of the family as this node knows it.
+        """
+        return self._db.mon(family, cb)
+
+    @property
+    def is_global(self) -> bool:
+        """True if this node holds the merged database (a seed someone attached to)."""
+        return self._db.glob is not None
+
+    @property
+    def master(self) -> str | None:
+        """The global node this node's database requests go to (itself if global)."""
+        return self._db.master
+
+
+def _query_timeout(timeout: object) -> float | None:
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
+        raise TypeError(f"timeout must be a positive number or None (got {timeout!r})")
+    return None if timeout is None else float(timeout)

@@ -125,6 +125,20 @@ REQUESTS: dict[str, Callable[..., None]] = {
 }
 
 
+def _database(tag: str) -> Callable[..., None]:
+    def handler(node: Node, remote: Remote | None, *args: Any) -> None:
+        node._db.request(remote.id if remote is not None else node.id, tag, list(args))
+
+    return handler
+
+
+for _tag in (
+    "g_slave", "g_upd", "g_set", "g_global", "g_find", "g_found", "g_mon1", "g_mon0",
+    "g_chg1", "g_chg2", "g_db_family", "g_db_keys", "g_db_values", "g_reply",
+):  # fmt: skip
+    REQUESTS[_tag] = _database(_tag)
+
+
 def handle_node_request(node: Node, remote: Remote | None, msg: list[Any]) -> None:
     if not msg:
         return

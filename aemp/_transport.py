@@ -296,10 +296,12 @@ class Network:
         if conn.expect is None and conn.peeraddr in self.seeds:
             self.seeds[conn.peeraddr] = nodeid
             self._changed()
+            self.node._db.seed_known(nodeid)
         if nodeid == self.node.id:
             if conn.peeraddr in self.seeds:
                 del self.seeds[conn.peeraddr]  # a seed address that leads to ourselves
                 self._changed()
+                self.node._db.become_global()  # seeds are meant to be global
             return "I refuse to talk to myself"
         remote = self.node._remotes.get(nodeid)
         if remote is not None and remote.link is not None:
@@ -338,9 +340,6 @@ class Network:
 
     def connect(self, remote: Remote) -> None:
         """Start connecting to a remote node known by ID."""
-        if not self.addresses.get(remote.id) and not self._seeds_pending:
-            remote.lost("no known address")
-            return
         task = self.node.spawn_task(self._dial_node(remote))
         self._dials[remote.id] = task
         task.add_done_callback(lambda t: self._dials.pop(remote.id, None))
@@ -354,13 +353,11 @@ class Network:
         interval = self.node.config.connect_interval
         try:
             async with asyncio.timeout(interval):
-                # seeds not yet greeted may turn out to be the node we want
-                while not self.addresses.get(remote.id) and not remote.is_up():
-                    if not self._seeds_pending:
+                addrs = await self._addresses_of(remote)
+                if not addrs:
+                    if not remote.is_up():
                         remote.lost("no known address")
-                        return
-                    await self._pulse.wait()
-                addrs = list(self.addresses.get(remote.id) or ())
+                    return
                 while not remote.is_up():
                     for addr in addrs:
                         try:
@@ -377,6 +374,18 @@ class Network:
             pass
         if not remote.is_up():
             remote.lost("connect timeout")
+
+    async def _addresses_of(self, remote: Remote) -> list[str]:
+        """Where a node listens: what we dialled before, else what the database knows."""
+        while not remote.is_up():
+            addrs = list(self.addresses.get(remote.id) or ())
+            for addr in await self.node._db.lookup(remote.id):
+                if addr not in addrs:
+                    addrs.append(addr)
+            if addrs or not self._seeds_pending:
+                return addrs
+            await self._pulse.wait()  # a seed not yet greeted may be the node we want
+        return []
 
     async def dial(self, addr: str, expect: str | None = None) -> _Conn:
         """Connect to addr and finish the handshake."""

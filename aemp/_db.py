@@ -1,0 +1,590 @@
+# The distributed database as every node sees it: its own entries, its
+# master, its monitors and queries.
+#
+# Every node keeps the entries it set itself (its *local* database) and
+# sends each change to its master, a global node. Queries and monitors go
+# to the master too. A node without a master keeps writing locally and
+# queues its queries and monitors; when it attaches to a master (at start,
+# or again after losing one) it sends its whole local database and re-opens
+# every monitor, so writes made meanwhile are not lost and each db_mon
+# callback is told the difference between what it saw and what is now.
+#
+# A node with no seeds is its own master: it becomes global at once, so the
+# database works on a single node too.
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import types
+from collections.abc import Callable, Generator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._errors import DbTimeout, InvalidFamily, NodeClosed
+from ._handles import Handle
+from ._ids import counter_names
+from ._message import check_message
+from ._runtime import SELF
+
+if TYPE_CHECKING:
+    from ._global import Global
+    from ._handles import Monitor
+    from ._node import Node
+
+log = logging.getLogger("aemp.db")
+
+Callback = Callable[..., Any]
+Shard = dict[str, dict[str, Any]]
+
+_FAMILY = re.compile(r"[A-Za-z][A-Za-z0-9_:.]*\Z")
+MAX_FAMILY = 1024  # characters, for names that come from other nodes
+
+
+def check_family(family: object, *, write: bool) -> str:
+    """A family name as DESIGN section 4 says; reserved ('...) ones are read-only."""
+    if type(family) is str:
+        if _FAMILY.match(family):
+            return family
+        if family.startswith("'") and not write and valid_peer_family(family):
+            return family
+    what = "a family this node may write" if write else "a family name"
+    raise InvalidFamily(
+        f"{family!r} is not {what}: family names match [A-Za-z][A-Za-z0-9_:.]* "
+        "(names starting with ' are the framework's and read-only)"
+    )
+
+
+def valid_peer_family(family: object) -> bool:
+    """What a family name from another node may be (other implementations are lax)."""
+    return type(family) is str and 0 < len(family) <= MAX_FAMILY
+
+
+def _check_subkey(key: object) -> str:
+    if type(key) is not str:
+        raise InvalidFamily(f"subkey {key!r} is a {type(key).__name__}: subkeys must be str")
+    return key
+
+
+class _Family:
+    """One monitored family: the view from the master and who watches it."""
+
+    __slots__ = ("data", "synced", "view", "watchers")
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.view = types.MappingProxyType(self.data)
+        self.synced = False  # True once the master sent the whole family
+        self.watchers: dict[DbMonitor, None] = {}
+
+
+class Db:
+    """One node's side of the database."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.id = node.id
+        self.local: Shard = {}
+        self.glob: Global | None = None
+        self.master: str | None = None
+        self.families: dict[str, _Family] = {}
+        self.queries: dict[str, Query] = {}
+        self.finds: dict[str, list[asyncio.Future[list[str]]]] = {}
+        self.known_globals: dict[str, None] = {}
+        self._qids = counter_names("")
+        self._gen = 0
+        self._gens: dict[tuple[str, str], int] = {}  # which db_set wrote a local key last
+
+    # ------------------------------------------------------------ writes
+
+    def set(self, family: str, key: str, value: Any = None) -> DbEntry:
+        family = check_family(family, write=True)
+        _check_subkey(key)
+        check_message((value,))
+        return DbEntry(self, family, key, self._set(family, key, value))
+
+    def _set(self, family: str, key: str, value: Any) -> int:
+        self._gen += 1
+        self._gens[family, key] = self._gen
+        self.local.setdefault(family, {})[key] = value
+        self._out(family, {key: value}, None)
+        return self._gen
+
+    def delete(self, family: str, *keys: str) -> None:
+        family = check_family(family, write=True)
+        for k in keys:
+            _check_subkey(k)
+        self._del(family, keys)
+
+    def _del(self, family: str, keys: tuple[str, ...] | list[str]) -> None:
+        fam = self.local.get(family)
+        if not fam:
+            return
+        gone = [k for k in keys if k in fam]
+        if not gone:
+            return
+        for k in gone:
+            del fam[k]
+            del self._gens[family, k]
+        if not fam:
+            del self.local[family]
+        self._out(family, None, gone)
+
+    def set_internal(self, family: str, key: str, value: Any) -> None:
+        self._set(family, key, value)
+
+    def del_internal(self, family: str, key: str) -> None:
+        self._del(family, [key])
+
+    def reg(self, family: str, port: str | None, value: Any) -> DbEntry:
+        if port is None:
+            port = SELF.get()
+            if port is None:
+                raise TypeError(
+                    "db_reg needs a port: call it from a port callback, or pass port=..."
+                )
+        entry = self.set(family, port, value)
+        entry._mon = self.node.mon(port, lambda *reason: entry.cancel())
+        return entry
+
+    def _out(self, family: str, sets: dict[str, Any] | None, dels: list[str] | None) -> None:
+        if self.glob is not None:
+            self.glob.update(self.id, family, sets, dels)
+        elif self.master is not None:
+            if dels:
+                self._to_master(["", "g_upd", family, sets, dels])
+            else:
+                self._to_master(["", "g_upd", family, sets])
+
+    # ------------------------------------------------------------ reads
+
+    def query(
+        self,
+        kind: str,
+        family: str,
+        timeout: float | None,
+        cb: Callback | None,
+        err: Callable[[Exception], Any] | None,
+    ) -> Query:
+        family = check_family(family, write=False)
+        self.node._check_open()
+        q = Query(self, kind, family, next(self._qids), timeout, cb, err)
+        self.queries[q.id] = q
+        if self.master is not None:
+            self._to_master(q.packet)
+        return q
+
+    def mon(self, family: str, cb: Callback) -> DbMonitor:
+        family = check_family(family, write=False)
+        if not callable(cb):
+            raise TypeError(f"db_mon callback must be callable, got {cb!r}")
+        self.node._check_open()
+        m = DbMonitor(self, family, cb, SELF.get())
+        fam = self.families.get(family)
+        if fam is None:
+            fam = self.families[family] = _Family()
+            if self.master is not None:
+                self._to_master(["", "g_mon1", family])
+        fam.watchers[m] = None
+        if fam.synced:
+            self.node._post(self._first_call, fam, m)
+        return m
+
+    def _first_call(self, fam: _Family, m: DbMonitor) -> None:
+        if not m.primed:
+            m._notify(fam.view, list(fam.data), [], [])
+
+    def _unmon(self, m: DbMonitor) -> None:
+        fam = self.families.get(m.family)
+        if fam is None or m not in fam.watchers:
+            return
+        del fam.watchers[m]
+        if fam.watchers:
+            return
+        del self.families[m.family]
+        if self.master is not None:
+            self._to_master(["", "g_mon0", m.family])
+
+    async def lookup(self, nodeid: str) -> list[str]:
+        """Where `nodeid` listens, as the database knows it ([] if unknown)."""
+        if self.glob is not None:
+            return _addresses(self.glob.merged.get("'l", {}).get(nodeid))
+        fut: asyncio.Future[list[str]] = self.node.loop.create_future()
+        waiting = self.finds.setdefault(nodeid, [])
+        waiting.append(fut)
+        if len(waiting) == 1 and self.master is not None:
+            self._to_master(["", "g_find", nodeid])
+        try:
+            return await fut
+        finally:
+            if not fut.done() and fut in waiting:
+                waiting.remove(fut)
+                if not waiting and self.finds.get(nodeid) is waiting:
+                    del self.finds[nodeid]
+
+    # ------------------------------------------------------------ the master
+
+    def _to_master(self, pkt: list[Any]) -> None:
+        if self.master == self.id:
+            assert self.glob is not None
+            self.glob.request(self.id, pkt[1], pkt[2:])
+        elif self.master is not None:
+            self.node._remote(self.master).send(pkt)
+
+    def _master_set(self, master: str) -> None:
+        log.info("node %s: master is %s", self.id, master)
+        self.master = master
+        if master != self.id:
+            self._to_master(["", "g_slave", {f: dict(kv) for f, kv in self.local.items()}])
+        for family in self.families:
+            self._to_master(["", "g_mon1", family])
+        for nodeid in self.finds:
+            self._to_master(["", "g_find", nodeid])
+        for q in list(self.queries.values()):
+            self._to_master(q.packet)
+
+    def _master_search(self) -> None:
+        net = self.node._net
+        seeds = {n for n in net.seeds.values() if n} if net is not None else set()
+        up = [n for n in seeds if self.node.node_is_up(n)]
+        if not up:
+            up = [n for n in self.known_globals if self.node.node_is_up(n)]
+        if up:
+            self._master_set(random.choice(up))
+
+    def become_global(self) -> None:
+        if self.glob is not None:
+            return
+        from ._global import Global
+
+        log.info("node %s: now a global node", self.id)
+        glob = self.glob = Global(self.node, self)
+        glob.replace(self.id, {f: dict(kv) for f, kv in self.local.items()})
+        self._set("'g", self.id, None)
+        self._master_set(self.id)
+        for nodeid in self.node.up_nodes():
+            glob.node_up(nodeid)
+        glob.start()
+
+    # ------------------------------------------------------------ events
+
+    def started(self, listeners: list[str]) -> None:
+        if listeners:
+            self._set("'l", self.id, listeners)
+        if self.glob is not None:
+            self.glob.start()
+
+    def node_up(self, nodeid: str) -> None:
+        if self.glob is not None:
+            self.glob.node_up(nodeid)
+        self.seed_known(nodeid)
+
+    def seed_known(self, nodeid: str) -> None:
+        """`nodeid` may be one of our seeds; if it is up, ask it to serve us."""
+        net = self.node._net
+        if net is None or nodeid not in net.seeds.values() or not self.node.node_is_up(nodeid):
+            return
+        self.node._remote(nodeid).send(["", "g_slave"])  # makes the seed global
+        if self.master is None:
+            self._master_set(nodeid)
+
+    def node_down(self, nodeid: str) -> None:
+        self.known_globals.pop(nodeid, None)
+        if self.glob is not None:
+            self.glob.node_down(nodeid)
+        if nodeid != self.master:
+            return
+        log.info("node %s: lost its master %s", self.id, nodeid)
+        self.master = None
+        self._master_search()
+        if self.master is None:
+            self.node._post(self._forget_views)
+
+    def _forget_views(self) -> None:
+        """No global node to ask: what we saw can no longer be vouched for."""
+        if self.master is not None:
+            return
+        for fam in self.families.values():
+            fam.synced = False
+            if fam.data:
+                gone = list(fam.data)
+                fam.data.clear()
+                for m in list(fam.watchers):
+                    if m.primed:
+                        m._notify(fam.view, [], [], gone)
+
+    def close(self) -> None:
+        for q in list(self.queries.values()):
+            q._finish(None, NodeClosed(f"node {self.id!r} was closed"))
+        for waiting in self.finds.values():
+            for fut in waiting:
+                if not fut.done():
+                    fut.set_result([])
+        self.finds.clear()
+
+    # ------------------------------------------------------------ requests
+
+    def request(self, src: str, tag: str, args: list[Any]) -> None:
+        """A g_* request from node `src` (this node itself included)."""
+        if tag in _FROM_MASTER:
+            self.from_master(src, tag, args)
+        elif tag == "g_global" and self.glob is None:
+            self.known_globals[src] = None
+            if self.master is None:
+                self._master_search()
+        elif tag == "g_slave" and self.glob is None:
+            self.become_global()
+            if args:
+                self.request(src, tag, args)
+        elif self.glob is not None:
+            self.glob.request(src, tag, args)
+        else:
+            raise ValueError(f"{tag!r} is for global nodes, and this node is not one")
+
+    def from_master(self, src: str, tag: str, args: list[Any]) -> None:
+        if tag == "g_reply":
+            qid, result = args
+            q = self.queries.get(qid) if type(qid) is str else None
+            if q is not None:
+                q._answer(result)
+            return
+        if tag == "g_found":
+            nodeid, addrs = args
+            found = _addresses(addrs)
+            for fut in self.finds.pop(nodeid, ()) if type(nodeid) is str else ():
+                if not fut.done():
+                    fut.set_result(found)
+            return
+        if src != self.master:
+            return  # a late word from a former master
+        if tag == "g_chg1":
+            family, data = args
+            self._chg1(family, {} if data is None else data)
+        else:
+            family, sets, dels = (*args, None) if len(args) == 2 else args
+            self._chg2(family, sets or {}, dels or [])
+
+    def _chg1(self, family: Any, data: Any) -> None:
+        if type(data) is not dict:
+            raise TypeError(f"g_chg1 wants a family object, got {data!r:.80}")
+        fam = self.families.get(family) if type(family) is str else None
+        if fam is None:
+            return
+        old = fam.data
+        added = [k for k in data if k not in old]
+        changed = [k for k, v in data.items() if k in old and old[k] != v]
+        deleted = [k for k in old if k not in data]
+        old.clear()
+        old.update(data)
+        fam.synced = True
+        for m in list(fam.watchers):
+            if not m.primed:
+                m._notify(fam.view, list(old), [], [])
+            elif added or changed or deleted:
+                m._notify(fam.view, added, changed, deleted)
+
+    def _chg2(self, family: Any, sets: Any, dels: Any) -> None:
+        if type(sets) is not dict or type(dels) is not list:
+            raise TypeError(f"g_chg2 wants an object and a list, got {sets!r:.60}, {dels!r:.60}")
+        fam = self.families.get(family) if type(family) is str else None
+        if fam is None or not fam.synced:
+            return
+        data = fam.data
+        added: list[str] = []
+        changed: list[str] = []
+        deleted: list[str] = []
+        for k, v in sets.items():
+            if k not in data:
+                added.append(k)
+            elif data[k] != v:
+                changed.append(k)
+            else:
+                continue
+            data[k] = v
+        for k in dels:
+            if type(k) is str and k in data:
+                del data[k]
+                deleted.append(k)
+        if added or changed or deleted:
+            for m in list(fam.watchers):
+                if m.primed:
+                    m._notify(fam.view, added, changed, deleted)
+
+
+_FROM_MASTER = frozenset({"g_chg1", "g_chg2", "g_reply", "g_found"})
+
+
+def _addresses(addrs: Any) -> list[str]:
+    if type(addrs) is list:
+        return [a for a in addrs if type(a) is str]
+    return []
+
+
+class DbEntry(Handle):
+    """A ``db_set`` or ``db_reg`` entry: cancel() deletes it."""
+
+    __slots__ = ("_db", "_gen", "_mon", "family", "key")
+
+    def __init__(self, db: Db, family: str, key: str, gen: int) -> None:
+        super().__init__()
+        self._db = db
+        self.family = family
+        self.key = key
+        self._gen = gen
+        self._mon: Monitor | None = None
+
+    def _undo(self) -> None:
+        if self._mon is not None:
+            self._mon.cancel()
+        db = self._db
+        # only the entry this handle wrote: a later db_set of the key stays
+        if db._gens.get((self.family, self.key)) == self._gen and not db.node.closed:
+            db._del(self.family, [self.key])
+
+    def __repr__(self) -> str:
+        return f"<aemp.DbEntry {self.family!r}/{self.key!r}{'' if self._active else ' gone'}>"
+
+
+class DbMonitor(Handle):
+    """A ``db_mon`` registration: cancel() stops the calls."""
+
+    __slots__ = ("_cb", "_db", "_owner", "family", "primed")
+
+    def __init__(self, db: Db, family: str, cb: Callback, owner: str | None) -> None:
+        super().__init__()
+        self._db = db
+        self.family = family
+        self._cb = cb
+        self._owner = owner
+        self.primed = False
+
+    def _notify(
+        self, view: Mapping[str, Any], added: list[str], changed: list[str], deleted: list[str]
+    ) -> None:
+        if not self._active:
+            return
+        node = self._db.node
+        if self._owner is not None and self._owner not in node._ports:
+            self.cancel()  # the port that asked is gone
+            return
+        self.primed = True
+        node._call_in(self._owner, self._cb, (view, added, changed, deleted))
+
+    def _undo(self) -> None:
+        self._db._unmon(self)
+
+    def __repr__(self) -> str:
+        return f"<aemp.DbMonitor {self.family!r}{'' if self._active else ' cancelled'}>"
+
+
+class Query:
+    """A pending ``db_family``, ``db_keys`` or ``db_values``: await it, or cancel() it."""
+
+    __slots__ = (
+        "_cb",
+        "_db",
+        "_done",
+        "_err",
+        "_exc",
+        "_future",
+        "_owner",
+        "_result",
+        "_timer",
+        "family",
+        "id",
+        "kind",
+        "packet",
+    )
+
+    def __init__(
+        self,
+        db: Db,
+        kind: str,
+        family: str,
+        qid: str,
+        timeout: float | None,
+        cb: Callback | None,
+        err: Callable[[Exception], Any] | None,
+    ) -> None:
+        self._db = db
+        self.kind = kind
+        self.family = family
+        self.id = qid
+        self.packet = ["", f"g_db_{kind}", family, qid]
+        self._cb = cb
+        self._err = err
+        self._owner = SELF.get()
+        self._done = False
+        self._result: Any = None
+        self._exc: BaseException | None = None
+        self._future: asyncio.Future[None] | None = None
+        self._timer = (
+            db.node.loop.call_later(timeout, self._on_timeout, timeout)
+            if timeout is not None
+            else None
+        )
+
+    def __repr__(self) -> str:
+        state = "done" if self._done else "pending"
+        return f"<aemp.Query db_{self.kind}({self.family!r}) {state}>"
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancel(self) -> None:
+        """Stop waiting; awaiting raises CancelledError."""
+        self._finish(None, asyncio.CancelledError())
+
+    def _answer(self, result: Any) -> None:
+        want = dict if self.kind == "family" else list
+        if type(result) is not want:
+            raise TypeError(f"g_reply to db_{self.kind} is not a {want.__name__}: {result!r:.80}")
+        self._finish(result, None)
+
+    def _on_timeout(self, timeout: float) -> None:
+        db = self._db
+        where = f"master {db.master}" if db.master else "no master reachable"
+        self._finish(None, DbTimeout(f"db_{self.kind}({self.family!r})", timeout, where))
+
+    def _finish(self, result: Any, exc: BaseException | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        db = self._db
+        db.queries.pop(self.id, None)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._result = result
+        self._exc = exc
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+        if self._cb is None or isinstance(exc, asyncio.CancelledError):
+            return
+        node = db.node
+        if exc is None:
+            node._post(node._call_in, self._owner, self._cb, (result,))
+        elif self._err is not None:
+            node._post(node._call_in, self._owner, self._err, (exc,))
+        elif isinstance(exc, Exception):
+            node._post(node._call_in, self._owner, _raise, (exc,))
+
+    async def _wait(self) -> Any:
+        if not self._done:
+            if self._future is None:
+                self._future = self._db.node.loop.create_future()
+            try:
+                await self._future
+            except asyncio.CancelledError:
+                self.cancel()
+                raise
+        if self._exc is not None:
+            raise self._exc
+        return self._result
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._wait().__await__()
+
+
+def _raise(exc: Exception) -> None:
+    raise exc

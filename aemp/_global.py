@@ -1,0 +1,334 @@
+# The global-node service: the merged database and the g_* requests that
+# other nodes send to it.
+#
+# A global node keeps one *shard* per source: each slave's local database,
+# each other global node's merged view of its own slaves, and its own local
+# database (a global node is its own slave). The merge of all shards is the
+# database that queries read and monitors watch. Who holds which key is
+# indexed, so that deleting a key one source held while another still holds
+# it falls back to that other value instead of losing it (PROTOCOL.md Part B
+# 4.3). Changes that come from this node or its slaves are forwarded to the
+# other global nodes; changes that come from other global nodes are not, so
+# every change crosses the mesh once.
+#
+# Nothing here calls user code: answers to this node's own client side go
+# through the run queue like any packet would.
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._db import Db, valid_peer_family
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+log = logging.getLogger("aemp.global")
+
+Shard = dict[str, dict[str, Any]]  # family -> subkey -> value
+
+
+class Global:
+    """The database and mesh duties of a node that became global."""
+
+    def __init__(self, node: Node, db: Db) -> None:
+        self.node = node
+        self.db = db
+        self.id = node.id
+        self.shards: dict[str, Shard] = {}
+        self.merged: dict[str, dict[str, Any]] = {}
+        # family -> subkey -> the sources that hold it, oldest write first
+        self.holders: dict[str, dict[str, dict[str, None]]] = {}
+        self.globals: set[str] = set()  # other global nodes we exchanged g_global with
+        self.slaves: set[str] = set()
+        self.subs: dict[str, dict[str, None]] = {}  # family -> subscribed node IDs
+        self._mesh_task: asyncio.Future[Any] | None = None
+        self._mesh_wake = asyncio.Event()
+
+    # ------------------------------------------------------------ merging
+
+    def update(
+        self, src: str, family: str, sets: Mapping[str, Any] | None, dels: Any
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Apply one source's change to one family; notify and forward it.
+
+        Returns the change as the merged view saw it.
+        """
+        shard = self.shards.setdefault(src, {})
+        fam = shard.get(family)
+        merged = self.merged.get(family)
+        holders = self.holders.get(family)
+        if fam is None:
+            fam = shard[family] = {}
+        if merged is None:
+            merged = self.merged[family] = {}
+            holders = self.holders[family] = {}
+        assert holders is not None
+        eff_set: dict[str, Any] = {}
+        eff_del: list[str] = []
+        fwd_set: dict[str, Any] = {}
+        fwd_del: list[str] = []
+        forward = src not in self.globals
+        if sets:
+            for k, v in sets.items():
+                fam[k] = v
+                hs = holders.get(k)
+                if hs is None:
+                    hs = holders[k] = {}
+                else:
+                    hs.pop(src, None)
+                hs[src] = None  # the newest writer is last
+                if k not in merged or merged[k] != v:
+                    merged[k] = v
+                    eff_set[k] = v
+                if forward:
+                    fwd_set[k] = v
+        if dels:
+            for k in dels:
+                if k not in fam:
+                    continue
+                del fam[k]
+                hs = holders[k]
+                del hs[src]
+                if hs:
+                    # another source still holds the key: its newest value shows
+                    v = self.shards[next(reversed(hs))][family][k]
+                    if merged[k] != v:
+                        merged[k] = v
+                        eff_set[k] = v
+                else:
+                    del holders[k]
+                    del merged[k]
+                    eff_del.append(k)
+                if forward:
+                    # what this node's own view (itself and its slaves) now says
+                    mine = [h for h in hs if h not in self.globals]
+                    if mine:
+                        fwd_set[k] = self.shards[mine[-1]][family][k]
+                    else:
+                        fwd_del.append(k)
+        if not fam:
+            del shard[family]
+        if not merged:
+            del self.merged[family]
+            del self.holders[family]
+        if fwd_set or fwd_del:
+            pkt = ["", "g_upd", family, fwd_set, fwd_del]
+            for g in self.globals:
+                self._send(g, pkt)
+        if eff_set or eff_del:
+            subs = self.subs.get(family)
+            if subs:
+                pkt = ["", "g_chg2", family, eff_set, eff_del]
+                for n in list(subs):
+                    self._send(n, pkt)
+            if family == "'g":
+                self._mesh_wake.set()
+        return eff_set, eff_del
+
+    def replace(self, src: str, shard: Shard) -> None:
+        """Make `shard` the whole database of `src`, as one change per family."""
+        old = self.shards.get(src, {})
+        for family in set(old) | set(shard):
+            before = old.get(family, {})
+            after = shard.get(family, {})
+            sets = {k: v for k, v in after.items() if k not in before or before[k] != v}
+            dels = [k for k in before if k not in after]
+            if sets or dels:
+                self.update(src, family, sets, dels)
+
+    def drop(self, src: str) -> None:
+        """Forget everything `src` held."""
+        self.replace(src, {})
+        self.shards.pop(src, None)
+
+    def own_view(self) -> Shard:
+        """This node's and its slaves' entries: what other global nodes get as g_set."""
+        out: Shard = {}
+        for family, keys in self.holders.items():
+            for k, hs in keys.items():
+                mine = [h for h in hs if h not in self.globals]
+                if mine:
+                    out.setdefault(family, {})[k] = self.shards[mine[-1]][family][k]
+        return out
+
+    # ------------------------------------------------------------ requests
+
+    def request(self, src: str, tag: str, args: list[Any]) -> None:
+        """A g_* request from `src` (this node's own client side included)."""
+        handler = _HANDLERS.get(tag)
+        if handler is None:
+            raise ValueError(f"{tag!r} is not a request a global node answers")
+        handler(self, src, *args)
+
+    def _slave(self, src: str, *db: Any) -> None:
+        if not db:
+            return  # "become global": we are already
+        shard = _check_shard(db[0])
+        self.slaves.add(src)
+        self.replace(src, shard)
+
+    def _upd(self, src: str, family: Any, sets: Any = None, dels: Any = None) -> None:
+        family = _check_family(family)
+        if sets is not None:
+            _check_entries(sets)
+        if dels is not None:
+            _check_keys(dels)
+        if src not in self.globals:
+            self.slaves.add(src)
+        self.update(src, family, sets, dels)
+
+    def _set(self, src: str, db: Any) -> None:
+        shard = _check_shard(db)
+        self.replace(src, shard)
+        # a global's listeners go into our own database, so that every
+        # global node and every slave of ours can reach it
+        addrs = shard.get("'l", {}).get(src)
+        if addrs is not None:
+            self.db.set_internal("'l", src, addrs)
+
+    def _global(self, src: str) -> None:
+        if src == self.id:
+            return
+        if src not in self.globals:
+            self.drop(src)  # whatever it sent as a slave is superseded by g_set
+            self.slaves.discard(src)
+            self.globals.add(src)
+        self.db.set_internal("'g", src, None)
+        self._send(src, ["", "g_set", self.own_view()])
+
+    def _find(self, src: str, nodeid: Any) -> None:
+        if type(nodeid) is not str:
+            raise TypeError(f"g_find wants a node ID, got {nodeid!r}")
+        self._send(src, ["", "g_found", nodeid, self.merged.get("'l", {}).get(nodeid)])
+
+    def _mon1(self, src: str, family: Any) -> None:
+        family = _check_family(family)
+        if src not in self.globals:
+            self.slaves.add(src)
+        self.subs.setdefault(family, {})[src] = None
+        self._send(src, ["", "g_chg1", family, dict(self.merged.get(family) or {}) or None])
+
+    def _mon0(self, src: str, family: Any) -> None:
+        family = _check_family(family)
+        subs = self.subs.get(family)
+        if subs is not None:
+            subs.pop(src, None)
+            if not subs:
+                del self.subs[family]
+
+    def _query(self, kind: str, src: str, family: Any, qid: Any) -> None:
+        family = _check_family(family)
+        data = self.merged.get(family) or {}
+        result: Any
+        if kind == "keys":
+            result = list(data)
+        elif kind == "values":
+            result = list(data.values())
+        else:
+            result = dict(data)
+        self._send(src, ["", "g_reply", qid, result])
+
+    # ------------------------------------------------------------ nodes
+
+    def node_up(self, nodeid: str) -> None:
+        self.node._remote(nodeid).send(["", "g_global"])
+
+    def node_down(self, nodeid: str) -> None:
+        """A node we were connected to is gone: its entries go with it."""
+        was_global = nodeid in self.globals
+        self.globals.discard(nodeid)
+        self.slaves.discard(nodeid)
+        for family in [f for f, subs in self.subs.items() if nodeid in subs]:
+            self._mon0(nodeid, family)
+        self.drop(nodeid)
+        if was_global or nodeid in self.db.local.get("'g", {}):
+            self.db.del_internal("'g", nodeid)
+        if nodeid in self.db.local.get("'l", {}):
+            self.db.del_internal("'l", nodeid)
+
+    def _send(self, nodeid: str, pkt: list[Any]) -> None:
+        if nodeid == self.id:
+            self.node._post(self.db.from_master, self.id, pkt[1], pkt[2:])
+            return
+        remote = self.node._remotes.get(nodeid)
+        if remote is not None and remote.is_up():
+            remote.send(pkt)
+        # a node that is gone gets nothing: its subscriptions were dropped
+        # with it, and it re-subscribes when it attaches again
+
+    # ------------------------------------------------------------ the mesh
+
+    def start(self) -> None:
+        """Keep a connection to every global node for as long as we live."""
+        if self._mesh_task is None and self.node._net is not None:
+            self._mesh_task = self.node.spawn_task(self._mesh())
+
+    async def _mesh(self) -> None:
+        # Part B 5.2: at once, then 0.6-1.2 s doubling up to monitor_timeout
+        cap = self.node.config.monitor_timeout
+        delay = 0.0
+        while True:
+            missing = [
+                g for g in self.merged.get("'g", {}) if g != self.id and not self.node.node_is_up(g)
+            ]
+            for g in missing:
+                self.node._remote(g).start_connect()
+            if not missing:
+                delay = 0.0
+                self._mesh_wake.clear()
+                await self._mesh_wake.wait()
+                continue
+            delay = min(cap, delay * 2 if delay else 0.6 * (1 + random.random()))
+            self._mesh_wake.clear()
+            try:
+                async with asyncio.timeout(delay):
+                    await self._mesh_wake.wait()
+            except TimeoutError:
+                pass
+
+
+def _check_family(family: Any) -> str:
+    if not valid_peer_family(family):
+        raise ValueError(f"{family!r} is not a family name")
+    return str(family)
+
+
+def _check_entries(entries: Any) -> None:
+    if type(entries) is not dict:
+        raise TypeError(f"expected a {{subkey: value}} object, got {entries!r:.80}")
+    for k in entries:
+        if type(k) is not str:
+            raise TypeError(f"subkey {k!r} is not a string")
+
+
+def _check_keys(keys: Any) -> None:
+    if type(keys) is not list or not all(type(k) is str for k in keys):
+        raise TypeError(f"expected a list of subkeys, got {keys!r:.80}")
+
+
+def _check_shard(db: Any) -> Shard:
+    if type(db) is not dict:
+        raise TypeError(f"expected a {{family: {{subkey: value}}}} object, got {db!r:.80}")
+    for family, entries in db.items():
+        _check_family(family)
+        _check_entries(entries)
+    return db
+
+
+_HANDLERS: dict[str, Any] = {
+    "g_slave": Global._slave,
+    "g_upd": Global._upd,
+    "g_set": Global._set,
+    "g_global": Global._global,
+    "g_find": Global._find,
+    "g_mon1": Global._mon1,
+    "g_mon0": Global._mon0,
+    "g_db_family": lambda g, src, f, qid: g._query("family", src, f, qid),
+    "g_db_keys": lambda g, src, f, qid: g._query("keys", src, f, qid),
+    "g_db_values": lambda g, src, f, qid: g._query("values", src, f, qid),
+}
