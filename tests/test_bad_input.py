@@ -133,3 +133,53 @@ async def test_good_raw_peer_can_talk(server: tuple[aemp.Node, aemp.Node]) -> No
             await asyncio.sleep(0.005)
     assert got == ["hi"]
     writer.close()
+
+
+async def test_malformed_database_requests(
+    server: tuple[aemp.Node, aemp.Node], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Logged and ignored one by one: the connection stays, the database is intact."""
+    srv, good = server
+    good.db_set("svc", "k", 1)
+    async with asyncio.timeout(5):
+        while await srv.db_family("svc") != {"k": 1}:
+            await asyncio.sleep(0.005)
+    reader, writer = await handshaken(srv)
+    bad = [
+        ["", "g_upd", 5, {"a": 1}],
+        ["", "g_upd", "svc", [1, 2]],
+        ["", "g_upd", "svc", {"a": 1}, "not a list"],
+        ["", "g_upd", "svc", None, [5]],
+        ["", "g_upd", "", {"a": 1}],
+        ["", "g_slave", "not a dict"],
+        ["", "g_slave", {"svc": [1]}],
+        ["", "g_set", 3],
+        ["", "g_mon1"],
+        ["", "g_mon1", {"x": 1}],
+        ["", "g_db_keys", "svc"],
+        ["", "g_db_family", ["svc"], "q0"],
+        ["", "g_find"],
+        ["", "g_chg1", "svc", "x"],
+        ["", "g_reply", "zz"],
+        ["", "g_global", "extra", "args"],
+        ["", "g_nonsense", 1],
+    ]
+    writer.write(b"".join(msgpack.packb(p) for p in bad))
+    writer.write(msgpack.packb(["", "g_db_family", "svc", "q1"]))
+    unpacker = msgpack.Unpacker(raw=False)
+    async with asyncio.timeout(5):
+        while True:
+            data = await reader.read(65536)
+            assert data, "the node closed the connection"
+            unpacker.feed(data)
+            replies = [p for p in unpacker if p[:2] == ["", "g_reply"]]
+            if replies:
+                break
+    assert replies == [["", "g_reply", "q1", {"k": 1}]]
+    logged = [r for r in caplog.records if "from raw" in r.getMessage()]
+    # each is logged but g_chg1, which is ignored unheard from anyone but the master
+    assert len(logged) == len(bad) - 1, [r.getMessage() for r in logged]
+    assert await srv.db_family("svc") == {"k": 1}
+    assert await good.db_family("svc") == {"k": 1}
+    writer.close()
+    await still_serving(srv, good)
