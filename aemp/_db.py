@@ -283,7 +283,12 @@ class Db:
     def seed_known(self, nodeid: str) -> None:
         """`nodeid` may be one of our seeds; if it is up, ask it to serve us."""
         net = self.node._net
-        if net is None or nodeid not in net.seeds.values() or not self.node.node_is_up(nodeid):
+        if (
+            net is None
+            or nodeid == self.id
+            or nodeid not in net.seeds.values()
+            or not self.node.node_is_up(nodeid)
+        ):
             return
         self.node._remote(nodeid).send(["", "g_slave"])  # makes the seed global
         if self.master is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-BENCHES = ["local", "remote"]
+BENCHES = ["local", "remote", "db"]
 
 
 def main(argv: list[str] | None = None) -> int:
