@@ -147,8 +147,10 @@ _FALSE = ("false", "no", "off", "0")
 
 
 def typed(key: str, value: Any) -> Any:
-    """A command-line string as the key wants it: a number, true/false."""
+    """A command-line string as the key wants it: a number, true/false, a list."""
     if isinstance(value, str):
+        if key == "services":
+            return [x for x in value.split(",") if x]
         if key in _NUMBERS and _NUMBER_RE.match(value):
             return json.loads(value)
         if key in _FLAGS and value.lower() in _TRUE + _FALSE:

@@ -230,6 +230,7 @@ def _mon(s: Session, args: list[Any]) -> int:
         node.mon(port, on_death)
         # once the node answered, it has the monitor (or said the port is unknown)
         await node.cal(node_of(port), "time", timeout=limit)
+        log.info("mon: watching %s", port)
         async with asyncio.timeout(total):
             reason = await died
         print(to_json(list(reason)), flush=True)
@@ -290,11 +291,11 @@ COMMANDS: list[Command] = [
         G_NET,
         _PORT_TEXT,
         nargs=None,
-        nmin=1,
+        nmin=2,
         final=True,
         timeout=True,
         numbers=True,
-        expects="a port ID",
+        expects="a port ID and a message",
     ),
     Command(
         "mon",
