@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from typing import Any
@@ -26,7 +27,8 @@ def _table() -> tuple[list[Command], dict[str, Command]]:
     by_name: dict[str, Command] = {}
     for cmd in commands:
         for name in (cmd.name, *cmd.aliases):
-            assert name not in by_name, name
+            if name in by_name:  # pragma: no cover - a mistake in the tables
+                raise RuntimeError(f"aemp command {name!r} is defined twice")
             by_name[name] = cmd
     return commands, by_name
 
@@ -269,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     except Failure as e:
         print(f"aemp: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader went away, as in `aemp --help | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the exit flush cannot fail too
+        return 128 + 13  # as if killed by SIGPIPE
 
 
 if __name__ == "__main__":

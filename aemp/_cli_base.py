@@ -85,9 +85,6 @@ class Session:
         section: dict[str, Any] = profiles.setdefault(self.target, {})
         return section
 
-    def where(self) -> str:
-        return "the default section" if self.target is None else f"profile {self.target!r}"
-
     def commit(self) -> None:
         """Check the edited copy and write it, if anything changed."""
         if self._data is None or self._data == self._original:

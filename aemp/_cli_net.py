@@ -157,6 +157,8 @@ def _port(cmd: str, arg: Any) -> str:
 
 def _failure(cmd: str, port: str, e: BaseException, logs: _Logging, limit: float) -> Failure:
     if isinstance(e, CallTimeout | TimeoutError):
+        if cmd == "mon" and not isinstance(e, CallTimeout):
+            return Failure(f"mon: {port} did not die within {limit:g} s")
         return Failure(f"{cmd}: no answer from {port} within {limit:g} s")
     if isinstance(e, PortDead):
         reason = e.reason

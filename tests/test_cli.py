@@ -545,6 +545,13 @@ def test_full_round(servers: Any, cfg: Path, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert abs(json.loads(r.stdout)[0] - time.time()) < 60
 
+    r = aemp_cmd("--timeout", "0.5", "cal", nodeid, "devnull")  # a request without reply
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr == f"aemp: cal: no answer from {nodeid} within 0.5 s\n"
+    r = aemp_cmd("mon", "--timeout", "0.5", echo)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr == f"aemp: mon: {echo} did not die within 0.5 s\n"
+
     watcher = subprocess.Popen(
         [sys.executable, "-m", "aemp", "--verbose", "mon", echo],
         stdout=subprocess.PIPE,
@@ -586,7 +593,7 @@ def test_run_with_keys_and_sigint(servers: Any, cfg: Path) -> None:
     assert rc == 0 and "SIGINT received" in log, log
 
 
-def test_snd_and_mon_over_the_wire_to_a_wrong_secret(servers: Any, cfg: Path) -> None:
+def test_a_wrong_secret_is_one_line_naming_the_cause(servers: Any, cfg: Path) -> None:
     port = free_port()
     r = aemp_cmd("secret", "right", "seeds", f"127.0.0.1:{port}",
                  "profile", "seed", "nodeid", "seed", "binds", f"127.0.0.1:{port}")  # fmt: skip
@@ -594,12 +601,16 @@ def test_snd_and_mon_over_the_wire_to_a_wrong_secret(servers: Any, cfg: Path) ->
     server = servers("seed")
     server.wait_up()
     assert aemp_cmd("snd", "seed", "devnull", "x").returncode == 0
-    r = aemp_cmd("secret", "wrong", "--timeout", "3", "snd", "seed", "devnull", "x")
-    assert r.returncode == 2  # options come before the first command
-    aemp_cmd("secret", "wrong")
-    r = aemp_cmd("--timeout", "3", "snd", "seed", "devnull", "x")
-    assert r.returncode == 1 and r.stderr.count("\n") == 1
-    assert "cannot reach node 'seed'" in r.stderr and "authentication" in r.stderr
+    # the edits of a line are written before its snd runs, and snd uses profile aemp
+    r = aemp_cmd("--timeout", "3", "profile", "aemp", "secret", "wrong", "snd", "seed", "x")
+    assert r.returncode == 1 and r.stdout == "" and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("aemp: snd: cannot reach node 'seed': ")
+    assert "authentication failure" in r.stderr
+    r = aemp_cmd("--timeout", "3", "mon", "seed#x")
+    assert r.returncode == 1 and r.stdout == "" and r.stderr.count("\n") == 1
+    assert "authentication failure" in r.stderr
+    rc, _ = server.signal(signal.SIGTERM)
+    assert rc == 0
 
 
 def test_run_refuses_a_bad_setup_with_one_line(cfg: Path) -> None:
