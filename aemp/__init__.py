@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._call import Call
+from ._config import effective_keys
 from ._db import DbEntry, DbMonitor, Query
 from ._errors import (
     AempError,
@@ -38,6 +39,7 @@ from ._ids import node_of
 from ._message import check_message
 from ._node import Node
 from ._runtime import CURRENT, SELF, current_node, process_node, run, set_process_node
+from ._services import start_services
 
 __version__ = "0.1.0"
 
@@ -100,22 +102,34 @@ __all__ = [
 Callback = Callable[..., Any]
 
 
-async def configure(profile: str | None = None, **keys: Any) -> Node:
-    """Start the process's node from configuration keys and make it current.
+async def configure(
+    profile: str | None = None, *, norc: bool = False, force: bool = False, **keys: Any
+) -> Node:
+    """Start the process's node from the configuration file and make it current.
 
-    ``profile`` names the node in the default node ID ``"<profile>/<random>"``
-    (the host name when not given). Can be called once per process (again
-    only after that node was closed).
+    The keys come from, lowest first: the keyword arguments, the file's
+    default section, the profile's parent chain, the profile itself;
+    ``force=True`` puts the arguments on top, ``norc=True`` leaves the file
+    out (see docs/cli.md). ``profile`` defaults to the host name; without
+    a ``nodeid`` anywhere the node ID is ``"<profile>/<random>"``. Once the
+    node is up, its ``services`` are started in order; if one fails, the
+    node is closed and its exception propagates. Can be called once per
+    process (again only after that node was closed).
     """
     node = process_node()
     if node is not None and not node.closed and not node.implicit:
         raise ConfigError(f"configure() was already called: this process's node is {node.id!r}")
-    keys.setdefault("nodeid", f"{profile or socket.gethostname()}/")
-    new = Node(**keys)
+    name = socket.gethostname() if profile is None else profile
+    new = Node(**effective_keys(name, keys, norc=norc, force=force))
     await new.start()
     if node is not None and node.implicit:
         await node.close()
     set_process_node(new)
+    try:
+        await start_services(new)
+    except BaseException:
+        await new.close()
+        raise
     return new
 
 

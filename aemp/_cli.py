@@ -1,54 +1,280 @@
-# The aemp command. It parses arguments and hands over to the library; it
-# holds no logic of its own. This version knows the commands below; the
-# configuration-profile and network subcommands arrive with the network
-# layer and are refused with a clear message until then.
+# The aemp command: parses the command line and runs its commands.
+#
+# Subcommands chain, as in `aemp profile seed binds '*:4040' gensecret`, so
+# argparse, which wants one subcommand, does not fit: each command declares
+# how many arguments it takes in a table (_cli_edit, _cli_net), and the
+# line is cut into commands by that table before anything runs. Mistakes
+# in the line are one line on stderr and exit status 2; a command that
+# could not do its job says why in one line and exits with 1.
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
+import textwrap
+from typing import Any
 
-from . import __version__
+from ._cli_base import Command, Failure, Session, Usage, decode_arg, decode_message_arg
+from ._config import config_path
 
-_LATER = frozenset(
-    {"snd", "cal", "mon", "nodes", "db", "trace", "run", "profile", "showconfig"}
-    | {"showprofile", "gensecret", "gencert", "setsecret", "setseeds", "setbinds", "setnodeid"}
-)
+_GLOBAL_OPTIONS = "--help, --version, --verbose (-v, twice for more) or --timeout SECONDS"
 
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="aemp",
-        description="aemp: actor-style message passing between processes and machines.",
-        epilog="Commands for configuration profiles and for talking to running nodes "
-        "are not part of this version yet.",
-    )
-    ap.add_argument("--version", action="version", version=f"aemp {__version__}")
-    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("version", help="print the version of aemp")
-    h = sub.add_parser("help", help="show help for a command")
-    h.add_argument("topic", nargs="?", help="the command to explain")
-    return ap
+def _table() -> tuple[list[Command], dict[str, Command]]:
+    from . import _cli_edit, _cli_net
+
+    commands = [*_cli_edit.COMMANDS, *_cli_net.COMMANDS, *_OTHER]
+    by_name: dict[str, Command] = {}
+    for cmd in commands:
+        for name in (cmd.name, *cmd.aliases):
+            if name in by_name:  # pragma: no cover - a mistake in the tables
+                raise RuntimeError(f"aemp command {name!r} is defined twice")
+            by_name[name] = cmd
+    return commands, by_name
+
+
+# ---------------------------------------------------------------- help
+
+
+def _help_cmd(s: Session, args: list[Any]) -> int:
+    commands, by_name = _table()
+    if not args:
+        print(overview(commands))
+        return 0
+    topic = args[0]
+    cmd = by_name.get(topic) if isinstance(topic, str) else None
+    if cmd is None:
+        raise Usage(
+            f"help: unknown command {topic!r}: expected one of the commands in 'aemp --help'"
+        )
+    print(command_help(cmd))
+    return 0
+
+
+def _version_cmd(s: Session, args: list[Any]) -> int:
+    from . import __version__
+
+    print(f"aemp {__version__}")
+    return 0
+
+
+_OTHER = [
+    Command(
+        "help",
+        "[COMMAND]",
+        "explain a command, or list them all",
+        _help_cmd,
+        "other",
+        nargs=None,
+        nmax=1,
+        final=True,
+    ),
+    Command(
+        "version",
+        "",
+        "print the version of aemp",
+        _version_cmd,
+        "other",
+        nargs=None,
+        nmax=0,
+        final=True,
+    ),
+]
+
+
+def _spelled(cmd: Command) -> str:
+    names = ", ".join((cmd.name, *cmd.aliases))
+    return f"{names} {cmd.usage}".rstrip()
+
+
+def command_help(cmd: Command) -> str:
+    option = " [--timeout SECONDS]" if cmd.timeout else ""
+    lines = [f"usage: aemp {cmd.name}{option} {cmd.usage}".rstrip(), "", cmd.summary + "."]
+    if cmd.text:
+        lines += ["", *textwrap.wrap(cmd.text, 78)]
+    if cmd.aliases:
+        lines += ["", "Also spelled: " + ", ".join(cmd.aliases) + "."]
+    if cmd.expects:
+        lines += ["", f"{cmd.usage.split()[0]}: {cmd.expects}."]
+    return "\n".join(lines)
+
+
+def overview(commands: list[Command]) -> str:
+    out = [
+        "usage: aemp [--verbose] [--timeout SECONDS] COMMAND [ARGS] [COMMAND [ARGS] ...]",
+        "",
+        "aemp edits the configuration file of aemp nodes, runs nodes and talks to them.",
+        "Commands chain: 'aemp profile seed binds 127.0.0.1:4040 gensecret' edits profile",
+        'seed and writes the file once, at the end. An argument that starts with [, { or "',
+        "is read as JSON; every setX command is also spelled X.",
+    ]
+    groups: dict[str, list[Command]] = {}
+    for cmd in commands:
+        groups.setdefault(cmd.group, []).append(cmd)
+    for group, cmds in groups.items():
+        out += ["", group + ":"]
+        for cmd in cmds:
+            spelled = _spelled(cmd)
+            summary = textwrap.wrap(cmd.summary, 99 - 33)
+            if len(spelled) > 30:
+                out.append(f"  {spelled}")
+                spelled = ""
+            out.append(f"  {spelled:<30} {summary[0]}")
+            out += [" " * 33 + line for line in summary[1:]]
+    out += [
+        "",
+        "options (before the first command):",
+        "  --timeout SECONDS              how long snd, cal and mon wait (default 5)",
+        "  -v, --verbose                  log more on stderr (twice: debug)",
+        "  --version                      print the version",
+        "",
+        "configuration file: $AEMP_CONFIG, else ~/.config/aemp/config.json",
+        f"(here: {config_path()})",
+        "exit status: 0 done, 1 failed (one line on stderr), 2 mistake in the command line",
+        "(one line on stderr; the file is left as it was).",
+        "'aemp help COMMAND' explains one command; docs/cli.md has examples.",
+    ]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _timeout(value: str) -> float:
+    try:
+        t = float(value)
+    except ValueError:
+        t = -1.0
+    if not 0 < t < float("inf"):
+        raise Usage(f"--timeout must be a positive number of seconds (got {value!r})")
+    return t
+
+
+def _options(argv: list[str], s: Session) -> tuple[list[str], str | None]:
+    """Leading options; returns the remaining words and --help/--version if given."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-":
+        a = argv[i]
+        i += 1
+        if a in ("-h", "--help"):
+            return [], "help"
+        if a == "--version":
+            return [], "version"
+        if a in ("-v", "--verbose"):
+            s.verbose += 1
+        elif a == "-vv":
+            s.verbose += 2
+        elif a == "--timeout":
+            if i == len(argv):
+                raise Usage("--timeout needs SECONDS: expected a positive number")
+            s.timeout = _timeout(argv[i])
+            i += 1
+        elif a.startswith("--timeout="):
+            s.timeout = _timeout(a.partition("=")[2])
+        elif a == "--":
+            break
+        else:
+            raise Usage(f"unknown option {a!r}: expected {_GLOBAL_OPTIONS}")
+    return argv[i:], None
+
+
+def parse(words: list[str], s: Session) -> list[tuple[Command, list[Any]]]:
+    """Cut the line into commands and their (JSON-decoded) arguments."""
+    _, by_name = _table()
+    plan: list[tuple[Command, list[Any]]] = []
+    i = 0
+    while i < len(words):
+        name = words[i]
+        cmd = by_name.get(name)
+        if cmd is None:
+            raise Usage(
+                f"unknown command {name!r}: expected a command such as profile, setseeds, "
+                "run or cal (see 'aemp --help')"
+            )
+        i += 1
+        if words[i : i + 1] in (["--help"], ["-h"]):
+            return [(by_name["help"], [cmd.name])]
+        if cmd.nargs is None:
+            rest = words[i:]
+            i = len(words)
+            if cmd.timeout:
+                rest = _command_timeout(rest, s)
+            if len(rest) < cmd.nmin:
+                raise _missing(cmd, rest)
+            if cmd.nmax is not None and len(rest) > cmd.nmax:
+                raise Usage(
+                    f"{name}: too many arguments ({len(rest)}): expected 'aemp {name} {cmd.usage}'"
+                )
+        else:
+            rest = words[i : i + cmd.nargs]
+            i += cmd.nargs
+            if len(rest) < cmd.nargs:
+                raise _missing(cmd, rest)
+        if cmd.numbers:
+            args = [
+                decode_arg(name, w) if k == 0 else decode_message_arg(name, w)
+                for k, w in enumerate(rest)
+            ]
+        else:
+            args = [decode_arg(name, w) for w in rest]
+        plan.append((cmd, args))
+    return plan
+
+
+def _command_timeout(rest: list[str], s: Session) -> list[str]:
+    if rest[:1] == ["--timeout"]:
+        if len(rest) < 2:
+            raise Usage("--timeout needs SECONDS: expected a positive number")
+        s.timeout = _timeout(rest[1])
+        return rest[2:]
+    if rest and rest[0].startswith("--timeout="):
+        s.timeout = _timeout(rest[0].partition("=")[2])
+        return rest[1:]
+    return rest
+
+
+def _missing(cmd: Command, got: list[str]) -> Usage:
+    wanted = cmd.usage.split()[len(got)] if cmd.usage else "an argument"
+    expects = f" ({cmd.expects})" if cmd.expects and not got else ""
+    usage = f"aemp {cmd.name} {cmd.usage}"
+    return Usage(f"{cmd.name}: missing {wanted.strip('[].')}{expects}: expected '{usage}'")
+
+
+# ---------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> int:
-    args_in = sys.argv[1:] if argv is None else argv
-    if args_in and args_in[0] in _LATER:
-        print(
-            f"aemp: {args_in[0]!r} is not available in aemp {__version__} yet; "
-            "see 'aemp --help' for what is",
-            file=sys.stderr,
-        )
+    """Run one aemp command line; returns the exit status."""
+    s = Session(config_path())
+    try:
+        words, special = _options(list(sys.argv[1:] if argv is None else argv), s)
+        if special == "version":
+            return _version_cmd(s, [])
+        if special == "help" or not words:
+            return _help_cmd(s, [])
+        plan = parse(words, s)
+        final: tuple[Command, list[Any]] | None = None
+        for cmd, args in plan:
+            if cmd.final:
+                final = (cmd, args)
+            else:
+                cmd.run(s, args)
+        s.commit()
+        for line in s.out:
+            print(line)
+        if final is not None:
+            return final[0].run(s, final[1]) or 0
+        return 0
+    except Usage as e:
+        print(f"aemp: {e}", file=sys.stderr)
         return 2
-    ap = _parser()
-    args = ap.parse_args(args_in)
-    if args.command == "version":
-        print(f"aemp {__version__}")
-    elif args.command == "help" and args.topic:
-        ap.parse_args([args.topic, "--help"])
-    else:
-        ap.print_help()
-    return 0
+    except Failure as e:
+        print(f"aemp: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # the reader went away, as in `aemp --help | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the exit flush cannot fail too
+        return 128 + 13  # as if killed by SIGPIPE
 
 
 if __name__ == "__main__":

@@ -1,17 +1,32 @@
-# The configuration keys of a node and their validation.
+# The configuration keys of a node, their validation, and the file.
 #
 # A Node takes these keys as keyword arguments and reads no file. Every key
-# is checked once, here, so that a mistake is reported where it was made and
+# is checked here, so that a mistake is reported where it was made and
 # names the key, what was expected and what came (attrs style), instead of
 # surfacing later as a confusing failure deep in the transport.
+#
+# The file (JSON, $AEMP_CONFIG or ~/.config/aemp/config.json) holds a
+# default section (the top-level keys) and named profiles, each of which
+# may name a parent profile. configure() layers them: its own arguments
+# lowest, then the default section, then the parent chain from the farthest
+# ancestor down, then the profile itself (force=True puts the arguments on
+# top). The file holds secrets, so it is written 0600 and only ever
+# replaced whole, by rename; a file that cannot be read or parsed is
+# reported with its name and the place of the fault, and never overwritten.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
+import os
+import re
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from ._errors import ConfigError
+from ._errors import AempError, ConfigError
 
 AUTH_METHODS = ("tls_sha3_512", "hmac_sha3_512", "tls_anon", "cleartext")
 FRAMINGS = ("msgpack", "json")
@@ -98,13 +113,18 @@ def _size(key: str, v: Any) -> int:
     return v
 
 
+_NAME = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
+_SERVICE_RE = re.compile(rf"{_NAME}(:{_NAME})?\Z")
+
+
 def _services(key: str, v: Any) -> tuple[Any, ...]:
     if not isinstance(v, list | tuple):
         raise ConfigError(f"{key!r} must be a list (got {v!r}, a {_type_name(v)})")
     for s in v:
-        ok = isinstance(s, str) or (
-            isinstance(s, list | tuple) and len(s) >= 1 and isinstance(s[0], str)
-        )
+        first = s[0] if isinstance(s, list | tuple) and s else s
+        ok = isinstance(first, str) and bool(_SERVICE_RE.match(first))
+        if ok and not isinstance(s, str):
+            ok = ":" in first
         if not ok:
             raise ConfigError(
                 f"{key!r} entry {s!r} must be 'pkg.mod:func', 'pkg.mod' "
@@ -134,3 +154,277 @@ _CHECKS: dict[str, Any] = {
     "spawn_allow": _opt_str_list,
     "max_packet": _size,
 }
+
+
+# ---------------------------------------------------------------- one value
+
+
+def check_value(key: str, value: Any) -> Any:
+    """Check one value as the file holds it; return it in the form the file keeps.
+
+    Beyond the Config checks, addresses must parse, a node ID template must
+    expand and a certificate must load, so that the aemp command refuses a
+    bad value before it reaches the file.
+    """
+    check = _CHECKS.get(key)
+    if check is None:
+        raise ConfigError(
+            f"unknown configuration key {key!r}: known keys are {', '.join(sorted(_CHECKS))}"
+        )
+    checked = check(key, value)
+    if key in ("binds", "seeds"):
+        from ._transport import parse_address, parse_bind
+
+        for addr in checked:
+            (parse_bind if key == "binds" else parse_address)(addr)
+    elif key == "nodeid" and checked is not None:
+        from ._ids import expand_nodeid
+
+        expand_nodeid(checked)
+    elif key == "cert" and checked is not None:
+        from .tls import ssl_contexts
+
+        ssl_contexts(checked)
+    if isinstance(checked, tuple):
+        return [list(x) if isinstance(x, tuple) else x for x in checked]
+    if isinstance(checked, float) and isinstance(value, int):
+        return value  # 5 stays 5 in the file, not 5.0
+    return checked
+
+
+# ---------------------------------------------------------------- the file
+
+FILE_VERSION = 1
+_STRUCTURE = ("version", "profile")
+
+
+def config_path() -> Path:
+    """$AEMP_CONFIG if set, else ~/.config/aemp/config.json."""
+    env = os.environ.get("AEMP_CONFIG")
+    if env:
+        return Path(env)
+    return Path.home() / ".config" / "aemp" / "config.json"
+
+
+def new_document() -> dict[str, Any]:
+    return {"version": FILE_VERSION}
+
+
+def _line_col(data: bytes, pos: int) -> tuple[int, int]:
+    line = data.count(b"\n", 0, pos) + 1
+    return line, pos - (data.rfind(b"\n", 0, pos) + 1) + 1
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    """Read the file and check its structure; a missing file is an empty one.
+
+    Raises ConfigError naming the file, and the line and column of a JSON
+    fault; values are checked later, per section (see file_keys).
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return new_document()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the configuration file: {e.strerror or e}") from e
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line, col = _line_col(raw, e.start)
+        raise ConfigError(f"{path}:{line}:{col}: not UTF-8 text (byte {e.start})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
+    check_structure(data, path)
+    return data  # type: ignore[no-any-return]
+
+
+def check_structure(data: Any, path: Path | str) -> None:
+    """The shape of the document: an object, version 1, profiles as objects."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: the configuration must be a JSON object (got a {_json_type(data)})"
+        )
+    version = data.get("version", FILE_VERSION)
+    if version != FILE_VERSION or isinstance(version, bool):
+        raise ConfigError(
+            f'{path}: "version" is {version!r}: this aemp reads version {FILE_VERSION}'
+        )
+    profiles = data.get("profile", {})
+    if not isinstance(profiles, dict):
+        raise ConfigError(
+            f'{path}: "profile" must be an object of profiles (got a {_json_type(profiles)})'
+        )
+    for name, section in profiles.items():
+        if not name:
+            raise ConfigError(f"{path}: a profile has an empty name")
+        if not isinstance(section, dict):
+            raise ConfigError(
+                f"{path}: profile {name!r} must be an object (got a {_json_type(section)})"
+            )
+        parent = section.get("parent")
+        if parent is not None and (not isinstance(parent, str) or not parent):
+            raise ConfigError(
+                f"{path}: profile {name!r}: 'parent' must be a profile name (got {parent!r})"
+            )
+
+
+def _json_type(v: object) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(v), "number")
+
+
+def save_file(path: Path, data: Mapping[str, Any]) -> None:
+    """Replace the file atomically: a temporary file beside it, fsync, rename.
+
+    A new file gets mode 0600 (it holds secrets); an existing file keeps
+    its mode. A symbolic link is followed, so the file it points to is
+    replaced and the link stays.
+    """
+    check_structure(data, path)
+    real = Path(os.path.realpath(path))
+    real.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        mode = real.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o600
+    ordered = {"version": FILE_VERSION}
+    ordered.update((k, v) for k, v in data.items() if k not in _STRUCTURE)
+    ordered["profile"] = data.get("profile", {})
+    text = json.dumps(ordered, indent=2, ensure_ascii=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, real)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(real.parent, os.O_RDONLY)
+    except OSError:  # pragma: no cover - a directory we cannot open for reading
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:  # pragma: no cover - some file systems refuse fsync on directories
+        pass
+    finally:
+        os.close(dfd)
+
+
+# ---------------------------------------------------------------- profiles
+
+
+def profile_chain(data: Mapping[str, Any], profile: str, path: Path | str) -> list[str]:
+    """The profile and its ancestors present in the file, farthest ancestor first.
+
+    A profile that is not in the file is empty; a parent that is not in the
+    file, or a loop of parents, is a ConfigError.
+    """
+    profiles = data.get("profile", {})
+    chain: list[str] = []
+    name: str | None = profile
+    while name is not None:
+        if name in chain:
+            loop = " -> ".join(repr(n) for n in [*chain[chain.index(name) :], name])
+            raise ConfigError(f"{path}: the parents of profile {profile!r} form a loop: {loop}")
+        section = profiles.get(name)
+        if section is None:
+            if chain:
+                raise ConfigError(
+                    f"{path}: profile {chain[-1]!r} names parent {name!r}, "
+                    "which is not a profile in the file"
+                )
+            return []
+        chain.append(name)
+        name = section.get("parent")
+    chain.reverse()
+    return chain
+
+
+def _checked_section(
+    section: Mapping[str, Any], where: str, skip: tuple[str, ...]
+) -> dict[str, Any]:
+    out = {}
+    for key, value in section.items():
+        if key in skip:
+            continue
+        try:
+            out[key] = check_value(key, value)
+        except AempError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    return out
+
+
+def file_keys(data: Mapping[str, Any], profile: str, path: Path | str) -> dict[str, Any]:
+    """The keys the file gives a profile: default section < parents < the profile."""
+    out = _checked_section(data, f"{path}: default section", _STRUCTURE)
+    for name in profile_chain(data, profile, path):
+        out.update(
+            _checked_section(data["profile"][name], f"{path}: profile {name!r}", ("parent",))
+        )
+    return out
+
+
+def check_document(data: Mapping[str, Any], path: Path | str) -> None:
+    """Everything in the file, as the aemp command checks it before writing."""
+    check_structure(data, path)
+    _checked_section(data, f"{path}: default section", _STRUCTURE)
+    for name, section in data.get("profile", {}).items():
+        _checked_section(section, f"{path}: profile {name!r}", ("parent",))
+        profile_chain(data, name, path)
+
+
+def resolve_keys(
+    data: Mapping[str, Any],
+    profile: str,
+    args: Mapping[str, Any],
+    *,
+    force: bool = False,
+    path: Path | str = "the configuration",
+) -> dict[str, Any]:
+    """configure's arguments layered with what the file gives the profile."""
+    found = file_keys(data, profile, path)
+    keys = {**found, **args} if force else {**args, **found}
+    if keys.get("nodeid") is None:
+        keys["nodeid"] = f"{profile}/"
+    return keys
+
+
+def effective_keys(
+    profile: str,
+    args: Mapping[str, Any],
+    *,
+    norc: bool = False,
+    force: bool = False,
+    path: Path | None = None,
+) -> dict[str, Any]:
+    """The keys configure(profile=..., **args) starts a node with.
+
+    configure's arguments lie below the file unless force is true; norc
+    leaves the file out. Without a node ID anywhere it is "<profile>/"
+    (the profile name and a random suffix).
+    """
+    if norc:
+        return resolve_keys({}, profile, args)
+    path = path or config_path()
+    return resolve_keys(load_file(path), profile, args, force=force, path=path)
+
+
+def full_config(keys: Mapping[str, Any]) -> dict[str, Any]:
+    """Every key with its value, built-in defaults included, in file form."""
+    cfg = Config.from_keys(keys)
+    return {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, tuple | list):
+        return [_plain(x) for x in v]
+    return copy.deepcopy(v)

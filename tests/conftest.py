@@ -16,6 +16,15 @@ def pytest_asyncio_loop_factories(config: Any, item: Any) -> Mapping[str, Callab
     return {"uvloop": uvloop.new_event_loop}
 
 
+@pytest.fixture(autouse=True)
+def _no_user_config(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """configure() and the aemp command never read the developer's own config file."""
+    path = tmp_path_factory.mktemp("config") / "config.json"
+    monkeypatch.setenv("AEMP_CONFIG", str(path))
+
+
 @pytest.fixture
 async def node() -> AsyncIterator[aemp.Node]:
     async with aemp.Node(nodeid="test/%u") as n:

@@ -1,0 +1,7 @@
+"""``python -m aemp``: the aemp command."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

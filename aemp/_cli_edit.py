@@ -1,0 +1,377 @@
+# The aemp command's configuration commands: set, delete, add and remove
+# keys in the file's default section or in a profile, make secrets and
+# certificates, and show what a profile comes to.
+#
+# Each command edits the session's in-memory copy; _cli_base writes it once
+# the whole line went through. Values pass the same checks as configure()
+# applies, so the file never holds a value a node would refuse.
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from typing import Any
+
+from ._cli_base import Command, Failure, Session, Usage, checked, configure_args, need_str
+from ._config import full_config, resolve_keys
+from ._errors import AempError
+from ._ids import random_string
+
+G_ID = "identity and trust"
+G_LISTS = "seeds, binds and services"
+G_PROFILES = "profiles and showing the configuration"
+G_LOW = "connection settings"
+
+SECRET_LENGTH = 64  # letters and digits: about 380 bits
+
+
+def _setter(cmd: str, key: str) -> Any:
+    def run(s: Session, args: list[Any]) -> None:
+        s.section()[key] = checked(cmd, key, args[0])
+
+    return run
+
+
+def _deleter(key: str) -> Any:
+    def run(s: Session, args: list[Any]) -> None:
+        s.section().pop(key, None)
+
+    return run
+
+
+def _items(cmd: str, key: str, arg: Any) -> list[Any]:
+    """What an add/remove command names: one service, or one or more addresses."""
+    if key == "services":
+        return list(checked(cmd, key, [arg]))
+    return list(checked(cmd, key, arg))
+
+
+def _adder(cmd: str, key: str) -> Any:
+    def run(s: Session, args: list[Any]) -> None:
+        section = s.section()
+        current = section.get(key)
+        out = list(current) if isinstance(current, list) else []
+        out += [x for x in _items(cmd, key, args[0]) if x not in out]
+        section[key] = out
+
+    return run
+
+
+def _remover(cmd: str, key: str) -> Any:
+    def run(s: Session, args: list[Any]) -> None:
+        section = s.section()
+        current = section.get(key)
+        if not isinstance(current, list):
+            return
+        arg = args[0]
+        if key == "services" and isinstance(arg, str):
+            # "pkg.mod:func" also removes ["pkg.mod:func", args...]
+            gone = [x for x in current if x == arg or (isinstance(x, list) and x[:1] == [arg])]
+        elif key == "services":
+            gone = [arg]
+        else:
+            gone = arg.split(",") if isinstance(arg, str) else arg
+            if not isinstance(gone, list):
+                raise Usage(f"{cmd}: expected an address or a JSON array (got {json.dumps(arg)})")
+        section[key] = [x for x in current if x not in gone]
+
+    return run
+
+
+def _gensecret(s: Session, args: list[Any]) -> None:
+    s.section()["secret"] = random_string(SECRET_LENGTH)
+
+
+def _gencert(s: Session, args: list[Any]) -> None:
+    from .tls import make_certificate
+
+    s.section()["cert"] = make_certificate("aemp")
+
+
+def _setcert(cmd: str) -> Any:
+    def run(s: Session, args: list[Any]) -> None:
+        name = need_str(cmd, "FILE", args[0])
+        try:
+            if name == "-":
+                pem = sys.stdin.read()
+            else:
+                with open(name, encoding="utf-8") as f:
+                    pem = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise Usage(f"{cmd}: cannot read {name!r}: {getattr(e, 'strerror', None) or e}") from e
+        s.section()["cert"] = checked(cmd, "cert", pem)
+
+    return run
+
+
+def _profile(s: Session, args: list[Any]) -> None:
+    s.target = need_str("profile", "the profile name", args[0])
+    s.section()
+
+
+def _in_profile(cmd: str, s: Session) -> dict[str, Any]:
+    if s.target is None:
+        raise Usage(f"{cmd} applies to a profile: expected 'aemp profile NAME {cmd} ...'")
+    return s.section()
+
+
+def _setparent(cmd: str) -> Any:
+    def run(s: Session, args: list[Any]) -> None:
+        section = _in_profile(cmd, s)
+        parent = need_str(cmd, "the parent profile", args[0])
+        if parent == s.target:
+            raise Usage(f"{cmd}: profile {parent!r} cannot be its own parent")
+        section["parent"] = parent
+
+    return run
+
+
+def _delparent(s: Session, args: list[Any]) -> None:
+    _in_profile("delparent", s).pop("parent", None)
+
+
+def _delprofile(s: Session, args: list[Any]) -> None:
+    name = need_str("delprofile", "the profile name", args[0])
+    s.data.get("profile", {}).pop(name, None)
+
+
+def _show(s: Session, value: Any) -> None:
+    s.out.append(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _showprofile(s: Session, args: list[Any]) -> None:
+    name = need_str("showprofile", "the profile name", args[0])
+    profiles = s.data.get("profile", {})
+    if name not in profiles:
+        known = ", ".join(repr(n) for n in profiles) or "none yet"
+        raise Usage(f"showprofile: there is no profile {name!r} in {s.path} (profiles: {known})")
+    try:
+        _show(s, resolve_keys(s.data, name, {}, path=s.path))
+    except AempError as e:
+        raise Failure(str(e)) from None
+
+
+def _showconfig(s: Session, args: list[Any]) -> None:
+    ca = configure_args("showconfig", args)
+    profile = ca.profile or s.target or socket.gethostname()
+    data = {} if ca.norc else s.data
+    try:
+        keys = resolve_keys(data, profile, ca.keys, force=ca.force, path=s.path)
+        _show(s, {"profile": profile, **full_config(keys)})
+    except AempError as e:
+        raise Failure(str(e)) from None
+
+
+_ADDR = "a comma-separated list of host:port, or a JSON array of them"
+
+
+def _key_commands(
+    key: str, meta: str, what: str, note: str, expects: str, group: str, text: str = ""
+) -> list[Command]:
+    """set<key> (also spelled <key>) and del<key>."""
+    set_name = "set" + key
+    return [
+        Command(
+            set_name,
+            meta,
+            f"set {what}" + (f": {note}" if note else ""),
+            _setter(set_name, key),
+            group,
+            text,
+            nargs=1,
+            aliases=(key,),
+            expects=expects,
+        ),
+        Command("del" + key, "", f"delete {what} (inherited again)", _deleter(key), group),
+    ]
+
+
+def _list_commands(
+    key: str, one: str, meta: str, note: str, expects: str, text: str
+) -> list[Command]:
+    """set/del for the whole list, add/del for items."""
+    add, rem = "add" + one, "del" + one
+    what = f"the {key}"
+    return [
+        *_key_commands(key, meta + "S", what, note, expects, G_LISTS, text),
+        Command(add, meta, f"add to {what}", _adder(add, key), G_LISTS, nargs=1, expects=expects),
+        Command(
+            rem, meta, f"remove from {what}", _remover(rem, key), G_LISTS, nargs=1, expects=expects
+        ),
+    ]
+
+
+COMMANDS: list[Command] = [
+    *_key_commands(
+        "nodeid",
+        "ID",
+        "the node ID",
+        "%n host name, %u random, a trailing / a random suffix",
+        "a node ID or template",
+        G_ID,
+        "Letters, digits and _ - . : / make a node ID. Templates: %n is the host name, "
+        "%u a random string, and a trailing / adds a random suffix. Without a node ID "
+        "a node started with profile P is called P/<random>.",
+    ),
+    Command(
+        "gensecret",
+        "",
+        "generate a random shared secret and set it",
+        _gensecret,
+        G_ID,
+        "Nodes authenticate each other with the shared secret (HMAC-SHA3-512), so every "
+        "node of a network needs the same one: set it in the default section, or copy it.",
+    ),
+    *_key_commands("secret", "SECRET", "the shared secret", "", "the secret text", G_ID),
+    Command(
+        "gencert",
+        "",
+        "generate a self-signed TLS key and certificate, set cert",
+        _gencert,
+        G_ID,
+        "The PEM text (private key and certificate) goes into the cert key. Nodes that "
+        "share it talk TLS and accept each other; like the secret it must be the same on "
+        "every node of a network.",
+    ),
+    Command(
+        "setcert",
+        "FILE",
+        "set cert from a PEM file with key and certificate ('-': stdin)",
+        _setcert("setcert"),
+        G_ID,
+        nargs=1,
+        aliases=("cert",),
+        expects="a PEM file name",
+    ),
+    Command("delcert", "", "delete the certificate", _deleter("cert"), G_ID),
+    *_list_commands(
+        "seeds",
+        "seed",
+        "SEED",
+        "host:port of long-running nodes to join through",
+        _ADDR,
+        "A node stays connected to its seeds. All seeds of a network should list each "
+        "other, so that the network heals after a split.",
+    ),
+    *_list_commands(
+        "binds",
+        "bind",
+        "BIND",
+        "host:port to listen on (* for any host or port)",
+        "a comma-separated list of host:port (host or port may be *), or a JSON array",
+        "A node without binds accepts no connections; it can still connect out.",
+    ),
+    *_list_commands(
+        "services",
+        "service",
+        "SERVICE",
+        "called or imported once the node is up",
+        "'pkg.mod:func', 'pkg.mod', or a JSON array ['pkg.mod:func', args...]",
+        "A service 'pkg.mod:func' is called with no arguments once the node is up, "
+        "'[\"pkg.mod:func\", 1, \"x\"]' with those arguments, and 'pkg.mod' is imported. "
+        "setservices takes a JSON array of services (or a comma-separated list); "
+        "addservice takes one service. delservice 'pkg.mod:func' also removes that "
+        "function with arguments.",
+    ),
+    Command(
+        "profile",
+        "NAME",
+        "edit profile NAME with the commands that follow",
+        _profile,
+        G_PROFILES,
+        "Without 'profile', commands edit the default section, which every profile "
+        "inherits. 'aemp profile seed binds 127.0.0.1:4040' sets binds in profile seed.",
+        nargs=1,
+        expects="a profile name",
+    ),
+    Command(
+        "setparent",
+        "NAME",
+        "make profile NAME the parent of the profile being edited",
+        _setparent("setparent"),
+        G_PROFILES,
+        "A profile inherits every key it does not set from its parent, which inherits "
+        "from its own parent, and so on up to the default section. Loops are refused.",
+        nargs=1,
+        aliases=("parent",),
+        expects="a profile name",
+    ),
+    Command(
+        "delparent", "", "the profile being edited has no parent any more", _delparent, G_PROFILES
+    ),
+    Command(
+        "delprofile",
+        "NAME",
+        "delete profile NAME",
+        _delprofile,
+        G_PROFILES,
+        nargs=1,
+        expects="a profile name",
+    ),
+    Command(
+        "showprofile",
+        "NAME",
+        "print the keys profile NAME gets from the file (JSON)",
+        _showprofile,
+        G_PROFILES,
+        "The default section, the parent chain and the profile layered as configure() "
+        "does it, with the node ID a node of that profile would be given.",
+        nargs=1,
+        expects="a profile name",
+    ),
+    Command(
+        "showconfig",
+        "[NAME [KEY VALUE ...]]",
+        "print the whole configuration a node would run with (JSON)",
+        _showconfig,
+        G_PROFILES,
+        "What configure(profile=NAME, KEY=VALUE, ...) would start a node with, built-in "
+        "defaults included. NAME defaults to the profile being edited, else the host name. "
+        "Takes the rest of the line; the keys norc and force are understood too.",
+        nargs=None,
+    ),
+]
+
+_LOW_KEYS = {
+    "monitor_timeout": (
+        "SECONDS",
+        "a positive number of seconds",
+        "seconds a silent peer is trusted (default 30)",
+    ),
+    "connect_interval": (
+        "SECONDS",
+        "a positive number of seconds",
+        "seconds a connection attempt may take (default 2)",
+    ),
+    "framing_format": (
+        "FORMATS",
+        "msgpack and/or json, comma-separated",
+        "framings offered, preferred first",
+    ),
+    "auth_offer": (
+        "METHODS",
+        "some of tls_sha3_512, hmac_sha3_512, tls_anon, cleartext",
+        "authentication methods this node uses",
+    ),
+    "auth_accept": (
+        "METHODS",
+        "some of tls_sha3_512, hmac_sha3_512, tls_anon, cleartext",
+        "authentication methods this node accepts",
+    ),
+    "nodelay": ("BOOL", "true or false", "TCP_NODELAY on connections (default true)"),
+    "secure": ("BOOL", "true or false", "refuse spawn requests of other nodes (default false)"),
+    "spawn_allow": (
+        "MODULES",
+        "a comma-separated list of module names, or a JSON array",
+        "modules other nodes may spawn from (default any)",
+    ),
+    "max_packet": (
+        "BYTES",
+        "a number of bytes of at least 1024",
+        "largest packet accepted (default 64 MiB)",
+    ),
+}
+
+for _key, (_meta, _expects, _note) in _LOW_KEYS.items():
+    COMMANDS += _key_commands(_key, _meta, _key, _note, _expects, G_LOW)

@@ -1,0 +1,319 @@
+# The aemp command's node commands: run a node, and talk to running ones.
+#
+# `run` starts the process's node with configure() and serves until SIGINT
+# or SIGTERM. snd, cal and mon each start a short-lived anonymous node
+# ("anon/<random>") that reaches the network through the seeds of profile
+# "aemp" (or of the default section, which that profile inherits) and
+# authenticates with that profile's secret or certificate. It binds no
+# address: the nodes it talks to must be seeds or be reachable through them.
+# More commands of this kind (nodes, db, trace) belong here too; they need
+# the database layer.
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from ._cli_base import (
+    Command,
+    Failure,
+    Session,
+    Usage,
+    configure_args,
+    need_str,
+    to_json,
+)
+from ._config import resolve_keys
+from ._errors import AempError, CallTimeout, PortDead
+from ._ids import check_port_id, node_of
+
+log = logging.getLogger("aemp.cli")
+
+G_NET = "running nodes and talking to them"
+DEFAULT_TIMEOUT = 5.0
+ANON_PROFILE = "aemp"
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _LastProblem(logging.Handler):
+    """Keeps the last warning, to say why a node could not be reached."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.last = record.getMessage()
+
+
+class _Logging:
+    """aemp's log lines on stderr for the duration of one command."""
+
+    def __init__(self, verbose: int, default: int) -> None:
+        levels = {0: default, 1: logging.INFO}
+        self.level = levels.get(verbose, logging.DEBUG)
+        self.stderr = logging.StreamHandler(sys.stderr)
+        self.stderr.setFormatter(logging.Formatter(_FORMAT))
+        self.stderr.setLevel(self.level)
+        self.problems = _LastProblem()
+        self.logger = logging.getLogger("aemp")
+
+    def __enter__(self) -> _Logging:
+        self.saved = self.logger.level
+        self.logger.setLevel(min(self.level, logging.WARNING))
+        self.logger.addHandler(self.stderr)
+        self.logger.addHandler(self.problems)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self.stderr)
+        self.logger.removeHandler(self.problems)
+        self.logger.setLevel(self.saved)
+
+
+def _aemp_run(main: Coroutine[Any, Any, int]) -> int:
+    from ._runtime import run
+
+    try:
+        return run(main)
+    except KeyboardInterrupt:
+        return 130
+
+
+# ---------------------------------------------------------------- run
+
+
+def _run(s: Session, args: list[Any]) -> int:
+    ca = configure_args("run", args)
+    profile = ca.profile or s.target
+    with _Logging(s.verbose, logging.INFO):
+        return _aemp_run(_serve(profile, ca.norc, ca.force, ca.keys))
+
+
+async def _serve(profile: str | None, norc: bool, force: bool, keys: dict[str, Any]) -> int:
+    from . import configure
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    got: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        got.append(sig.name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        try:
+            node = await configure(profile, norc=norc, force=force, **keys)
+        except AempError as e:
+            raise Failure(f"run: {e}") from None
+        except Exception as e:
+            notes = "; ".join(getattr(e, "__notes__", ()))
+            raise Failure(f"run: {type(e).__name__}: {e}" + (f" ({notes})" if notes else "")) from e
+        listening = ", ".join(node.listeners) or "no address"
+        log.info("node %s is up, listening on %s", node.id, listening)
+        await stop.wait()
+        log.info("node %s: %s received, closing", node.id, got[0])
+        await node.close()
+        log.info("node %s closed", node.id)
+        return 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+# ---------------------------------------------------------------- snd, cal, mon
+
+
+def _anon_keys(s: Session) -> dict[str, Any]:
+    """The anonymous node's keys: profile "aemp" (or the one being edited), no binds."""
+    profile = s.target or ANON_PROFILE
+    try:
+        keys = resolve_keys(s.data, profile, {}, path=s.path)
+    except AempError as e:
+        raise Failure(str(e)) from None
+    for key in ("nodeid", "binds", "services"):
+        keys.pop(key, None)
+    if not keys.get("seeds"):
+        raise Failure(
+            f"no seeds in profile {profile!r} or the default section of {s.path}: the "
+            f"anonymous node would reach nothing (set them with 'aemp seeds HOST:PORT')"
+        )
+    return {"nodeid": "anon/", "binds": [], **keys}
+
+
+def _port(cmd: str, arg: Any) -> str:
+    port = need_str(cmd, "PORT", arg)
+    try:
+        return check_port_id(port)
+    except AempError as e:
+        raise Usage(f"{cmd}: {e}") from None
+
+
+def _failure(cmd: str, port: str, e: BaseException, logs: _Logging, limit: float) -> Failure:
+    if isinstance(e, CallTimeout | TimeoutError):
+        if cmd == "mon" and not isinstance(e, CallTimeout):
+            return Failure(f"mon: {port} did not die within {limit:g} s")
+        return Failure(f"{cmd}: no answer from {port} within {limit:g} s")
+    if isinstance(e, PortDead):
+        reason = e.reason
+        if reason[:1] == ("transport_error",) and len(reason) >= 3:
+            why = f"{cmd}: cannot reach node {reason[1]!r}: {reason[2]}"
+            if logs.problems.last:
+                why += f" (last problem: {logs.problems.last})"
+            return Failure(why)
+        return Failure(f"{cmd}: port {port} died: {to_json(list(reason))}")
+    return Failure(f"{cmd}: {e}")
+
+
+def _talk(s: Session, cmd: str, port: str, work: Any) -> int:
+    """Run work(node) on an anonymous node, mapping failures to one line."""
+    from ._node import Node
+
+    keys = _anon_keys(s)
+    timeout = s.timeout if s.timeout is not None else DEFAULT_TIMEOUT
+
+    async def main() -> int:
+        async with Node(**keys) as node:
+            result: int = await work(node, timeout)
+            return result
+
+    with _Logging(s.verbose, logging.ERROR) as logs:
+        try:
+            return _aemp_run(main())
+        except Failure:
+            raise
+        except (AempError, OSError, TimeoutError) as e:
+            raise _failure(cmd, port, e, logs, timeout) from None
+
+
+def _snd(s: Session, args: list[Any]) -> int:
+    port = _port("snd", args[0])
+    msg = args[1:]
+
+    async def work(node: Any, limit: float) -> int:
+        node.snd(port, *msg)
+        # the node answers "time" after it has taken the message: the same
+        # connection keeps the order, so the reply says it arrived
+        await node.cal(node_of(port), "time", timeout=limit)
+        return 0
+
+    return _talk(s, "snd", port, work)
+
+
+def _cal(s: Session, args: list[Any]) -> int:
+    port = _port("cal", args[0])
+    msg = args[1:]
+
+    async def work(node: Any, limit: float) -> int:
+        reply = await node.cal(port, *msg, timeout=limit)
+        print(to_json(list(reply)), flush=True)
+        return 0
+
+    return _talk(s, "cal", port, work)
+
+
+def _mon(s: Session, args: list[Any]) -> int:
+    port = _port("mon", args[0])
+    total = s.timeout  # only an explicit --timeout limits the wait for the death
+
+    async def work(node: Any, limit: float) -> int:
+        died: asyncio.Future[tuple[Any, ...]] = node.loop.create_future()
+
+        def on_death(*reason: Any) -> None:
+            if not died.done():
+                died.set_result(reason)
+
+        node.mon(port, on_death)
+        # once the node answered, it has the monitor (or said the port is unknown)
+        await node.cal(node_of(port), "time", timeout=limit)
+        log.info("mon: watching %s", port)
+        async with asyncio.timeout(total):
+            reason = await died
+        print(to_json(list(reason)), flush=True)
+        if reason[:1] == ("transport_error",):
+            why = reason[2] if len(reason) > 2 else "connection lost"
+            raise Failure(f"mon: lost the connection to the node of {port}: {why}")
+        return 0
+
+    return _talk(s, "mon", port, work)
+
+
+_JOIN_TEXT = (
+    "PORT is a port ID (node#name) or a node ID (the node port). The command joins the "
+    "network as an anonymous node through the seeds of profile 'aemp', else of the default "
+    "section, with that profile's secret or certificate; PORT's node must be a seed or "
+    "reachable through one."
+)
+_PORT_TEXT = (
+    _JOIN_TEXT + " An argument that is a JSON number is sent as a number, one that starts "
+    'with [, { or " as JSON, anything else as a string. --timeout SECONDS (default 5) '
+    "bounds the wait; exit status 1 when it runs out or PORT's node cannot be reached."
+)
+
+COMMANDS: list[Command] = [
+    Command(
+        "run",
+        "[PROFILE] [KEY VALUE ...]",
+        "run a node configured from the file until SIGINT or SIGTERM",
+        _run,
+        G_NET,
+        "Runs aemp.configure(profile=PROFILE, KEY=VALUE, ...) and its services, logs a line "
+        "with the node ID and listeners on stderr, serves until SIGINT or SIGTERM, then "
+        "closes the node and exits with status 0. 'profile NAME', 'norc true' and "
+        "'force true' may be given as KEY VALUE pairs. Values as for the set commands: "
+        "'aemp run nodeid n1 binds 127.0.0.1:4040'.",
+        nargs=None,
+        final=True,
+    ),
+    Command(
+        "snd",
+        "PORT ARGS...",
+        "send the message ARGS to PORT; exit 0 once PORT's node has it",
+        _snd,
+        G_NET,
+        _PORT_TEXT,
+        nargs=None,
+        nmin=2,
+        final=True,
+        timeout=True,
+        numbers=True,
+        expects="a port ID and a message",
+    ),
+    Command(
+        "cal",
+        "PORT ARGS...",
+        "send ARGS plus a reply port to PORT, print the reply (JSON)",
+        _cal,
+        G_NET,
+        _PORT_TEXT,
+        nargs=None,
+        nmin=2,
+        final=True,
+        timeout=True,
+        numbers=True,
+        expects="a port ID and a message",
+    ),
+    Command(
+        "mon",
+        "PORT",
+        "wait until PORT dies, print the reason (JSON)",
+        _mon,
+        G_NET,
+        "Exits 0 with the kill reason ([] for a normal exit) once the port dies, or at "
+        "once when it does not exist; exits 1 if the connection to its node is lost. "
+        "The default timeout of 5 s only bounds reaching the node; an explicit --timeout "
+        "bounds the whole wait. " + _JOIN_TEXT,
+        nargs=None,
+        nmin=1,
+        nmax=1,
+        final=True,
+        timeout=True,
+        expects="a port ID",
+    ),
+]
