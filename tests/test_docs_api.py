@@ -191,3 +191,33 @@ def test_runnable_examples_run(block: Block) -> None:
     expected = _output_after(block)
     if expected is not None:
         assert result.stdout == expected, f"api.md:{block.line}: output differs"
+
+
+# -- links between the pages ---------------------------------------------------------
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's anchors for the headings of a markdown file."""
+    out = set()
+    in_code = False
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and (m := re.match(r"#{1,6} (.*)", line)):
+            slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+            out.add(slug)
+    return out
+
+
+@pytest.mark.parametrize("name", ["README.md", "api.md", "protocol.md"])
+def test_links_between_doc_pages_resolve(name: str) -> None:
+    page = ROOT / "docs" / name
+    links = re.findall(r"\]\(([^)\s]+)\)", page.read_text())
+    local = [link for link in links if "://" not in link]
+    assert local or name == "protocol.md"
+    for link in local:
+        target, _, anchor = link.partition("#")
+        path = (page.parent / target) if target else page
+        assert path.exists(), f"{name}: link to a missing file {link!r}"
+        if anchor:
+            assert anchor in _anchors(path), f"{name}: no heading for {link!r}"
