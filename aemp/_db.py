@@ -233,7 +233,8 @@ class Db:
             self.node._remote(self.master).send(pkt)
 
     def _master_set(self, master: str) -> None:
-        log.info("node %s: master is %s", self.id, master)
+        if master != self.id:
+            log.info("node %s: master is %s", self.id, master)
         self.master = master
         if master != self.id:
             self._to_master(["", "g_slave", {f: dict(kv) for f, kv in self.local.items()}])
@@ -253,12 +254,13 @@ class Db:
         if up:
             self._master_set(random.choice(up))
 
-    def become_global(self) -> None:
+    def become_global(self, why: str = "") -> None:
         if self.glob is not None:
             return
         from ._global import Global
 
-        log.info("node %s: now a global node", self.id)
+        if why:
+            log.info("node %s: now a global node (%s)", self.id, why)
         glob = self.glob = Global(self.node, self)
         glob.replace(self.id, {f: dict(kv) for f, kv in self.local.items()})
         self._set("'g", self.id, None)
@@ -339,7 +341,7 @@ class Db:
             if self.master is None:
                 self._master_search()
         elif tag == "g_slave" and self.glob is None:
-            self.become_global()
+            self.become_global(f"{src} asked")
             if args:
                 self.request(src, tag, args)
         elif self.glob is not None:

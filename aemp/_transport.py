@@ -301,7 +301,7 @@ class Network:
             if conn.peeraddr in self.seeds:
                 del self.seeds[conn.peeraddr]  # a seed address that leads to ourselves
                 self._changed()
-                self.node._db.become_global()  # seeds are meant to be global
+                self.node._db.become_global("a seed address leads here")
             return "I refuse to talk to myself"
         remote = self.node._remotes.get(nodeid)
         if remote is not None and remote.link is not None:
