@@ -83,15 +83,13 @@ async def propagation(seed: str, watcher: Proc, n: int) -> tuple[list[float], li
         acks: asyncio.Queue[None] = asyncio.Queue()
         ack = node.port(lambda *m: acks.put_nowait(None))
         target = watcher.info["port"]
-        async with asyncio.timeout(10):
-            while node.master is None:
-                await asyncio.sleep(0.01)
+        await node.db_keys("bench", timeout=10)  # answered once there is a master
         await node.cal(target, "echo", 0, timeout=10)
         for _ in range(20):  # warm up: connections, subscriptions
             node.db_set("bench", "k", [time.monotonic(), ack])
             await asyncio.wait_for(acks.get(), 10)
         await node.cal(target, "report", timeout=10)
-        for i in range(n):
+        for _ in range(n):
             node.db_set("bench", "k", [time.monotonic(), ack])
             await asyncio.wait_for(acks.get(), 10)
         (lat,) = await node.cal(target, "report", timeout=10)
@@ -131,7 +129,10 @@ def run_propagation(quick: bool) -> list[dict[str, Any]]:
     ]
 
 
-BARE = "import asyncio, json, sys, msgpack, uvloop, cryptography; print('{}', flush=True); sys.stdin.read()"
+BARE = (
+    "import asyncio, json, sys, msgpack, uvloop, cryptography; "
+    "print('{}', flush=True); sys.stdin.read()"
+)
 
 
 def run_mesh(quick: bool) -> list[dict[str, Any]]:
