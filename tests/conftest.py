@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -56,3 +57,22 @@ class Recorder:
             self._waiters.append((n, fut))
             await asyncio.wait_for(fut, limit)
         return self.calls
+
+
+@pytest.fixture(autouse=True)
+def no_errors_logged(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture) -> Any:
+    """An ERROR from aemp or asyncio (a callback that raised, a task nobody awaited) fails the test.
+
+    Tests that provoke such an error on purpose are marked ``allow_error_log``.
+    """
+    yield
+    if request.node.get_closest_marker("allow_error_log"):
+        return
+    bad = [
+        r
+        for r in caplog.get_records("call") + caplog.get_records("teardown")
+        if r.levelno >= logging.ERROR and r.name.split(".")[0] in ("aemp", "asyncio")
+    ]
+    assert not bad, "errors were logged:\n" + "\n".join(
+        f"{r.name}: {r.getMessage()}" for r in bad
+    )

@@ -304,6 +304,7 @@ async def test_configure_starts_services(cfg: Path) -> None:
         await node.close()
 
 
+@pytest.mark.allow_error_log
 async def test_a_failing_service_fails_configure(
     cfg: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
