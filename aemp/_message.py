@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._errors import MessageError
+from .wire._framing import MAX_DEPTH
 
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
@@ -33,8 +34,6 @@ def check_message(msg: tuple[Any, ...]) -> None:
 
 
 def _check_value(x: Any, depth: int) -> None:
-    if depth > 512:
-        raise MessageError("message is nested more than 512 levels deep")
     if isinstance(x, bool | str | float | bytes) or x is None:
         return
     if isinstance(x, int):
@@ -44,6 +43,9 @@ def _check_value(x: Any, depth: int) -> None:
                 f"({_INT_MIN} .. {_INT_MAX})"
             )
         return
+    if depth + 1 >= MAX_DEPTH and isinstance(x, list | tuple | dict):
+        # the same limit the wire encoders keep, so local and remote agree
+        raise MessageError(f"message is nested more than {MAX_DEPTH} levels deep")
     if isinstance(x, list | tuple):
         for y in x:
             _check_value(y, depth + 1)

@@ -75,7 +75,7 @@ def _snd(node: Node, remote: Remote | None, port: Any, *msg: Any) -> None:
 
 
 def _can(node: Node, remote: Remote | None, tag: Any, *reply: Any) -> None:
-    _reply(node, reply, isinstance(tag, str) and tag in REQUESTS)
+    _reply(node, reply, isinstance(tag, str) and tag in REQUESTS and tag != "eval")
 
 
 def _time(node: Node, remote: Remote | None, *reply: Any) -> None:

@@ -293,6 +293,10 @@ class Network:
 
     def greeted(self, conn: _Conn, nodeid: str) -> str | None:
         """Decide whether to go on with a peer that says it is `nodeid`."""
+        if "#" in nodeid or not nodeid.isprintable() or any(c.isspace() for c in nodeid):
+            why = f"node ID {nodeid[:80]!r} is not valid (no '#', no white space)"
+            log.warning("node %s: refused %s: %s", self.node.id, conn.peeraddr, why)
+            return why
         if conn.expect is None and conn.peeraddr in self.seeds:
             self.seeds[conn.peeraddr] = nodeid
             self._changed()
@@ -325,7 +329,7 @@ class Network:
 
     def authenticated(self, conn: _Conn) -> None:
         nodeid = conn.remote_id
-        if conn.expect is not None:
+        if conn.expect is not None or conn.peeraddr in self.seeds:
             self.addresses.setdefault(nodeid, [])
             if conn.peeraddr not in self.addresses[nodeid]:
                 self.addresses[nodeid].insert(0, conn.peeraddr)

@@ -73,6 +73,4 @@ def no_errors_logged(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFi
         for r in caplog.get_records("call") + caplog.get_records("teardown")
         if r.levelno >= logging.ERROR and r.name.split(".")[0] in ("aemp", "asyncio")
     ]
-    assert not bad, "errors were logged:\n" + "\n".join(
-        f"{r.name}: {r.getMessage()}" for r in bad
-    )
+    assert not bad, "errors were logged:\n" + "\n".join(f"{r.name}: {r.getMessage()}" for r in bad)

@@ -183,3 +183,22 @@ async def test_malformed_database_requests(
     assert await good.db_family("svc") == {"k": 1}
     writer.close()
     await still_serving(srv, good)
+
+
+@pytest.mark.parametrize("nodeid", ["evil#port", "two words", "tab\there"])
+async def test_peer_with_an_invalid_node_id(
+    server: tuple[aemp.Node, aemp.Node], nodeid: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    srv, good = server
+    reader, writer = await raw(srv)
+    conn = wire.Connection(
+        wire.Settings(nodeid="placeholder", provider="test", secret=SECRET),
+        peeraddr=srv.listeners[0],
+    )
+    conn.start()
+    writer.write(conn.data_to_send().replace(b"placeholder", nodeid.encode(), 1))
+    assert await closed_by_peer(reader)
+    writer.close()
+    assert not srv.node_is_up(nodeid)
+    assert any("is not valid (no '#'" in r.getMessage() for r in caplog.records)
+    await still_serving(srv, good)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import aemp
@@ -87,7 +89,7 @@ async def test_deeply_nested_message(node: aemp.Node) -> None:
         nxt: list[object] = []
         cur.append(nxt)
         cur = nxt
-    with pytest.raises(aemp.MessageError, match="nested more than 512"):
+    with pytest.raises(aemp.MessageError, match="nested more than 500"):
         node.snd(node.port(print), "x", deep)
 
 
@@ -142,3 +144,32 @@ def test_exception_tree() -> None:
     }
     for cls, base in builtin.items():
         assert issubclass(cls, aemp.AempError) and issubclass(cls, base), cls
+
+
+@pytest.mark.parametrize("framing", ["msgpack", "json"])
+def test_local_and_wire_agree_on_nesting(framing: str) -> None:
+    """A message too deep for the wire is too deep locally too (local is not special)."""
+    from aemp._message import check_message
+    from aemp.wire._framing import MAX_DEPTH, make_encoder
+
+    enc = make_encoder(framing)
+
+    def nest(k: int) -> Any:
+        v: Any = 1
+        for _ in range(k):
+            v = [v]
+        return v
+
+    for k in range(MAX_DEPTH - 2, MAX_DEPTH + 2):
+        try:
+            check_message(("t", nest(k)))
+            local = True
+        except aemp.MessageError:
+            local = False
+        try:
+            enc.encode(["p", "t", nest(k)])
+            wire = True
+        except aemp.MessageError:
+            wire = False
+        assert local == wire, f"depth {k}: local {local}, wire {wire}"
+        assert local == (k < MAX_DEPTH)

@@ -147,13 +147,14 @@ async def test_node_requests(pair: tuple[aemp.Node, aemp.Node]) -> None:
     r = b.port(rec)
     b.snd("a", "can", "mon1", r, "c1")
     b.snd("a", "can", "no_such_request", r, "c2")
+    b.snd("a", "can", "eval", r, "c3")  # refused, so not offered
     b.snd("a", "time", r, "t")
     b.snd("a", "snd", r, "relayed", 1)
     b.snd("a", "eval", "1+1", r)
     b.snd("a", "some::perl::function", 1)
-    await rec.wait(4)
+    await rec.wait(5)
     calls = sorted(rec.calls, key=repr)
-    assert ("c1", True) in calls and ("c2", False) in calls
+    assert ("c1", True) in calls and ("c2", False) in calls and ("c3", False) in calls
     assert ("relayed", 1) in calls
     t = next(c for c in calls if c[0] == "t")
     assert isinstance(t[1], float)
