@@ -195,8 +195,12 @@ class Global:
         if src == self.id:
             return
         if src not in self.globals:
-            self.drop(src)  # whatever it sent as a slave is superseded by g_set
+            # whatever it did as a slave is superseded: it sends g_set now
+            # and, being its own master, follows no family through us
+            self.drop(src)
             self.slaves.discard(src)
+            for family in [f for f, subs in self.subs.items() if src in subs]:
+                self._mon0(src, family)
             self.globals.add(src)
         self.db.set_internal("'g", src, None)
         self._send(src, ["", "g_set", self.own_view()])

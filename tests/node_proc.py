@@ -1,9 +1,10 @@
 """A node in its own process, for the multi-process tests.
 
-``python tests/node_proc.py NODEID BIND SECRET`` starts a node listening on
+``python tests/node_proc.py NODEID BIND SECRET [KEYS]`` starts a node listening on
 BIND with a "sink" port that counts ("n", i) messages and answers
 ("count", reply). It prints {"listener": ..., "sink": ...} as one JSON line
-and serves until stdin closes or it is killed.
+and serves until stdin closes or it is killed. KEYS is an optional JSON
+object of more configuration keys (framing_format, cert, ...).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aemp
 
 
-async def main(nodeid: str, bind: str, secret: str) -> None:
-    async with aemp.Node(nodeid=nodeid, binds=[bind], secret=secret, monitor_timeout=5) as node:
+async def main(nodeid: str, bind: str, secret: str, keys: str = "{}") -> None:
+    async with aemp.Node(
+        nodeid=nodeid, binds=[bind], secret=secret, monitor_timeout=5, **json.loads(keys)
+    ) as node:
         seen: list[int] = []
         sink = node.port(n=seen.append, count=lambda reply: node.snd(reply, len(seen), seen[-1:]))
         print(json.dumps({"listener": node.listeners[0], "sink": sink}), flush=True)
@@ -27,4 +30,4 @@ async def main(nodeid: str, bind: str, secret: str) -> None:
 
 
 if __name__ == "__main__":
-    aemp.run(main(*sys.argv[1:4]))
+    aemp.run(main(*sys.argv[1:5]))

@@ -13,6 +13,7 @@ import pytest
 from conftest import Recorder
 
 import aemp
+from aemp.tls import make_certificate
 
 NODE_PROC = Path(__file__).resolve().parent / "node_proc.py"
 SECRET = "proc-secret"
@@ -26,13 +27,14 @@ class Proc:
         self.info = info
 
     @classmethod
-    async def start(cls, nodeid: str, bind: str) -> Proc:
+    async def start(cls, nodeid: str, bind: str, **keys: Any) -> Proc:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             str(NODE_PROC),
             nodeid,
             bind,
             SECRET,
+            json.dumps(keys),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -53,8 +55,8 @@ class Proc:
 async def procs() -> Any:
     started: list[Proc] = []
 
-    async def start(nodeid: str, bind: str) -> Proc:
-        p = await Proc.start(nodeid, bind)
+    async def start(nodeid: str, bind: str, **keys: Any) -> Proc:
+        p = await Proc.start(nodeid, bind, **keys)
         started.append(p)
         return p
 
@@ -108,3 +110,45 @@ async def test_kill9_mid_stream_then_restart(procs: Any) -> None:
         await gone.wait(limit=10)
         assert gone.calls == [("no_such_port", "cannot monitor nonexistent port", old_sink)]
         assert await me.cal(new_sink, "count", timeout=10) == (0, [])
+
+
+CERT = make_certificate("aemp-test")
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        {"framing_format": ["msgpack"]},
+        {"framing_format": ["json"]},
+        {"cert": CERT, "framing_format": ["msgpack"]},
+        {"cert": CERT, "framing_format": ["json"], "auth_offer": ["tls_sha3_512"]},
+    ],
+    ids=["msgpack-secret", "json-secret", "msgpack-tls", "json-tls"],
+)
+async def test_exchange_spawn_call_monitor(procs: Any, keys: dict[str, Any]) -> None:
+    """Two processes: snd, remote spawn, cal, mon and kil, in each framing and auth."""
+    peer = await procs("peer", "127.0.0.1:0", **keys)
+    sink = peer.info["sink"]
+    async with aemp.Node(
+        nodeid="me", seeds=[peer.info["listener"]], secret=SECRET, monitor_timeout=5, **keys
+    ) as me:
+        for i in range(100):
+            me.snd(sink, "n", i)
+        assert await me.cal(sink, "count", timeout=10) == (100, [99])
+        conn = me._remotes["peer"].link
+        assert (conn.wire.tls_version is not None) == ("cert" in keys)
+        assert conn.wire._send_framing == keys["framing_format"][0]
+
+        worker = me.spawn("peer", "spawn_targets:echo_init", "W")
+        assert aemp.node_of(worker) == "peer"
+        assert await me.cal(worker, "echo", {"k": [1, 2.5, None, True]}, timeout=10) == (
+            "W",
+            {"k": [1, 2.5, None, True]},
+        )
+        died = Recorder()
+        me.mon(worker, died)
+        me.kil(worker, "retired", "by test")
+        await died.wait(limit=10)
+        assert died.calls == [("retired", "by test")]
+        with pytest.raises(aemp.PortDead):
+            await me.cal(worker, "echo", 1, timeout=10)
