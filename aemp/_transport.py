@@ -333,6 +333,13 @@ class Network:
             self.addresses.setdefault(nodeid, [])
             if conn.peeraddr not in self.addresses[nodeid]:
                 self.addresses[nodeid].insert(0, conn.peeraddr)
+        remote = self.node._remotes.get(nodeid)
+        if remote is not None and remote.link is not None:
+            # a second handshake finished in the same instant as the first:
+            # the first one stays; the peer sees this one close
+            log.warning("node %s: second connection to %s closed", self.node.id, nodeid)
+            conn.close(f"{nodeid} already connected (switched connections)")
+            return
         conn.remote = self.node._link_up(nodeid, conn)
         self._changed()
 

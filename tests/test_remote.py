@@ -253,3 +253,26 @@ async def test_module_level_membership_functions() -> None:
         assert len(events) == 2
     finally:
         await node.close()
+
+
+async def test_second_handshake_finishing_late_is_closed(
+    pair: tuple[aemp.Node, aemp.Node],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """If a duplicate gets past the greeting check, the first connection stays in use."""
+    a, b = pair
+    first = b._remotes["a"].link
+    lost = Recorder()
+    p = a.port(echo=lambda reply: a.snd(reply, "ok"))
+    b.mon(p, lost)
+    assert await b.cal(p, "echo", timeout=5) == ("ok",)
+    # let a duplicate through the greeting on both sides, as a race would
+    for n in (a, b):
+        monkeypatch.setattr(n._net, "greeted", lambda conn, nodeid: None)
+    with pytest.raises(ConnectionError):
+        await b._net.dial(a.listeners[0], expect="a")
+    assert b._remotes["a"].link is first
+    assert await b.cal(p, "echo", timeout=5) == ("ok",)
+    assert lost.calls == []
+    assert "second connection to a closed" in caplog.text
