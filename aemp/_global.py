@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._db import Db, valid_peer_family
+from ._errors import MessageError
 
 if TYPE_CHECKING:
     from ._node import Node
@@ -261,7 +262,11 @@ class Global:
             return
         remote = self.node._remotes.get(nodeid)
         if remote is not None and remote.is_up():
-            remote.send(pkt)
+            try:
+                remote.send(pkt)
+            except MessageError as e:
+                # bytes set by a msgpack node cannot reach a json one
+                log.warning("node %s: %s not sent to %s: %s", self.id, pkt[1], nodeid, e)
         # a node that is gone gets nothing: its subscriptions were dropped
         # with it, and it re-subscribes when it attaches again
 

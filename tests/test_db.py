@@ -291,3 +291,38 @@ async def test_seed_restart_heals(stack: AsyncExitStack) -> None:
     await until(lambda: all(w.view == want for w in watches), limit=10)
     for w in watches:
         assert {"k0", "k1", "k2"} <= w.deleted() and {"k0", "k1", "k2"} <= w.added()
+
+
+async def test_globals_find_each_other_through_the_g_family(stack: AsyncExitStack) -> None:
+    """s2 and s3 know only s1, yet every global ends up connected to every other."""
+    a1, a2, a3 = (f"127.0.0.1:{free_port()}" for _ in range(3))
+    s1 = await start(stack, nodeid="s1", binds=[a1], seeds=[a1])
+    s2 = await start(stack, nodeid="s2", binds=[a2], seeds=[a1, a2])
+    s3 = await start(stack, nodeid="s3", binds=[a3], seeds=[a1, a3])
+    await until(lambda: s2.node_is_up("s3") and s3.node_is_up("s2"))
+    for s in (s1, s2, s3):
+        assert s.is_global
+        assert sorted(await s.db_keys("'g")) == ["s1", "s2", "s3"]
+    # and the mesh heals: s3 goes and comes back, s2 connects to it again
+    await s3.close()
+    await until(lambda: not s2.node_is_up("s3"))
+    await until(lambda: sorted(s2._db.glob.merged.get("'g", {})) == ["s1", "s2"])
+    s3 = await start(stack, nodeid="s3", binds=[a3], seeds=[a1, a3])
+    await until(lambda: s2.node_is_up("s3"))
+
+
+async def test_bytes_value_and_a_json_subscriber(stack: AsyncExitStack) -> None:
+    """A value json cannot carry skips the json node; the others still hear of it."""
+    addr = f"127.0.0.1:{free_port()}"
+    await start(stack, nodeid="seed", binds=[addr], seeds=[addr])
+    packer = await start(stack, nodeid="mp/%u", seeds=[addr])
+    jsonish = await start(stack, nodeid="js/%u", seeds=[addr], framing_format=["json"])
+    other = await start(stack, nodeid="o/%u", seeds=[addr])
+    wj, wo = Watch(), Watch()
+    jsonish.db_mon("svc", wj)
+    other.db_mon("svc", wo)
+    await until(lambda: wj.events and wo.events)
+    packer.db_set("svc", "blob", b"\x00\x01")
+    packer.db_set("svc", "text", "fine")
+    await until(lambda: wo.view == {"blob": b"\x00\x01", "text": "fine"})
+    await until(lambda: wj.view == {"text": "fine"})
