@@ -30,7 +30,7 @@ from aemp.tls import make_certificate, ssl_contexts
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "protocol.md"
-VECTORS = Path("/work/shared/protocol-vectors")
+VECTORS = Path(__file__).resolve().parents[2] / "shared" / "protocol-vectors"  # ../shared
 CAPTURE = {"perl-hmac-json": VECTORS / "json" / "seedproxy.conn1"}
 SIDES = ("C", "A")  # connector, acceptor
 OTHER = {"C": "A", "A": "C"}

@@ -32,7 +32,7 @@ from aemp.wire import (
     verify_auth_line,
 )
 
-VECTORS = Path("/work/shared/protocol-vectors")
+VECTORS = Path(__file__).resolve().parents[2] / "shared" / "protocol-vectors"  # ../shared
 SECRET = b"demo-secret"
 CAPTURES = sorted(p.with_name(p.name[: -len(".c2s.bin")]) for p in VECTORS.glob("*/*.c2s.bin"))
 
