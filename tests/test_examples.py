@@ -45,6 +45,14 @@ def line(out: str, pattern: str) -> re.Match[str]:
     return m
 
 
+def same_shape(text: str) -> list[str]:
+    """Transcript lines with what differs between runs (times, IDs, PIDs, ports) blanked."""
+    text = re.sub(r"^\[ *\d+\.\d{3}s\] ", "", text, flags=re.M)
+    text = re.sub(r"#\w+", "#ID", text)
+    text = re.sub(r"(process |'pid': |127\.0\.0\.1:)\d+", r"\1N", text)
+    return text.splitlines()
+
+
 def test_demo_transcript() -> None:
     t0 = time.monotonic()
     done = subprocess.run(
@@ -97,6 +105,14 @@ def test_demo_transcript() -> None:
     for name in ("seed", "worker-2", "worker-3"):
         line(out, rf"process {pids[name]} \({name}\) is gone: exit status 0")
     assert not [pid for pid in pids.values() if running(pid)]
+
+    # the abridged transcript in README.md is what the demo prints
+    readme = (ROOT / "README.md").read_text()
+    excerpt = readme.split("\n```text\n", 1)[1].split("```", 1)[0]
+    shown = [ln for ln in same_shape(excerpt) if ln != "..."]
+    assert len(shown) > 10
+    missing = set(shown) - set(same_shape(out))
+    assert not missing, f"README's demo transcript has lines the demo no longer prints: {missing}"
 
 
 async def test_demo_interrupted_stops_every_process() -> None:
