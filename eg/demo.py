@@ -88,8 +88,11 @@ class Processes:
         while line := await stream.readline():
             say(f"    ({what}: {line.decode().rstrip()})")
 
+    def pid(self, name: str) -> int:
+        return self.procs[name].pid
+
     def kill9(self, name: str) -> None:
-        os.kill(self.procs[name].pid, signal.SIGKILL)
+        os.kill(self.pid(name), signal.SIGKILL)
 
     async def __aenter__(self) -> Processes:
         return self
@@ -212,7 +215,7 @@ async def show(procs: Processes, seed: str) -> None:
     say(f"cal square(7) -> {result}, computed by {by}")
     victim = aemp.node_of(supervisor.job)
     (entry,) = [port for port in workers.view if aemp.node_of(port) == victim]
-    say(f"SIGKILL {victim} (process {procs.procs[victim].pid})")
+    say(f"SIGKILL {victim} (process {procs.pid(victim)})")
     procs.kill9(victim)
     await until(lambda: supervisor.restarts == 1 and entry not in workers.view)
     result, by = await aemp.cal(supervisor.job, "square", 8, timeout=5)
