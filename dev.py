@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
         ensure_venv()
         return run(str(PY), "bench/run.py", *argv[1:])
     print(__doc__.strip())
-    print("\n  demo   run the demonstration (a readable transcript, about 10 s)")
+    print("\n  demo   run the demonstration: a network of processes, with a transcript")
     print("  test   lint, type-check and run the whole test suite")
     print("  bench  run the benchmarks (bench/run.py; add names to pick some)")
     return 0 if what in ("help", "-h", "--help") else 2
