@@ -83,7 +83,9 @@ async def propagation(seed: str, watcher: Proc, n: int) -> tuple[list[float], li
         acks: asyncio.Queue[None] = asyncio.Queue()
         ack = node.port(lambda *m: acks.put_nowait(None))
         target = watcher.info["port"]
-        await node.db_keys("bench", timeout=10)  # answered once there is a master
+        known = asyncio.Event()  # set once the watcher's address is in the database
+        with node.db_mon("'l", lambda fam, *_: watcher.info["id"] in fam and known.set()):
+            await asyncio.wait_for(known.wait(), 10)
         await node.cal(target, "echo", 0, timeout=10)
         for _ in range(20):  # warm up: connections, subscriptions
             node.db_set("bench", "k", [time.monotonic(), ack])
