@@ -208,9 +208,8 @@ def parse(words: list[str], s: Session) -> list[tuple[Command, list[Any]]]:
             if len(rest) < cmd.nmin:
                 raise _missing(cmd, rest)
             if cmd.nmax is not None and len(rest) > cmd.nmax:
-                raise Usage(
-                    f"{name}: too many arguments ({len(rest)}): expected 'aemp {name} {cmd.usage}'"
-                )
+                usage = f"aemp {name} {cmd.usage}".rstrip()
+                raise Usage(f"{name}: too many arguments ({len(rest)}): expected '{usage}'")
         else:
             rest = words[i : i + cmd.nargs]
             i += cmd.nargs

@@ -172,3 +172,101 @@ def test_seed_and_worker_set_up_run_and_inspected_with_aemp(procs: Any, cfg: Pat
     assert rc == 0, log
     rc, rest, err = watcher.signal(signal.SIGTERM)
     assert rc == 0 and rest == "" and err == "", err
+
+
+# ---------------------------------------------------------------- two seeds
+
+
+def test_a_stopped_global_node_leaves_the_database_of_the_other(procs: Any, cfg: Path) -> None:
+    a1, a2 = (f"127.0.0.1:{free_port()}" for _ in range(2))
+    ok("seeds", f"{a1},{a2}", "gensecret",
+       "profile", "s1", "nodeid", "s1", "binds", a1, "services", SERVICE,
+       "profile", "s2", "nodeid", "s2", "binds", a2,
+       "profile", "aemp", "seeds", a2)  # fmt: skip
+    s1, s2 = procs("run", "s1"), procs("run", "s2")
+    assert (s1.wait_up(), s2.wait_up()) == ("s1", "s2")
+    # the watcher's master is s2; s1's service entry reaches it through the mesh
+    watcher = procs("db", "jobs", "--watch")
+    event = watcher.until(lambda e: e["view"])
+    (port,) = event["view"]
+    assert port.startswith("s1#") and event["view"] == {port: "s1"}
+    assert json.loads(ok("nodes", "--json")) == {
+        "s1": {"global": True, "listeners": [a1]},
+        "s2": {"global": True, "listeners": [a2]},
+    }
+    edges = [e for e in ok("trace", "s2").splitlines() if "anon/" not in e]
+    assert edges == ["s2 -- s1"]
+    dot = ok("trace", "s1", "--dot")
+    assert '  "s1" [shape=box];\n  "s2" [shape=box];\n' in dot
+
+    t0 = time.monotonic()
+    rc, log = s1.signal(signal.SIGTERM)
+    assert rc == 0, log
+    assert watcher.next() == {"added": [], "changed": [], "deleted": [port], "view": {}}
+    assert time.monotonic() - t0 < 5  # at once, not after monitor_timeout
+    assert ok("nodes").splitlines() == [f"s2  global  {a2}"]
+    assert json.loads(ok("db", "'g")) == {"s2": None}
+
+    rc, rest, err = watcher.signal(signal.SIGINT)  # SIGINT ends a watch as well
+    assert rc == 0 and rest == "" and err == "", err
+    rc, log = s2.signal(signal.SIGTERM)
+    assert rc == 0, log
+
+
+# ---------------------------------------------------------------- trouble
+
+
+def test_trace_names_a_node_that_does_not_answer(procs: Any, cfg: Path) -> None:
+    addr = f"127.0.0.1:{free_port()}"
+    ok("secret", "s", "seeds", addr, "profile", "seed", "nodeid", "seed", "binds", addr,
+       "profile", "w", "nodeid", "w", "binds", "127.0.0.1:0")  # fmt: skip
+    seed = procs("run", "seed")
+    seed.wait_up()
+    worker = procs("run", "w")
+    worker.wait_up()
+    assert ok("trace", "seed").splitlines() == ["seed -- w"]
+
+    r = aemp_cmd("trace", "seed", "--max", "1")
+    assert r.returncode == 1 and r.stdout.splitlines() == ["seed -- w"]
+    assert r.stderr == "aemp: trace: stopped at --max 1 nodes; the graph goes on\n"
+
+    worker.proc.send_signal(signal.SIGSTOP)  # still connected to the seed, but mute
+    try:
+        r = aemp_cmd("--timeout", "1", "trace", "seed")
+        assert r.returncode == 1 and r.stdout.splitlines() == ["seed -- w"]
+        assert r.stderr.startswith("aemp: trace: w: no answer within 1 s")
+        assert r.stderr.count("\n") == 1
+        r = aemp_cmd("--timeout", "1", "trace", "--dot", "seed")
+        assert r.returncode == 1 and '  "w" [color=red];' in r.stdout.splitlines()
+        r = aemp_cmd("--timeout", "1", "trace", "w")  # the start itself: nothing to print
+        assert r.returncode == 1 and r.stdout == ""
+        assert r.stderr.startswith("aemp: trace: w: no answer within 1 s")
+    finally:
+        worker.proc.send_signal(signal.SIGCONT)
+    rc, log = worker.signal(signal.SIGTERM)
+    assert rc == 0, log
+    r = aemp_cmd("trace", "nobody")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr == "aemp: trace: nobody: cannot reach it: no known address\n"
+    rc, log = seed.signal(signal.SIGTERM)
+    assert rc == 0, log
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (["nodes"], "nodes"),
+        (["db", "x"], "db"),
+        (["db", "--watch", "x"], "db"),
+        (["trace", "n"], "trace"),
+    ],
+)
+def test_no_global_node_to_ask(run: Run, cfg: Path, args: list[str], what: str) -> None:
+    run.ok("secret", "s", "seeds", f"127.0.0.1:{free_port()}")  # nobody listens there
+    t0 = time.monotonic()
+    rc, out, err = run("--timeout", "0.5", *args)
+    assert time.monotonic() - t0 < 10
+    assert rc == 1 and out == "" and err.count("\n") == 1
+    assert err.startswith(
+        f"aemp: {what}: no answer from the global nodes within 0.5 s (no master reachable"
+    )
