@@ -250,8 +250,8 @@ def _mon(s: Session, args: list[Any]) -> int:
 _JOIN_TEXT = (
     "PORT is a port ID (node#name) or a node ID (the node port). The command joins the "
     "network as an anonymous node through the seeds of profile 'aemp', else of the default "
-    "section, with that profile's secret or certificate; PORT's node must be a seed or "
-    "reachable through one."
+    "section, with that profile's secret or certificate; PORT's node must listen somewhere "
+    "(the global nodes, the seeds, say where)."
 )
 _PORT_TEXT = (
     _JOIN_TEXT + " An argument that is a JSON number is sent as a number, one that starts "
