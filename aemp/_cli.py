@@ -21,9 +21,9 @@ _GLOBAL_OPTIONS = "--help, --version, --verbose (-v, twice for more) or --timeou
 
 
 def _table() -> tuple[list[Command], dict[str, Command]]:
-    from . import _cli_edit, _cli_net
+    from . import _cli_edit, _cli_inspect, _cli_net
 
-    commands = [*_cli_edit.COMMANDS, *_cli_net.COMMANDS, *_OTHER]
+    commands = [*_cli_edit.COMMANDS, *_cli_net.COMMANDS, *_cli_inspect.COMMANDS, *_OTHER]
     by_name: dict[str, Command] = {}
     for cmd in commands:
         for name in (cmd.name, *cmd.aliases):
@@ -82,13 +82,17 @@ _OTHER = [
 ]
 
 
+def _flags(cmd: Command) -> str:
+    return "".join(f" [{f}]" for f in cmd.flags)
+
+
 def _spelled(cmd: Command) -> str:
     names = ", ".join((cmd.name, *cmd.aliases))
-    return f"{names} {cmd.usage}".rstrip()
+    return f"{names}{_flags(cmd)} {cmd.usage}".rstrip()
 
 
 def command_help(cmd: Command) -> str:
-    option = " [--timeout SECONDS]" if cmd.timeout else ""
+    option = (" [--timeout SECONDS]" if cmd.timeout else "") + _flags(cmd)
     lines = [f"usage: aemp {cmd.name}{option} {cmd.usage}".rstrip(), "", cmd.summary + "."]
     if cmd.text:
         lines += ["", *textwrap.wrap(cmd.text, 78)]
@@ -197,14 +201,15 @@ def parse(words: list[str], s: Session) -> list[tuple[Command, list[Any]]]:
         if cmd.nargs is None:
             rest = words[i:]
             i = len(words)
-            if cmd.timeout:
+            if cmd.flags:
+                rest = _command_options(cmd, rest, s)
+            elif cmd.timeout:
                 rest = _command_timeout(rest, s)
             if len(rest) < cmd.nmin:
                 raise _missing(cmd, rest)
             if cmd.nmax is not None and len(rest) > cmd.nmax:
-                raise Usage(
-                    f"{name}: too many arguments ({len(rest)}): expected 'aemp {name} {cmd.usage}'"
-                )
+                usage = f"aemp {name} {cmd.usage}".rstrip()
+                raise Usage(f"{name}: too many arguments ({len(rest)}): expected '{usage}'")
         else:
             rest = words[i : i + cmd.nargs]
             i += cmd.nargs
@@ -231,6 +236,44 @@ def _command_timeout(rest: list[str], s: Session) -> list[str]:
         s.timeout = _timeout(rest[0].partition("=")[2])
         return rest[1:]
     return rest
+
+
+def _command_options(cmd: Command, rest: list[str], s: Session) -> list[str]:
+    """Take the command's own options, before or after its arguments; '--' ends them."""
+    spec = {f.split()[0]: len(f.split()) > 1 for f in cmd.flags}
+    if cmd.timeout:
+        spec["--timeout"] = True
+    words: list[str] = []
+    i = 0
+    while i < len(rest):
+        a = rest[i]
+        i += 1
+        if a == "--":
+            words += rest[i:]
+            break
+        if not a.startswith("--"):
+            words.append(a)
+            continue
+        name, eq, value = a.partition("=")
+        if name not in spec:
+            known = " or ".join([*cmd.flags, *(["--timeout SECONDS"] if cmd.timeout else [])])
+            raise Usage(f"{cmd.name}: unknown option {a!r}: expected {known}")
+        if not spec[name]:
+            if eq:
+                raise Usage(f"{cmd.name}: option {name} takes no value (got {a!r})")
+            s.options[name] = True
+            continue
+        if not eq:
+            if i == len(rest):
+                wanted = next((f for f in cmd.flags if f.split()[0] == name), name + " SECONDS")
+                raise Usage(f"{cmd.name}: {name} needs a value: expected '{wanted}'")
+            value = rest[i]
+            i += 1
+        if name == "--timeout":
+            s.timeout = _timeout(value)
+        else:
+            s.options[name] = value
+    return words
 
 
 def _missing(cmd: Command, got: list[str]) -> Usage:

@@ -53,6 +53,9 @@ class Command:
     expects: str = ""  # what the first missing argument should have been
     timeout: bool = False  # takes --timeout SECONDS before its arguments
     numbers: bool = False  # arguments after the first that are JSON numbers are numbers
+    # options of its own, such as "--json" or "--max N" (one that takes a
+    # value names it); they may come before or after the arguments
+    flags: tuple[str, ...] = ()
 
 
 class Session:
@@ -63,6 +66,7 @@ class Session:
         self.timeout = timeout
         self.verbose = verbose
         self.target: str | None = None  # the profile being edited; None: the default section
+        self.options: dict[str, str | bool] = {}  # the final command's own --options
         self.out: list[str] = []
         self._data: dict[str, Any] | None = None
         self._original: dict[str, Any] | None = None
@@ -124,7 +128,7 @@ def decode_message_arg(cmd: str, word: str) -> Any:
     return decode_arg(cmd, word)
 
 
-def to_json(value: Any) -> str:
+def to_json(value: Any, indent: int | None = None) -> str:
     """JSON text for a reply or a reason; bytes become text, lossless when UTF-8."""
 
     def default(v: Any) -> Any:
@@ -134,7 +138,7 @@ def to_json(value: Any) -> str:
             return list(v)
         raise TypeError(f"{type(v).__name__} is not JSON")
 
-    return json.dumps(value, default=default, ensure_ascii=False)
+    return json.dumps(value, default=default, ensure_ascii=False, indent=indent)
 
 
 _NUMBERS = ("monitor_timeout", "connect_interval", "max_packet")

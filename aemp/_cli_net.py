@@ -5,9 +5,9 @@
 # ("anon/<random>") that reaches the network through the seeds of profile
 # "aemp" (or of the default section, which that profile inherits) and
 # authenticates with that profile's secret or certificate. It binds no
-# address: the nodes it talks to must be seeds or be reachable through them.
-# More commands of this kind (nodes, db, trace) belong here too; they need
-# the database layer.
+# address: the nodes it talks to are found through the global nodes (the
+# seeds), which know where every node listens. The commands that read the
+# database (nodes, db, trace) live in _cli_inspect and use the same node.
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from ._cli_base import (
     to_json,
 )
 from ._config import resolve_keys
-from ._errors import AempError, CallTimeout, PortDead
+from ._errors import AempError, CallTimeout, DbTimeout, PortDead
 from ._ids import check_port_id, node_of
 
 log = logging.getLogger("aemp.cli")
@@ -156,6 +156,9 @@ def _port(cmd: str, arg: Any) -> str:
 
 
 def _failure(cmd: str, port: str, e: BaseException, logs: _Logging, limit: float) -> Failure:
+    if isinstance(e, DbTimeout):
+        last = f"; last problem: {logs.problems.last}" if logs.problems.last else ""
+        return Failure(f"{cmd}: no answer from {port} within {e.timeout:g} s ({e.where}{last})")
     if isinstance(e, CallTimeout | TimeoutError):
         if cmd == "mon" and not isinstance(e, CallTimeout):
             return Failure(f"mon: {port} did not die within {limit:g} s")
@@ -186,7 +189,7 @@ def _talk(s: Session, cmd: str, port: str, work: Any) -> int:
     with _Logging(s.verbose, logging.ERROR) as logs:
         try:
             return _aemp_run(main())
-        except Failure:
+        except (Failure, BrokenPipeError):  # a closed stdout ends quietly, in main()
             raise
         except (AempError, OSError, TimeoutError) as e:
             raise _failure(cmd, port, e, logs, timeout) from None
@@ -247,8 +250,8 @@ def _mon(s: Session, args: list[Any]) -> int:
 _JOIN_TEXT = (
     "PORT is a port ID (node#name) or a node ID (the node port). The command joins the "
     "network as an anonymous node through the seeds of profile 'aemp', else of the default "
-    "section, with that profile's secret or certificate; PORT's node must be a seed or "
-    "reachable through one."
+    "section, with that profile's secret or certificate; PORT's node must listen somewhere "
+    "(the global nodes, the seeds, say where)."
 )
 _PORT_TEXT = (
     _JOIN_TEXT + " An argument that is a JSON number is sent as a number, one that starts "

@@ -90,4 +90,5 @@ class DbTimeout(AempError, TimeoutError):
     def __init__(self, query: str, timeout: float, where: str) -> None:
         self.query = query
         self.timeout = timeout
+        self.where = where
         super().__init__(f"{query} got no answer within {timeout:g} s ({where})")

@@ -118,6 +118,7 @@ REQUESTS: dict[str, Callable[..., None]] = {
     "snd": _snd,
     "can": _can,
     "time": _time,
+    "up_nodes": lambda node, remote, *reply: _reply(node, reply, node.up_nodes()),
     "eval": _eval,
     "devnull": lambda *_: None,
     "": lambda *_: None,

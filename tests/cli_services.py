@@ -38,3 +38,10 @@ def echo_service(path: str) -> None:
     tmp = Path(path + ".tmp")
     tmp.write_text(me)
     tmp.rename(path)
+
+
+def adder_service(family: str) -> None:
+    """A port that answers ("add", a, b, reply) with a + b, registered in the database
+    family `family` with its node ID as the value."""
+    me = aemp.port(add=lambda a, b, reply: aemp.snd(reply, a + b))
+    aemp.db_reg(family, me, aemp.NODE())

@@ -107,6 +107,7 @@ REQUIRED = {
         "delparent",
     ],
     *["delprofile", "showprofile", "showconfig", "run", "snd", "cal", "mon", "help", "version"],
+    *["nodes", "db", "trace"],
     *(
         f"{op}{key}"
         for op in ("", "set", "del")
@@ -158,6 +159,9 @@ def test_help_explains_each_command(run: Run) -> None:
         assert run.ok(name, "--help") == text
     assert "Also spelled: seeds." in run.ok("help", "setseeds")
     assert "usage: aemp cal [--timeout SECONDS] PORT ARGS..." in run.ok("help", "cal")
+    assert "usage: aemp db [--timeout SECONDS] [--watch] FAMILY" in run.ok("help", "db")
+    assert "usage: aemp trace [--timeout SECONDS] [--dot] [--max N] NODE" in run.ok("trace", "-h")
+    assert "\n  nodes [--json]  " in run.ok("--help")
 
 
 def test_bin_script_runs_the_command() -> None:
@@ -363,8 +367,27 @@ MISTAKES = [
     (["run", "seed", "colour", "red"], "run: unknown configuration key 'colour'"),
     (["run", "norc", "perhaps"], "run: norc must be true or false"),
     (["showconfig", "x", "monitor_timeout", "-5"], "showconfig: 'monitor_timeout' must be"),
+    (["nodes", "x"], "nodes: too many arguments (1): expected 'aemp nodes'"),
+    (["nodes", "--json=yes"], "nodes: option --json takes no value (got '--json=yes')"),
+    (["nodes", "--dot"], "nodes: unknown option '--dot': expected --json or --timeout SECONDS"),
+    (["db"], "db: missing FAMILY (a family name): expected 'aemp db FAMILY'"),
+    (["db", "--watch"], "db: missing FAMILY (a family name)"),
+    (["db", "a", "b"], "db: too many arguments (2): expected 'aemp db FAMILY'"),
+    (["db", "2fam"], "db: '2fam' is not a family name: family names match [A-Za-z]"),
+    (["db", "[1]"], "db: FAMILY must be a non-empty string (got [1])"),
+    (["db", "x", "--wach"], "db: unknown option '--wach': expected --watch or --timeout"),
+    (["db", "x", "--timeout"], "db: --timeout needs a value: expected '--timeout SECONDS'"),
+    (["db", "x", "--timeout=-1"], "--timeout must be a positive number of seconds (got '-1')"),
+    (["trace"], "trace: missing NODE (a node ID): expected 'aemp trace NODE'"),
+    (["trace", "n#p"], "trace: 'n#p' is not a node ID: expected a node ID such as 'seed'"),
+    (["trace", "n", "--max"], "trace: --max needs a value: expected '--max N'"),
+    (["trace", "n", "--max", "0"], "trace: --max must be a whole number of nodes, at least 1"),
+    (
+        ["trace", "--max=many", "n"],
+        "--max must be a whole number of nodes, at least 1 (got 'many')",
+    ),
     (["help", "frobnicate"], "help: unknown command 'frobnicate'"),
-    (["version", "x"], "version: too many arguments (1)"),
+    (["version", "x"], "version: too many arguments (1): expected 'aemp version'"),
 ]
 
 
@@ -412,9 +435,13 @@ def test_a_bad_value_already_in_the_file_blocks_writes(run: Run, cfg: Path) -> N
     assert section(cfg, "p") == {"monitor_timeout": 3, "secret": "y"}
 
 
-def test_network_commands_need_seeds(run: Run, cfg: Path) -> None:
-    rc, _, err = run("cal", "n#p", "x")
-    assert rc == 1 and "no seeds in profile 'aemp' or the default section" in err
+@pytest.mark.parametrize(
+    "args", [["cal", "n#p", "x"], ["nodes"], ["db", "x", "--watch"], ["trace", "n"]]
+)
+def test_network_commands_need_seeds(run: Run, cfg: Path, args: list[str]) -> None:
+    rc, out, err = run(*args)
+    assert rc == 1 and out == "" and err.count("\n") == 1
+    assert "no seeds in profile 'aemp' or the default section" in err
 
 
 # ---------------------------------------------------------------- nodes

@@ -9,6 +9,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from test_cli import Lines, env, free_port
@@ -16,7 +17,9 @@ from test_cli import Lines, env, free_port
 from aemp._cli import _table
 from aemp._config import check_document, config_path
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "cli.md"
+EG = ROOT / "eg"
 
 
 def blocks(kind: str) -> list[str]:
@@ -42,41 +45,61 @@ def steps(block: str) -> list[tuple[str, list[str]]]:
     return out
 
 
+def doc_env() -> dict[str, str]:
+    """The tests' environment, with eg/ on PYTHONPATH for the page's example service."""
+    e = env()
+    e["PYTHONPATH"] = os.pathsep.join([str(EG), e["PYTHONPATH"]])
+    return e
+
+
+def start_job(words: list[str], expected: list[str]) -> subprocess.Popen[bytes]:
+    """`aemp ... &`: wait until its log shows every expected line, in any order."""
+    job = subprocess.Popen(
+        [sys.executable, "-m", "aemp", *words], stderr=subprocess.PIPE, env=doc_env()
+    )
+    assert job.stderr is not None
+    log = Lines(job.stderr)
+    waiting = list(expected)
+    deadline = time.monotonic() + 20
+    while waiting:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{' '.join(words)}: no line like {waiting} in {log.seen}"
+        line = log.wait_for("", left).rstrip("\n")
+        waiting = [e for e in waiting if not matches(e, line)]
+    return job
+
+
+def stop_job(job: subprocess.Popen[bytes], sig: int) -> int:
+    if job.poll() is None:
+        job.send_signal(sig)
+    rc = job.wait(timeout=20)
+    assert job.stderr is not None
+    job.stderr.close()
+    return rc
+
+
 def test_console_transcripts_run_as_shown() -> None:
     port = str(free_port())
-    background: subprocess.Popen[bytes] | None = None
+    jobs: dict[int, subprocess.Popen[bytes]] = {}  # numbered as a shell numbers them
     ran = 0
     try:
         for block in blocks("console"):
             for command, expected in steps(block.replace("4040", port)):
                 words = shlex.split(command)
-                if words == ["kill", "%1"]:
-                    assert background is not None
-                    background.send_signal(signal.SIGTERM)
-                    rc = background.wait(timeout=20)
-                    assert background.stderr is not None
-                    background.stderr.close()
-                    background = None
-                    assert rc == 0
+                if words[0] == "kill":
+                    assert words[1].startswith("%"), command
+                    assert stop_job(jobs.pop(int(words[1][1:])), signal.SIGTERM) == 0
                     continue
                 assert words[0] == "aemp", command
                 if words[-1] == "&":
-                    assert background is None
-                    background = subprocess.Popen(
-                        [sys.executable, "-m", "aemp", *words[1:-1]],
-                        stderr=subprocess.PIPE,
-                        env=env(),
-                    )
-                    assert background.stderr is not None
-                    line = Lines(background.stderr).wait_for(" is up, listening on ")
-                    assert all(matches(e, line.rstrip("\n")) for e in expected), line
+                    jobs[max(jobs, default=0) + 1] = start_job(words[1:-1], expected)
                     continue
                 r = subprocess.run(
                     [sys.executable, "-m", "aemp", *words[1:]],
                     capture_output=True,
                     text=True,
                     timeout=30,
-                    env=env(),
+                    env=doc_env(),
                 )
                 ran += 1
                 got = (r.stdout + r.stderr).splitlines()
@@ -86,12 +109,9 @@ def test_console_transcripts_run_as_shown() -> None:
                 for e, g in zip(expected, got, strict=True):
                     assert matches(e, g), f"{command}: expected {e!r}, got {g!r}"
     finally:
-        if background is not None:
-            if background.poll() is None:
-                background.kill()
-            background.wait(timeout=20)
-            assert background.stderr is not None
-            background.stderr.close()
+        for job in jobs.values():
+            stop_job(job, signal.SIGKILL)
+    assert not jobs, f"jobs left running at the end of the page: {sorted(jobs)}"
     assert ran >= 10
     assert os.stat(config_path()).st_mode & 0o777 == 0o600
 

@@ -1,0 +1,17 @@
+"""A service for `aemp run`: a port that adds, registered in the database.
+
+docs/cli.md runs it as the worker profile's service
+``["adder:start", "jobs"]`` (with ``eg/`` on ``PYTHONPATH``). Any node can
+then find the port with ``aemp db jobs`` or ``db_keys("jobs")`` and call
+it: ``aemp cal PORT add 2 3`` prints ``[5]``.
+"""
+
+from __future__ import annotations
+
+import aemp
+
+
+def start(family: str = "adder") -> None:
+    """Answer ("add", a, b, reply) with a + b; list the port in `family` while it lives."""
+    me = aemp.port(add=lambda a, b, reply: aemp.snd(reply, a + b))
+    aemp.db_reg(family, me, aemp.NODE())  # the entry goes when the port or its node does
