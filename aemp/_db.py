@@ -297,6 +297,8 @@ class Db:
             self._master_set(nodeid)
 
     def node_down(self, nodeid: str) -> None:
+        if self.node.closed:
+            return  # closing: every connection goes, and nothing is left to tell
         self.known_globals.pop(nodeid, None)
         if self.glob is not None:
             self.glob.node_down(nodeid)
