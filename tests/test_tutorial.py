@@ -1,0 +1,347 @@
+"""docs/intro.md and the programs in eg/ it shows: they agree, and each one runs.
+
+Every example runs as its own process against a seed started with the very
+command docs/intro.md gives (on a free port and with a secret of the test's
+own, handed to the examples through AEMP_SEED and AEMP_SECRET, as the
+tutorial says). Every wait is bounded; every process is stopped by its own
+PID when the test ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.test_db import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+INTRO = ROOT / "docs" / "intro.md"
+EG = ROOT / "eg"
+SECRET = "tutorial-test-secret"
+WAIT = 15.0  # the longest any single expected line may take
+
+# eg/ files that belong to another page (the README's quickstart)
+NOT_IN_TUTORIAL = {"demo.py", "workers.py"}
+
+
+# ---------------------------------------------------------------- the page and the files
+
+
+def code_blocks(text: str) -> list[tuple[int, str, str, str | None]]:
+    """(line, language, code, marker) for every fenced block of a markdown text."""
+    out = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("```"):
+            start, lang = i, lines[i][3:].strip()
+            i += 1
+            while i < len(lines) and not lines[i].startswith("```"):
+                i += 1
+            assert i < len(lines), f"intro.md:{start + 1}: unclosed code block"
+            before = lines[start - 1].strip() if start else ""
+            marker = before if before.startswith("<!--") else None
+            out.append((start + 1, lang, "\n".join(lines[start + 1 : i]) + "\n", marker))
+        i += 1
+    return out
+
+
+BLOCKS = code_blocks(INTRO.read_text())
+_NAMES = re.compile(r"# (eg/[\w.]+\.py)\b")
+_EXCERPT = re.compile(r"<!-- excerpt: (eg/[\w.]+\.py) -->")
+
+
+def whole_files() -> dict[str, list[int]]:
+    """eg/ file -> the lines of intro.md where a block shows it whole."""
+    out: dict[str, list[int]] = {}
+    for line, lang, code, _ in BLOCKS:
+        m = _NAMES.match(code)
+        if lang == "python" and m:
+            out.setdefault(m.group(1), []).append(line)
+    return out
+
+
+def test_blocks_that_name_a_file_are_that_file() -> None:
+    shown = whole_files()
+    assert len(shown) >= 8, shown
+    for line, lang, code, _ in BLOCKS:
+        m = _NAMES.match(code)
+        if lang == "python" and m:
+            path = ROOT / m.group(1)
+            assert path.exists(), f"intro.md:{line} shows {m.group(1)}, which does not exist"
+            assert code == path.read_text(), f"intro.md:{line} differs from {m.group(1)}"
+
+
+def test_excerpts_are_in_their_file() -> None:
+    excerpts = [(line, code, _EXCERPT.match(marker)) for line, _, code, marker in BLOCKS if marker]
+    for line, code, m in excerpts:
+        assert m, f"intro.md:{line}: unknown marker before the block"
+        assert code in (ROOT / m.group(1)).read_text(), f"intro.md:{line} is not in {m.group(1)}"
+
+
+def test_every_example_is_in_the_tutorial() -> None:
+    shown = set(whole_files())
+    for path in sorted(EG.glob("*.py")):
+        if path.name not in NOT_IN_TUTORIAL:
+            assert f"eg/{path.name}" in shown, f"docs/intro.md does not show eg/{path.name}"
+
+
+def test_python_blocks_compile() -> None:
+    for line, lang, code, _ in BLOCKS:
+        if lang == "python":
+            compile(code, f"intro.md:{line}", "exec")
+
+
+def commands(prefix: str) -> list[list[str]]:
+    """The shell commands of intro.md that start with prefix, split into words."""
+    found = []
+    for _, lang, code, _ in BLOCKS:
+        if lang == "console":
+            for text in code.splitlines():
+                if text.startswith("$ " + prefix):
+                    found.append(shlex.split(text[2:]))
+    assert found, f"intro.md shows no command starting with {prefix!r}"
+    return found
+
+
+# ---------------------------------------------------------------- processes
+
+
+class Program:
+    """One process of the tutorial; stopped by its own PID only."""
+
+    def __init__(self, name: str, proc: asyncio.subprocess.Process) -> None:
+        self.name = name
+        self.proc = proc
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self.cursor = 0  # expect() looks at stdout lines from here on
+        self._more = asyncio.Event()
+        assert proc.stdout is not None and proc.stderr is not None
+        self._readers = [
+            asyncio.ensure_future(self._read(proc.stdout, self.out)),
+            asyncio.ensure_future(self._read(proc.stderr, self.err)),
+        ]
+
+    async def _read(self, stream: asyncio.StreamReader, into: list[str]) -> None:
+        while line := await stream.readline():
+            into.append(line.decode().rstrip("\n"))
+            self._more.set()
+        self._more.set()
+
+    def __repr__(self) -> str:
+        return f"<{self.name} pid {self.proc.pid}>"
+
+    def transcript(self) -> str:
+        return "\n".join([f"--- {self.name} stdout", *self.out, "--- stderr", *self.err])
+
+    async def expect(self, pattern: str, limit: float = WAIT, stream: str = "out") -> re.Match:
+        """Wait for a line (after the last one expected) that matches pattern."""
+        lines = self.out if stream == "out" else self.err
+        start = self.cursor if stream == "out" else 0
+        try:
+            async with asyncio.timeout(limit):
+                while True:
+                    for i in range(start, len(lines)):
+                        m = re.search(pattern, lines[i])
+                        if m:
+                            if stream == "out":
+                                self.cursor = i + 1
+                            return m
+                    start = len(lines)
+                    if self.proc.returncode is not None and all(r.done() for r in self._readers):
+                        break
+                    self._more.clear()
+                    await self._more.wait()
+        except TimeoutError:
+            pass
+        raise AssertionError(f"{self.name}: no line matching {pattern!r}\n{self.transcript()}")
+
+    async def write(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text.encode())
+        await self.proc.stdin.drain()
+
+    async def close_stdin(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+
+    def signal(self, sig: int) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+
+    async def wait(self, limit: float = WAIT) -> int:
+        async with asyncio.timeout(limit):
+            code = await self.proc.wait()
+            await asyncio.gather(*self._readers)
+        return code
+
+    async def stop(self) -> None:
+        """Ctrl-C, then SIGKILL if it did not end within a few seconds."""
+        self.signal(signal.SIGINT)
+        try:
+            await self.wait(5)
+        except TimeoutError:
+            self.signal(signal.SIGKILL)
+            await self.proc.wait()
+        for r in self._readers:
+            r.cancel()
+
+
+class Net:
+    """A seed started as docs/intro.md says, and the programs run against it."""
+
+    def __init__(self, env: dict[str, str], addr: str) -> None:
+        self.env = env
+        self.addr = addr
+        self.started: list[Program] = []
+
+    async def run(self, name: str, *args: str, stdin: bool = False) -> Program:
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            cwd=ROOT,
+            env=self.env,
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        p = Program(name, proc)
+        self.started.append(p)
+        return p
+
+    async def example(self, file: str, *args: str, stdin: bool = False) -> Program:
+        return await self.run(file, sys.executable, str(EG / file), *args, stdin=stdin)
+
+    async def aemp_run(self, words: list[str]) -> Program:
+        """A node started with a `python -m aemp run ...` line of the tutorial."""
+        assert words[:4] == ["python", "-m", "aemp", "run"], words
+        args = [self.addr if w == "127.0.0.1:4040" else w for w in words[4:]]
+        args = [SECRET if w == "tutorial-secret" else w for w in args]
+        p = await self.run(f"aemp run {args[0]}", sys.executable, "-m", "aemp", "run", *args)
+        await p.expect(r"is up, listening on", stream="err")
+        return p
+
+    async def seed(self) -> Program:
+        return await self.aemp_run(commands("python -m aemp run seed")[0])
+
+    async def host(self, nodeid: str) -> Program:
+        (words,) = [w for w in commands("python -m aemp run") if "nodeid" in w and "host" in w[4]]
+        return await self.aemp_run([nodeid if w == words[4] else w for w in words])
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(p.stop() for p in self.started))
+
+    def check_no_tracebacks(self) -> None:
+        for p in self.started:
+            assert not any("Traceback" in line for line in p.err), p.transcript()
+
+
+@pytest.fixture
+async def net(tmp_path: Path) -> AsyncIterator[Net]:
+    addr = f"127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "AEMP_SEED": addr,
+        "AEMP_SECRET": SECRET,
+        "AEMP_CONFIG": str(tmp_path / "no-config.json"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    n = Net(env, addr)
+    try:
+        yield n
+    finally:
+        await n.stop_all()
+
+
+# ---------------------------------------------------------------- the examples
+
+
+async def test_monitors_needs_no_seed(net: Net) -> None:
+    p = await net.example("monitors.py")
+    assert await p.wait() == 0, p.transcript()
+    assert p.out == [
+        "6 / 3 = 2.0",
+        "monitor: calc died with ('die', 'ZeroDivisionError: division by zero')",
+        "cal: calc died with ('die', 'ZeroDivisionError: division by zero')",
+        "monitor: too late, no_such_port",
+        "monitor: fetcher died with ('die', 'ConnectionError: cannot fetch "
+        "http://example.invalid/')",
+        "monitor: the child of a parent killed with ('error', 'disk full') died with "
+        "('error', 'disk full')",
+    ], p.transcript()
+    assert p.err == [], p.transcript()
+
+
+async def test_sender_and_receiver(net: Net) -> None:
+    await net.seed()
+    receiver = await net.example("receiver.py")
+    port = (await receiver.expect(r"^receiver: my port is (\S+#\S+)$")).group(1)
+
+    # part 1: the port ID copied by hand
+    sender = await net.example("sender.py", port)
+    assert await sender.wait() == 0, sender.transcript()
+    assert sender.out == [f"sender: greeted {port}"]
+    m = await receiver.expect(r"^receiver: 'hello, world' from (sender/\S+)$")
+    assert m.group(1) != receiver.out[0]
+
+    # part 3: found through the database, two receivers
+    second = await net.example("receiver.py")
+    port2 = (await second.expect(r"my port is (\S+)$")).group(1)
+    watcher = await net.example("watch.py", "eg_receivers")
+    await watcher.expect(r"^2 entries; added \[.*\], changed \[\], deleted \[\]$")
+    sender = await net.example("sender.py")
+    assert await sender.wait() == 0, sender.transcript()
+    assert sorted(sender.out) == sorted([f"sender: greeted {port}", f"sender: greeted {port2}"])
+    await receiver.expect(r"^receiver: 'hello, world' from sender/")
+    await second.expect(r"^receiver: 'hello, world' from sender/")
+
+    # a receiver that ends (Ctrl-C) leaves the database; so does one killed with -9
+    await second.stop()
+    assert second.proc.returncode == 0, second.transcript()
+    gone = r"^{} entries; added \[\], changed \[\], deleted \['{}'\]$"
+    await watcher.expect(gone.format(1, re.escape(port2)))
+    receiver.signal(signal.SIGKILL)
+    await watcher.expect(gone.format(0, re.escape(port)))
+    net.check_no_tracebacks()
+
+
+async def test_chat_survives_the_server_restart(net: Net) -> None:
+    await net.seed()
+    server = await net.example("chat_server.py")
+    await server.expect(r"^chat server: ready at ")
+    alice = await net.example("chat_client.py", "alice", stdin=True)
+    await alice.expect(r"^\* joined the chat \(1 here\)$")
+    bob = await net.example("chat_client.py", "bob", stdin=True)
+    await bob.expect(r"^\* joined the chat \(2 here\)$")
+    await alice.expect(r"^<\*> bob joined$")
+    await alice.write("hello bob\n")
+    await bob.expect(r"^<alice> hello bob$")
+
+    server.signal(signal.SIGKILL)
+    for client in (alice, bob):
+        await client.expect(r"^\* lost the server \(transport_error\), waiting for it")
+    await alice.write("anybody there?\n")
+    await alice.expect(r"^\* not connected, line dropped$")
+
+    server = await net.example("chat_server.py")  # registers itself again
+    await server.expect(r"^chat server: ready at ")
+    for client in (alice, bob):
+        await client.expect(r"^\* joined the chat \([12] here\)$")
+    joined = {(await server.expect(r"^<\*> (\w+) joined$")).group(1) for _ in range(2)}
+    assert joined == {"alice", "bob"}
+    await bob.write("welcome back\n")
+    await alice.expect(r"^<bob> welcome back$")
+
+    # the server's half of the monitoring: a client that leaves is forgotten
+    await bob.close_stdin()
+    assert await bob.wait() == 0, bob.transcript()
+    await alice.expect(r"^<\*> bob left$")
+    net.check_no_tracebacks()
