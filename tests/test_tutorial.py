@@ -345,3 +345,31 @@ async def test_chat_survives_the_server_restart(net: Net) -> None:
     assert await bob.wait() == 0, bob.transcript()
     await alice.expect(r"^<\*> bob left$")
     net.check_no_tracebacks()
+
+
+async def test_worker_pool_survives_a_worker_killed_mid_run(net: Net) -> None:
+    await net.seed()
+    workers = {}
+    for _ in range(3):
+        w = await net.example("pool_worker.py")
+        port = (await w.expect(r"^pool worker: ready at (\S+)$")).group(1)
+        workers[port.partition("#")[0]] = w
+    jobs = 300
+    client = await net.example("pool_client.py", str(jobs))
+    answer = r"^job (\d+) -> (\d+) from (\S+)$"
+    by = [(await client.expect(answer)).group(3) for _ in range(60)]
+    assert set(by) == set(workers), "the jobs are spread over every worker"
+    victim = by[-1]
+    workers[victim].signal(signal.SIGKILL)  # in the middle of its jobs
+    assert await client.wait(30) == 0, client.transcript()
+
+    answers = [m.groups() for m in map(re.compile(answer).match, client.out) if m]
+    numbers = [int(n) for n, _, _ in answers]
+    assert sorted(numbers) == list(range(jobs)), "every job answered exactly once"
+    assert all(int(r) == int(n) ** 2 for n, r, _ in answers)
+    assert victim not in {w for _, _, w in answers[-100:]}, "the dead worker got no more jobs"
+    lost = [line for line in client.out if "worker lost (transport_error)" in line]
+    assert lost, "jobs were under way on the killed worker, and were sent again"
+    summary = client.out[-1]
+    assert summary == f"all {jobs} jobs answered, {len(lost)} sent again", client.transcript()
+    net.check_no_tracebacks()
