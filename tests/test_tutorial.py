@@ -17,9 +17,11 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import aemp
 from tests.test_db import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -390,4 +392,61 @@ async def test_spawn_pair_watch_each_other(net: Net) -> None:
         "ping 2: ('pong', 2, 'host1')",
         "second child died with ('shutdown', 'the parent is done')",
     ], p.transcript() + host.transcript()
+    net.check_no_tracebacks()
+
+
+async def test_supervisor_restarts_remote_workers(net: Net) -> None:
+    await net.seed()
+    hosts = {name: await net.host(name) for name in ("host1", "host2")}
+    sup = await net.example("supervisor.py", "host1", "host2")
+    started = r"^supervisor: (w\d) started on (host\d) as (\S+)$"
+    ports = {}
+    for _ in range(2):
+        name, host, port = (await sup.expect(started)).groups()
+        ports[name] = port
+        assert host == {"w1": "host1", "w2": "host2"}[name]
+
+    async with aemp.Node(nodeid="probe/%u", seeds=[net.addr], secret=SECRET) as probe:
+
+        async def family() -> dict[str, Any]:
+            return dict(await probe.db_family("eg_supervised", timeout=WAIT))
+
+        async def until_family(want: dict[str, str]) -> None:
+            async with asyncio.timeout(WAIT):
+                while await family() != want:
+                    await asyncio.sleep(0.05)
+
+        # spawn() returns at once: the database says when the worker runs
+        await until_family({ports["w1"]: "w1", ports["w2"]: "w2"})
+        assert await probe.cal(ports["w1"], "work", 21, timeout=WAIT) == ("w1", 42)
+
+        # a crash: restarted on the same host
+        probe.snd(ports["w1"], "crash")
+        await sup.expect(
+            r"^supervisor: w1 died with \('die', 'RuntimeError: w1 was asked to crash'\), "
+            r"restarting it$"
+        )
+        name, host, ports["w1"] = (await sup.expect(started)).groups()
+        assert (name, host) == ("w1", "host1")
+        await until_family({ports["w1"]: "w1", ports["w2"]: "w2"})
+        assert await probe.cal(ports["w1"], "work", 5, timeout=WAIT) == ("w1", 10)
+
+        # its node killed: restarted on the next host
+        hosts["host1"].signal(signal.SIGKILL)
+        await sup.expect(r"^supervisor: w1 died with \('transport_error', 'host1'\), restarting")
+        name, host, ports["w1"] = (await sup.expect(started)).groups()
+        assert (name, host) == ("w1", "host2")
+        await until_family({ports["w1"]: "w1", ports["w2"]: "w2"})
+        assert await probe.cal(ports["w1"], "work", 4, timeout=WAIT) == ("w1", 8)
+
+        # the supervisor ends: its workers follow it, and leave the database
+        await sup.stop()
+        assert sup.proc.returncode == 0, sup.transcript()
+        await until_family({})
+
+    # nowhere left to run: it gives up instead of restarting forever
+    lone = await net.example("supervisor.py", "host1")
+    await lone.expect(r"^supervisor: w\d died, too many restarts, giving up$")
+    assert await lone.wait() == 0, lone.transcript()
+    assert sum("restarting it" in line for line in lone.out) == 3, lone.transcript()
     net.check_no_tracebacks()
