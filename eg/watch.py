@@ -11,7 +11,7 @@ SECRET = os.environ.get("AEMP_SECRET", "tutorial-secret")
 
 
 def show(family, added, changed, deleted):
-    print(f"{len(family)} entries; added {added}, changed {changed}, deleted {deleted}")
+    print(f"now {len(family)}: added {added}, changed {changed}, deleted {deleted}")
 
 
 async def main(family):

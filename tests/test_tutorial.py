@@ -15,6 +15,7 @@ import re
 import shlex
 import signal
 import sys
+import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,7 @@ def test_every_example_is_in_the_tutorial() -> None:
 def test_python_blocks_compile() -> None:
     for line, lang, code, _ in BLOCKS:
         if lang == "python":
-            compile(code, f"intro.md:{line}", "exec")
+            compile(textwrap.dedent(code), f"intro.md:{line}", "exec")
 
 
 def commands(prefix: str) -> list[list[str]]:
@@ -201,10 +202,23 @@ class Program:
 class Net:
     """A seed started as docs/intro.md says, and the programs run against it."""
 
-    def __init__(self, env: dict[str, str], addr: str) -> None:
+    def __init__(self, env: dict[str, str], addrs: list[str]) -> None:
         self.env = env
-        self.addr = addr
+        self.addr = addrs[0]
+        # what the tutorial's commands say -> what the test uses
+        self.subst = {"127.0.0.1:4040": addrs[0], "127.0.0.1:4041": addrs[1]}
+        self.subst["tutorial-secret"] = SECRET
         self.started: list[Program] = []
+
+    def words(self, words: list[str]) -> list[str]:
+        """A command of the tutorial as the test runs it."""
+        assert words[:3] == ["python", "-m", "aemp"], words
+        out = []
+        for w in words[3:]:
+            for old, new in self.subst.items():
+                w = w.replace(old, new)
+            out.append(w)
+        return [sys.executable, "-m", "aemp", *out]
 
     async def run(self, name: str, *args: str, stdin: bool = False) -> Program:
         proc = await asyncio.create_subprocess_exec(
@@ -224,19 +238,24 @@ class Net:
 
     async def aemp_run(self, words: list[str]) -> Program:
         """A node started with a `python -m aemp run ...` line of the tutorial."""
-        assert words[:4] == ["python", "-m", "aemp", "run"], words
-        args = [self.addr if w == "127.0.0.1:4040" else w for w in words[4:]]
-        args = [SECRET if w == "tutorial-secret" else w for w in args]
-        p = await self.run(f"aemp run {args[0]}", sys.executable, "-m", "aemp", "run", *args)
+        assert words[3] == "run", words
+        p = await self.run(f"aemp run {words[4]}", *self.words(words))
         await p.expect(r"is up, listening on", stream="err")
         return p
 
-    async def seed(self) -> Program:
-        return await self.aemp_run(commands("python -m aemp run seed")[0])
+    async def aemp(self, words: list[str]) -> Program:
+        """Another `python -m aemp ...` line of the tutorial, run to its end."""
+        p = await self.run(" ".join(words[2:5]), *self.words(words))
+        assert await p.wait() == 0, p.transcript()
+        return p
+
+    async def seed(self, name: str = "seed") -> Program:
+        (words,) = [w for w in commands("python -m aemp run seed") if w[4] == name]
+        return await self.aemp_run(words)
 
     async def host(self, nodeid: str) -> Program:
-        (words,) = [w for w in commands("python -m aemp run") if "nodeid" in w and "host" in w[4]]
-        return await self.aemp_run([nodeid if w == words[4] else w for w in words])
+        words = next(w for w in commands("python -m aemp run host") if "nodeid" in w)
+        return await self.aemp_run([w.replace(words[4], nodeid) for w in words])
 
     async def stop_all(self) -> None:
         await asyncio.gather(*(p.stop() for p in self.started))
@@ -251,15 +270,15 @@ class Net:
 
 @pytest.fixture
 async def net(tmp_path: Path) -> AsyncIterator[Net]:
-    addr = f"127.0.0.1:{free_port()}"
+    addrs = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     env = {
         **os.environ,
-        "AEMP_SEED": addr,
+        "AEMP_SEED": addrs[0],
         "AEMP_SECRET": SECRET,
         "AEMP_CONFIG": str(tmp_path / "no-config.json"),
         "PYTHONUNBUFFERED": "1",
     }
-    n = Net(env, addr)
+    n = Net(env, addrs)
     try:
         yield n
     finally:
@@ -301,7 +320,7 @@ async def test_sender_and_receiver(net: Net) -> None:
     second = await net.example("receiver.py")
     port2 = (await second.expect(r"my port is (\S+)$")).group(1)
     watcher = await net.example("watch.py", "eg_receivers")
-    await watcher.expect(r"^2 entries; added \[.*\], changed \[\], deleted \[\]$")
+    await watcher.expect(r"^now 2: added \[.*\], changed \[\], deleted \[\]$")
     sender = await net.example("sender.py")
     assert await sender.wait() == 0, sender.transcript()
     assert sorted(sender.out) == sorted([f"sender: greeted {port}", f"sender: greeted {port2}"])
@@ -311,14 +330,15 @@ async def test_sender_and_receiver(net: Net) -> None:
     # a receiver that ends (Ctrl-C) leaves the database; so does one killed with -9
     await second.stop()
     assert second.proc.returncode == 0, second.transcript()
-    gone = r"^{} entries; added \[\], changed \[\], deleted \['{}'\]$"
+    gone = r"^now {}: added \[\], changed \[\], deleted \['{}'\]$"
     await watcher.expect(gone.format(1, re.escape(port2)))
     receiver.signal(signal.SIGKILL)
     await watcher.expect(gone.format(0, re.escape(port)))
     net.check_no_tracebacks()
 
 
-async def test_chat_survives_the_server_restart(net: Net) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+async def test_chat_survives_the_server_restart(net: Net, sig: int) -> None:
     await net.seed()
     server = await net.example("chat_server.py")
     await server.expect(r"^chat server: ready at ")
@@ -330,7 +350,7 @@ async def test_chat_survives_the_server_restart(net: Net) -> None:
     await alice.write("hello bob\n")
     await bob.expect(r"^<alice> hello bob$")
 
-    server.signal(signal.SIGKILL)
+    server.signal(sig)
     for client in (alice, bob):
         await client.expect(r"^\* lost the server \(transport_error\), waiting for it")
     await alice.write("anybody there?\n")
@@ -420,8 +440,13 @@ async def test_supervisor_restarts_remote_workers(net: Net) -> None:
         await until_family({ports["w1"]: "w1", ports["w2"]: "w2"})
         assert await probe.cal(ports["w1"], "work", 21, timeout=WAIT) == ("w1", 42)
 
-        # a crash: restarted on the same host
-        probe.snd(ports["w1"], "crash")
+        # a crash, sent with the aemp command as the tutorial shows: restarted on the same host
+        config, snd = (
+            commands("python -m aemp seeds 127.0.0.1:4040"),
+            commands("python -m aemp snd"),
+        )
+        await net.aemp(config[0])
+        await net.aemp([w.replace("host1#ktZyyjObQXa", ports["w1"]) for w in snd[0]])
         await sup.expect(
             r"^supervisor: w1 died with \('die', 'RuntimeError: w1 was asked to crash'\), "
             r"restarting it$"
@@ -450,3 +475,44 @@ async def test_supervisor_restarts_remote_workers(net: Net) -> None:
     assert await lone.wait() == 0, lone.transcript()
     assert sum("restarting it" in line for line in lone.out) == 3, lone.transcript()
     net.check_no_tracebacks()
+
+
+async def test_two_seeds_and_the_configuration_file(net: Net) -> None:
+    seeds = [await net.seed("seed1"), await net.seed("seed2")]
+    (config,) = commands("python -m aemp seeds '[")
+    await net.aemp(config)  # every example now uses both seeds
+    first = await net.example("receiver.py")
+    port1 = (await first.expect(r"my port is (\S+)$")).group(1)
+    watcher = await net.example("watch.py", "eg_receivers")
+    await watcher.expect(r"^now 1: added ")
+
+    seeds[0].signal(signal.SIGKILL)  # the nodes that had it as master move to seed2
+    second = await net.example("receiver.py")
+    port2 = (await second.expect(r"my port is (\S+)$")).group(1)
+    await watcher.expect(rf"^now 2: added \['{re.escape(port2)}'\]")
+    sender = await net.example("sender.py")
+    assert await sender.wait() == 0, sender.transcript()
+    assert sorted(sender.out) == sorted(f"sender: greeted {p}" for p in (port1, port2))
+    for r in (first, second):
+        await r.expect(r"^receiver: 'hello, world' from sender/")
+    net.check_no_tracebacks()
+
+
+def test_the_commands_name_files_that_exist() -> None:
+    runs = commands("python eg/")
+    assert len(runs) >= 10
+    for words in runs:
+        assert (ROOT / words[1]).exists(), words
+
+
+def test_links_resolve() -> None:
+    from tests.test_docs_api import _anchors
+
+    text = INTRO.read_text()
+    assert "intro.md" in (ROOT / "docs" / "README.md").read_text()
+    for link in re.findall(r"\]\(([^)\s]+)\)", text):
+        target, _, anchor = link.partition("#")
+        path = (INTRO.parent / target) if target else INTRO
+        assert path.exists(), f"intro.md: link to a missing file {link!r}"
+        if anchor:
+            assert anchor in _anchors(path), f"intro.md: no heading for {link!r}"
