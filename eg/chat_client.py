@@ -37,9 +37,9 @@ class Client:
             return  # an old server's monitor
         print(f"* lost the server ({reason[0]}), waiting for it to come back")
         self.server = None
-        others = [s for s in self.servers if s != server]
-        if others:
-            await self.join(others[0])
+        await asyncio.sleep(1)  # the database may not have heard of it yet
+        if self.server is None and self.servers:
+            await self.join(next(iter(self.servers)))  # whichever server it lists
 
     def say(self, text):
         if self.server is None:

@@ -516,3 +516,22 @@ def test_links_resolve() -> None:
         assert path.exists(), f"intro.md: link to a missing file {link!r}"
         if anchor:
             assert anchor in _anchors(path), f"intro.md: no heading for {link!r}"
+
+
+async def test_chat_survives_a_server_that_stops_answering(net: Net) -> None:
+    """Ctrl-Z on the server for longer than monitor_timeout, then fg."""
+    await net.aemp(commands("python -m aemp monitor_timeout")[0])
+    await net.seed()
+    server = await net.example("chat_server.py")
+    await server.expect(r"^chat server: ready at ")
+    alice = await net.example("chat_client.py", "alice", stdin=True)
+    await alice.expect(r"^\* joined the chat \(1 here\)$")
+
+    server.signal(signal.SIGSTOP)
+    await alice.expect(r"^\* lost the server \(transport_error\), waiting for it")
+    server.signal(signal.SIGCONT)
+    await server.expect(r"^<\*> alice left$")
+    await alice.expect(r"^\* joined the chat \(1 here\)$")
+    await alice.write("still here\n")
+    await alice.expect(r"^<alice> still here$")
+    net.check_no_tracebacks()
