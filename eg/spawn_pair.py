@@ -1,5 +1,5 @@
-# eg/spawn_pair.py: start a port on another node; the two watch each other
-# (docs/intro.md, part 7). Start a host node first, then: python eg/spawn_pair.py host1
+# eg/spawn_pair.py: a port started on another node, watching each other (docs/intro.md, part 7).
+# Start a host node first, then: python eg/spawn_pair.py host1
 import asyncio
 import os
 import sys

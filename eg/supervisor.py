@@ -1,5 +1,5 @@
-# eg/supervisor.py: keep workers running on other nodes, restarting them when they die
-# (docs/intro.md, part 8). Start host nodes first, then: python eg/supervisor.py host1 host2
+# eg/supervisor.py: restart workers on other nodes when they die (docs/intro.md, part 8).
+# Start host nodes first, then: python eg/supervisor.py host1 host2
 import asyncio
 import collections
 import os
