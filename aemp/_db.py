@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import DbTimeout, InvalidFamily, NodeClosed
 from ._handles import Handle
-from ._ids import counter_names
+from ._ids import check_port_id, counter_names
 from ._message import check_message
 from ._runtime import SELF
 
@@ -63,7 +63,7 @@ def valid_peer_family(family: object) -> bool:
 
 def _check_subkey(key: object) -> str:
     if type(key) is not str:
-        raise InvalidFamily(f"subkey {key!r} is a {type(key).__name__}: subkeys must be str")
+        raise InvalidFamily(f"subkey {key!r} is of type {type(key).__name__}: subkeys must be str")
     return key
 
 
@@ -144,6 +144,7 @@ class Db:
                 raise TypeError(
                     "db_reg needs a port: call it from a port callback, or pass port=..."
                 )
+        check_port_id(port)  # before anything is set
         entry = self.set(family, port, value)
         entry._mon = self.node.mon(port, lambda *reason: entry.cancel())
         return entry

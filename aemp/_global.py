@@ -246,11 +246,13 @@ class Global:
     def node_down(self, nodeid: str) -> None:
         """A node we were connected to is gone: its entries go with it."""
         was_global = nodeid in self.globals
-        self.globals.discard(nodeid)
-        self.slaves.discard(nodeid)
         for family in [f for f, subs in self.subs.items() if nodeid in subs]:
             self._mon0(nodeid, family)
+        # dropped while still known as global: the other globals see it go
+        # themselves, so only a slave's loss is forwarded to them
         self.drop(nodeid)
+        self.globals.discard(nodeid)
+        self.slaves.discard(nodeid)
         if was_global or nodeid in self.db.local.get("'g", {}):
             self.db.del_internal("'g", nodeid)
         if nodeid in self.db.local.get("'l", {}):

@@ -416,7 +416,7 @@ class Node:
 
     def _die(self, p: _Port, exc: Exception) -> None:
         # a crash somebody monitors is handled flow; one nobody watches must be seen
-        level = logging.INFO if p.monitors else logging.WARNING
+        level = logging.INFO if p.monitors or p.watchers else logging.WARNING
         log.log(level, "port %s died: %s: %s", p.id, type(exc).__name__, exc, exc_info=exc)
         self._kill(p, die_reason(exc))
 

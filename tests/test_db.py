@@ -130,6 +130,12 @@ async def test_db_reg_defaults_to_self(node: aemp.Node) -> None:
         node.db_reg("workers")
 
 
+async def test_db_reg_with_a_malformed_port_sets_nothing(node: aemp.Node) -> None:
+    with pytest.raises(aemp.InvalidID):
+        node.db_reg("fam", "not a port id", 1)
+    assert await node.db_family("fam", timeout=5) == {}
+
+
 async def test_callback_forms(node: aemp.Node) -> None:
     node.db_set("fam", "k", 1)
     got = Recorder()

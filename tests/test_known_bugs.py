@@ -52,14 +52,3 @@ async def test_mon1_and_message_to_a_port_not_there_yet() -> None:
         async with asyncio.timeout(2):
             while not died.calls and not replies.calls:
                 await asyncio.sleep(0.01)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="aemp/_db.py Db.reg sets the entry before mon() checks the port ID, so a "
-    "db_reg that raises InvalidID leaves its entry in the database for good",
-)
-async def test_db_reg_with_a_malformed_port_sets_nothing(node: aemp.Node) -> None:
-    with pytest.raises(aemp.InvalidID):
-        node.db_reg("fam", "not a port id", 1)
-    assert await node.db_family("fam", timeout=5) == {}
