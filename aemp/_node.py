@@ -24,7 +24,7 @@ import inspect
 import logging
 import re
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import _runtime
@@ -41,7 +41,7 @@ from ._handles import MON_CALL, MON_KILL, MON_SEND, Monitor, NodeWatch, Timer
 from ._ids import check_port_id, counter_names, expand_nodeid, local_prefix, spawn_prefix
 from ._message import check_message
 from ._remote import Link, Remote
-from ._requests import SPAWN, handle_node_request
+from ._requests import handle_node_request
 from ._runtime import CURRENT, SELF
 from ._transport import Network, make_settings
 
@@ -681,27 +681,69 @@ class Node:
             for w in list(self._node_watchers):
                 w._notify(remote.id, False, reason)
 
-    def _receive(self, remote: Remote, packets: list[list[Any]]) -> None:
-        """Packets from another node: messages to our ports and node requests."""
-        ports, q = self._by_name, self._queue
+    def _receive(self, remote: Remote, packets: Iterable[list[Any]]) -> None:
+        """Packets from another node: messages to our ports and node requests.
+
+        The transport calls this from the event loop, never from inside a
+        callback. With the run queue empty the packets are delivered at
+        once, each as it is decoded; else they wait behind what is queued,
+        in one entry, so that a node's packets never overtake each other.
+        """
+        if self._queue:
+            self._post(self._deliver_packets, remote, list(packets))
+            return
+        t_node = CURRENT.set(self)
+        t_self = SELF.set(None)
+        try:
+            self._deliver_packets(remote, packets)
+        finally:
+            SELF.reset(t_self)
+            CURRENT.reset(t_node)
+
+    def _deliver_packets(self, remote: Remote, packets: Iterable[Any]) -> None:
+        """The loop body of _drain for packets [portname, *message] (as the
+        run queue, the backlog takes such a list's tail as a message)."""
+        ports = self._by_name
+        set_self = SELF.set
+        cur = None
         for pkt in packets:
             if len(pkt) < 2:
                 continue  # [] and [name]: nothing to deliver (a keepalive at most)
-            name = pkt[0]
-            if name:
-                p = ports.get(name)
-                if p is not None:
-                    del pkt[0]
-                    q.append((p, pkt))
-                # else: no such port; dropped as the protocol says
-            elif pkt[1] == SPAWN:
-                # the new port must exist before the packets behind this one
-                # are looked up; its init function still runs from the queue
-                handle_node_request(self, remote, pkt[1:])
-            else:
-                q.append((self._sys, (self._node_request, remote, pkt[1:])))
-        if q and self._drain_handle is None:
-            self._drain_handle = self.loop.call_soon(self._drain)
+            p = ports.get(pkt[0])
+            if p is None:
+                if not pkt[0]:
+                    set_self(None)
+                    cur = None
+                    try:
+                        handle_node_request(self, remote, pkt[1:])
+                    except Exception:
+                        log.exception("node %s: node request %.60r failed", self.id, pkt[1])
+                continue  # else: no such port; dropped as the protocol says
+            if p.gate is not None:
+                self._gated(p, pkt[1:])
+                continue
+            if p is not cur:
+                cur = p
+                set_self(p.id)
+            try:
+                tags = p.tags
+                cb = None
+                if tags is not None:
+                    tag = pkt[1]
+                    if type(tag) is str:
+                        cb = tags.get(tag)
+                if cb is not None:
+                    r = cb(*pkt[2:])
+                else:
+                    cb = p.default
+                    if cb is None:
+                        self._unhandled(p, pkt[1:])
+                        continue
+                    r = cb(*pkt[1:])
+                if r is not None and inspect.isawaitable(r):
+                    self._start_async(p, r)
+            except Exception as e:
+                self._die(p, e)
 
     def up_nodes(self) -> list[str]:
         """The IDs of the nodes this node is connected to now."""

@@ -108,10 +108,10 @@ class _Conn(asyncio.Protocol):
         self._last_in = time.monotonic()
         try:
             if self.open:
-                packets = self.wire.receive_packets(data)
-                if packets:
-                    assert self.remote is not None
-                    self.node._receive(self.remote, packets)
+                assert self.remote is not None
+                self.node._receive(self.remote, self.wire.receive_iter(data))
+                if self._chunks:  # replies go out now, not a loop turn later
+                    self._flush()
                 return
             self.wire.receive_data(data)
             self._handshake()
@@ -200,7 +200,9 @@ class _Conn(asyncio.Protocol):
             self._flush_handle = self.node.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        self._flush_handle = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         if self.closed or not self._chunks or self.transport is None:
             return
         data = b"".join(self._chunks)
@@ -217,7 +219,6 @@ class _Conn(asyncio.Protocol):
         if self.closed:
             return
         if self._flush_handle is not None:
-            self._flush_handle.cancel()
             self._flush()
         self._shutdown(reason)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import msgpack
@@ -39,6 +39,10 @@ class Decoder(Protocol):
     name: str
 
     def feed(self, data: bytes) -> list[Packet]: ...
+
+    def packets(
+        self, data: bytes, on_error: Callable[[RemoteProtocolError], None] | None = None
+    ) -> Iterable[Packet]: ...
 
     def has_partial(self) -> bool: ...
 
