@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import _runtime
-from ._call import Call
+from ._call import Call, CallTable
 from ._config import Config
 from ._errors import (
     InvalidID,
@@ -145,7 +145,7 @@ class Node:
         self._sys.gate = _SYS
         self._tasks: set[asyncio.Future[Any]] = set()
         self._timers: set[Timer] = set()
-        self._calls: set[Call] = set()
+        self._calls = CallTable(self)
         self._node_monitors: dict[Monitor, None] = {}
         self._prefix = self.id + "#"
         self._by_name: dict[str, _Port] = {}  # the same ports, by name, for packets
@@ -828,13 +828,20 @@ class Node:
         self._check_open()
         check_port_id(port)
         check_message(msg)
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        if timeout is not None and not (
+            (
+                type(timeout) is float
+                or type(timeout) is int  # a bool is no int here, as it should be
+                or (isinstance(timeout, int | float) and not isinstance(timeout, bool))
+            )
+            and timeout > 0
         ):
             raise TypeError(f"cal: timeout must be a positive number or None (got {timeout!r})")
         if cb is not None:
             _check_callback("cal cb", cb)
-        return Call(self, port, msg, timeout, cb, err, SELF.get())
+        pid = next(self._names)  # the reply port, made here without port()'s checks
+        reply = self._ports[pid] = self._by_name[pid[len(self._prefix) :]] = _Port(pid)
+        return Call(self, port, msg, timeout, cb, err, SELF.get(), reply)
 
     def NODE(self) -> str:
         return self.id
