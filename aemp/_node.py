@@ -293,7 +293,21 @@ class Node:
 
     def snd(self, port: str, *msg: Any) -> None:
         """Send a message; returns at once and never blocks."""
-        self._send(port, msg)
+        # _send, inlined: this is the hottest call in aemp
+        p = self._ports.get(port)
+        if p is not None and msg:
+            check_message(msg)
+            self._queue.append((p, msg))
+            if self._drain_handle is None:
+                self._drain_handle = self.loop.call_soon(self._drain)
+            return
+        route = self._routes.get(port)
+        if route is not None and msg:
+            link = route[0].link
+            if link is not None:
+                link.send_message(route[1], msg)  # the encoder checks the message
+                return
+        self._send_slow(port, msg)
 
     def _send(self, port: str, msg: tuple[Any, ...]) -> None:
         p = self._ports.get(port)
@@ -305,24 +319,32 @@ class Node:
             return
         route = self._routes.get(port)
         if route is not None and msg:
-            remote, name = route
-            link = remote.link
+            link = route[0].link
             if link is not None:
-                link.send([name, *msg])  # the encoder checks the message
+                link.send_message(route[1], msg)  # the encoder checks the message
                 return
         self._send_slow(port, msg)
 
     def _send_slow(self, port: str, msg: tuple[Any, ...]) -> None:
         self._check_open()
         check_port_id(port)
-        check_message(msg)
         node, _, name = port.partition("#")
         if node != self.id:
-            remote = self._remote(node)
-            if name and len(self._routes) < 100_000:
-                self._routes[port] = (remote, name)
-            remote.send([name, *msg])
-        elif not name:
+            remote = self._remotes.get(node) or self._remote(node)
+            if name:
+                routes = self._routes
+                if len(routes) >= 100_000:
+                    routes.clear()  # reply ports pass through once; the hot ones return
+                routes[port] = (remote, name)
+            link = remote.link
+            if link is not None and msg:
+                link.send_message(name, msg)  # the encoder checks the message
+            else:
+                check_message(msg)
+                remote.send([name, *msg])
+            return
+        check_message(msg)
+        if not name:
             self._post(self._node_request, None, list(msg))
         # else: a dead local port; the message is dropped like any other to it
 

@@ -66,6 +66,7 @@ class _Conn(asyncio.Protocol):
         self.remote: Remote | None = None
         self.wire = wire.Connection(net.settings, peeraddr=peeraddr)
         self._encode = self.wire.encode
+        self._encode_message = self.wire.encode_message
         self.transport: asyncio.Transport | None = None
         self.open = False
         self.closed = False
@@ -90,6 +91,7 @@ class _Conn(asyncio.Protocol):
                 self.peeraddr = format_address(peer[0], peer[1])
                 self.wire = wire.Connection(self.net.settings, peeraddr=self.peeraddr)
                 self._encode = self.wire.encode
+                self._encode_message = self.wire.encode_message
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -152,6 +154,7 @@ class _Conn(asyncio.Protocol):
             self._timer.cancel()
         self.open = True
         self._encode = self.wire.encoder.encode
+        self._encode_message = self.wire.encoder.encode_message
         self.remote_id = ev.remote_nodeid
         own_hb = self.net.settings.heartbeat
         if own_hb is not None and ev.remote_heartbeat is not None:
@@ -196,6 +199,14 @@ class _Conn(asyncio.Protocol):
         if self.closed:
             return
         self._chunks.append(self._encode(packet))
+        if self._flush_handle is None:
+            self._flush_handle = self.node.loop.call_soon(self._flush)
+
+    def send_message(self, portname: str, msg: tuple[Any, ...]) -> None:
+        """send([portname, *msg]) for a non-empty msg: the hot path of snd."""
+        if self.closed:
+            return
+        self._chunks.append(self._encode_message(portname, msg))
         if self._flush_handle is None:
             self._flush_handle = self.node.loop.call_soon(self._flush)
 

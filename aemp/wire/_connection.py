@@ -78,6 +78,9 @@ class _NotOpen:
     def encode(self, packet: Sequence[Any]) -> bytes:
         raise LocalProtocolError("cannot encode packets before the handshake is complete")
 
+    def encode_message(self, portname: str, msg: Sequence[Any]) -> bytes:
+        return self.encode([portname, *msg])
+
 
 class Connection:
     """One aemp connection, either direction, as a sans-IO state machine.
@@ -391,6 +394,11 @@ class Connection:
         Concatenate the results and pass them through wrap() to send.
         """
         return self._encoder.encode(packet)
+
+    def encode_message(self, portname: str, msg: Sequence[Any]) -> bytes:
+        """encode([portname, *msg]) for a non-empty msg, without building the
+        packet first when the message is flat."""
+        return self._encoder.encode_message(portname, msg)
 
     @property
     def encoder(self) -> Encoder:
