@@ -9,16 +9,17 @@
 # retrieved.
 #
 # Calls are cheap because the helpers are shared, node-wide, in a
-# CallTable: the pending calls to one target share one monitor, and the
-# deadlines are grouped into buckets a thousandth of the timeout wide
-# (at least a millisecond), with one event-loop timer for the earliest
-# bucket. A call ends at the end of its bucket: never early, and late by
-# at most 0.1% of its timeout.
+# CallTable: the pending calls to one target share one monitor (kept a
+# while after the last call to a port on another node ends), and calls
+# with the same timeout made within a thousandth of it (at least a
+# millisecond) share a deadline bucket and its one timer. Joining a bucket
+# reads no clock: a timer seals it when that window is over, and it ends
+# after the timeout counted from the end of the window, so no call ends
+# early, and none later than 0.1% of its timeout (1 ms for short ones).
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import math
 from collections.abc import Callable, Generator, Iterator
@@ -37,9 +38,9 @@ class Call:
     """A pending ``cal``: await it for the reply tuple, or cancel() it."""
 
     __slots__ = (
+        "_bucket",
         "_cb",
         "_done",
-        "_due",
         "_err",
         "_exc",
         "_future",
@@ -47,9 +48,12 @@ class Call:
         "_owner",
         "_port",
         "_result",
+        "_target",
         "_timeout",
         "port",
     )
+    _target: _Target  # set by CallTable.add
+    _bucket: dict[Call, None] | None
 
     def __init__(
         self,
@@ -75,7 +79,7 @@ class Call:
         self._future: asyncio.Future[None] | None = None
         self._port = reply
         reply.default = self._on_reply
-        self._due = node._calls.add(self, port, timeout)
+        node._calls.add(self, port, timeout)
         try:
             node._send(port, (*msg, reply.id))
         except BaseException:
@@ -99,7 +103,18 @@ class Call:
             self._finish(None, asyncio.CancelledError())
 
     def _on_reply(self, *reply: Any) -> None:
-        self._finish(reply, None)
+        # _finish for a reply, inlined: the common end of a call
+        if self._done:
+            return
+        self._done = True
+        node = self._node
+        node._calls.remove(self)
+        node._kill(self._port, ())
+        self._result = reply
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+        if self._cb is not None:
+            node._call_in(self._owner, self._cb, reply)
 
     def _on_death(self, reason: tuple[Any, ...]) -> None:
         self._finish(None, PortDead(self.port, reason))
@@ -116,7 +131,7 @@ class Call:
             return
         self._done = True
         node = self._node
-        node._calls.remove(self, self.port, self._due)
+        node._calls.remove(self)
         node._kill(self._port, ())
         if result is not None:
             self._result = result
@@ -156,20 +171,26 @@ def _raise(exc: Exception) -> None:
     raise exc
 
 
+MAX_IDLE_TARGETS = 256  # remote ports called lately whose monitor we keep
+
+
 class _Target:
     """The pending calls to one port, and the one monitor they share."""
 
-    __slots__ = ("calls", "monitor", "port", "table")
+    __slots__ = ("calls", "local", "monitor", "port", "table")
 
-    def __init__(self, table: CallTable, port: str) -> None:
+    def __init__(self, table: CallTable, port: str, local: bool) -> None:
         self.table = table
         self.port = port
+        self.local = local
         self.calls: dict[Call, None] = {}
         self.monitor: Monitor | None = None
 
     def died(self, *reason: Any) -> None:
-        if self.table._targets.get(self.port) is self:
-            del self.table._targets[self.port]
+        table = self.table
+        if table._targets.get(self.port) is self:
+            del table._targets[self.port]
+            table._idle.pop(self.port, None)
         self.monitor = None
         for call in list(self.calls):
             call._on_death(reason)
@@ -182,82 +203,88 @@ class CallTable:
     is fine); its length is their number.
     """
 
-    __slots__ = ("_buckets", "_dues", "_live", "_node", "_targets", "_timer", "_timer_due")
+    __slots__ = ("_idle", "_node", "_open", "_targets")
 
     def __init__(self, node: Node) -> None:
         self._node = node
-        self._live: dict[Call, None] = {}
-        self._targets: dict[str, _Target] = {}
-        self._buckets: dict[float, dict[Call, None]] = {}  # due time -> calls
-        self._dues: list[float] = []  # heap of the buckets' due times
-        self._timer: Timer | None = None  # for the earliest due time
-        self._timer_due = math.inf
+        self._targets: dict[str, _Target] = {}  # every pending call is in one
+        # Targets on other nodes stay a while after their last call ends,
+        # monitor and all: the next call to the same server, the common
+        # case, then costs no monitor. The oldest go first.
+        self._idle: dict[str, None] = {}
+        self._open: dict[float, dict[Call, None]] = {}  # timeout -> bucket taking calls
 
     def __len__(self) -> int:
-        return len(self._live)
+        return sum(len(target.calls) for target in self._targets.values())
 
     def __iter__(self) -> Iterator[Call]:
-        return iter(list(self._live))
+        return iter([call for target in self._targets.values() for call in target.calls])
 
-    def add(self, call: Call, port: str, timeout: float | None) -> float:
-        """Register a new call; returns its due time (inf without a timeout)."""
-        self._live[call] = None
+    def add(self, call: Call, port: str, timeout: float | None) -> None:
+        """Register a new call with its target and its deadline."""
         target = self._targets.get(port)
         if target is None:
-            target = self._targets[port] = _Target(self, port)
+            node = self._node
+            local = port.partition("#")[0] == node.id
+            target = self._targets[port] = _Target(self, port, local)
             target.calls[call] = None
             # the target's monitor fires from the run queue, never in here
-            target.monitor = self._node.mon(port, target.died)
+            target.monitor = node.mon(port, target.died)
         else:
-            target.calls[call] = None
-        if timeout is None:
-            return math.inf
-        loop = self._node.loop
-        res = timeout / 1000 if timeout > 1.0 else 0.001
-        due = math.ceil((loop.time() + timeout) / res) * res
-        bucket = self._buckets.get(due)
-        if bucket is None:
-            bucket = self._buckets[due] = {}
-            heapq.heappush(self._dues, due)
-            if due < self._timer_due:
-                self._arm(due)
-        bucket[call] = None
-        return due
-
-    def remove(self, call: Call, port: str, due: float) -> None:
-        del self._live[call]
-        target = self._targets.get(port)
-        if target is not None and call in target.calls:
-            del target.calls[call]
             if not target.calls:
-                del self._targets[port]
-                if target.monitor is not None:
-                    target.monitor.cancel()
-        if due != math.inf:
-            bucket = self._buckets.get(due)
-            if bucket is not None:
-                bucket.pop(call, None)
-            # an empty bucket stays until its time: its timer is shared
+                self._idle.pop(port, None)
+            target.calls[call] = None
+        call._target = target
+        if timeout is None:
+            call._bucket = None
+            return
+        bucket = self._open.get(timeout)
+        if bucket is None:
+            bucket = self._bucket_for(timeout)
+        bucket[call] = None
+        call._bucket = bucket
 
-    def _arm(self, due: float) -> None:
+    def _bucket_for(self, timeout: float) -> dict[Call, None]:
+        # timeouts on a millisecond grid, rounded up, share buckets
+        key = math.ceil(timeout * 1000 - 1e-9) / 1000
+        bucket = self._open.get(key)
+        if bucket is None:
+            bucket = self._open[key] = {}
+            window = key / 1000 if key > 1.0 else 0.001
+            self._later(window, lambda: self._seal(key, bucket))
+            self._later(window + key, lambda: self._expire(bucket))
+        return bucket
+
+    def _later(self, delay: float, fn: Callable[[], None]) -> None:
         node = self._node
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_due = due
-        self._timer = timer = Timer(node, max(0.0, due - node.loop.time()), self._expire)
-        node._timers.add(timer)
+        node._timers.add(Timer(node, delay, fn))  # so that close() cancels it
 
-    def _expire(self) -> None:
-        now_due = self._timer_due
-        self._timer = None
-        self._timer_due = math.inf
-        dues, buckets = self._dues, self._buckets
-        expired: list[Call] = []
-        while dues and dues[0] <= now_due:
-            bucket = buckets.pop(heapq.heappop(dues), None)
-            if bucket:
-                expired.extend(bucket)
-        if dues and not self._node.closed:
-            self._arm(dues[0])
-        for call in expired:
+    def _seal(self, key: float, bucket: dict[Call, None]) -> None:
+        if self._open.get(key) is bucket:
+            del self._open[key]
+
+    def _expire(self, bucket: dict[Call, None]) -> None:
+        for call in list(bucket):
             call._on_timeout()
+
+    def remove(self, call: Call) -> None:
+        target = call._target
+        calls = target.calls
+        if call in calls:
+            del calls[call]
+            if not calls and self._targets.get(target.port) is target:
+                if target.local:  # a local monitor would show on the port
+                    self._drop(target)
+                else:
+                    idle = self._idle
+                    idle[target.port] = None
+                    if len(idle) > MAX_IDLE_TARGETS:
+                        self._drop(self._targets[next(iter(idle))])
+        if call._bucket is not None:
+            call._bucket.pop(call, None)
+
+    def _drop(self, target: _Target) -> None:
+        del self._targets[target.port]
+        self._idle.pop(target.port, None)
+        if target.monitor is not None:
+            target.monitor.cancel()

@@ -326,7 +326,8 @@ class Node:
         self._send_slow(port, msg)
 
     def _send_slow(self, port: str, msg: tuple[Any, ...]) -> None:
-        self._check_open()
+        if self.closed:
+            self._check_open()
         check_port_id(port)
         node, _, name = port.partition("#")
         if node != self.id:
@@ -847,9 +848,12 @@ class Node:
         reply is passed as ``cb(*reply)`` and a failure as ``err(exc)``
         (without ``err`` a failure kills the calling port).
         """
-        self._check_open()
-        check_port_id(port)
-        check_message(msg)
+        if self.closed:
+            self._check_open()
+        if port not in self._routes and port not in self._ports:  # else known good
+            check_port_id(port)
+        if not msg:
+            check_message(msg)  # raises; the send checks the rest
         if timeout is not None and not (
             (
                 type(timeout) is float
@@ -859,8 +863,8 @@ class Node:
             and timeout > 0
         ):
             raise TypeError(f"cal: timeout must be a positive number or None (got {timeout!r})")
-        if cb is not None:
-            _check_callback("cal cb", cb)
+        if cb is not None and not callable(cb):
+            raise TypeError(f"cal cb must be callable or None (got {cb!r}, a {type(cb).__name__})")
         pid = next(self._names)  # the reply port, made here without port()'s checks
         reply = self._ports[pid] = self._by_name[pid[len(self._prefix) :]] = _Port(pid)
         return Call(self, port, msg, timeout, cb, err, SELF.get(), reply)

@@ -222,17 +222,40 @@ async def test_calls_to_a_remote_port_share_one_subscription() -> None:
             a.snd(reply, "ok")
         assert [await c for c in calls] == [("ok",)] * 200
         assert not b._calls
-        assert not b._remotes["a"].monitors.get(name)  # at most an idle subscription
+        # the monitor stays for the next call to this port, unseen by users
+        assert len(b._remotes["a"].monitors[name]) == 1
         # a death reaches every pending call at once
         held.clear()
         calls = [b.cal(srv, "ask", timeout=5) for _ in range(20)]
         async with asyncio.timeout(5):
             while len(held) < 20:
                 await asyncio.sleep(0.005)
+        assert len(b._remotes["a"].monitors[name]) == 1
         a.kil(srv, "bye")
         for call in calls:
             with pytest.raises(aemp.PortDead, match="bye"):
                 await call
+        assert not b._calls and name not in b._remotes["a"].monitors
+
+
+async def test_idle_remote_targets_are_bounded() -> None:
+    from aemp._call import MAX_IDLE_TARGETS
+
+    secret = "s"
+    async with (
+        aemp.Node(nodeid="a", binds=["127.0.0.1:0"], secret=secret) as a,
+        aemp.Node(nodeid="b", seeds=a.listeners, secret=secret) as b,
+    ):
+        servers = [a.port(ask=lambda reply: a.snd(reply, 1)) for _ in range(MAX_IDLE_TARGETS + 20)]
+        for srv in servers:
+            assert await b.cal(srv, "ask", timeout=5) == (1,)
+        remote = b._remotes["a"]
+        kept = [s for s in servers if remote.monitors.get(s.partition("#")[2])]
+        assert kept == servers[-MAX_IDLE_TARGETS:]  # the oldest were dropped
+        a.kil(servers[-1])  # an idle target's port dies: it is forgotten
+        async with asyncio.timeout(5):
+            while servers[-1] in b._calls._targets:
+                await asyncio.sleep(0.005)
         assert not b._calls
 
 
@@ -268,4 +291,4 @@ async def test_a_send_that_raises_leaves_no_call_behind() -> None:
         with pytest.raises(aemp.MessageError, match="binary"):
             b.cal(srv, "echo", b"json cannot carry bytes")
         assert not b._calls and set(b._ports) == ports
-        assert not b._remotes["a"].monitors.get(srv.partition("#")[2])
+        assert len(b._remotes["a"].monitors[srv.partition("#")[2]]) == 1  # the idle one
