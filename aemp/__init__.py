@@ -161,7 +161,7 @@ def rcv(
 def snd(port: str, *msg: Any) -> None:
     """Send a message to a port; returns at once, never blocks."""
     node = CURRENT.get() or current_node()
-    # Node._send's fast path, inlined: this is the hottest call in aemp
+    # Node._send, inlined: this is the hottest call in aemp
     p = node._ports.get(port)
     if p is not None and msg:
         check_message(msg)
@@ -169,6 +169,12 @@ def snd(port: str, *msg: Any) -> None:
         if node._drain_handle is None:
             node._drain_handle = node.loop.call_soon(node._drain)
         return
+    route = node._routes.get(port)
+    if route is not None and msg:
+        link = route[0].link
+        if link is not None:
+            link.send_message(route[1], msg)  # the encoder checks the message
+            return
     node._send_slow(port, msg)
 
 

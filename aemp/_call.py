@@ -1,23 +1,35 @@
 # cal: request/reply on top of ports.
 #
-# A call makes a temporary reply port, monitors the target and starts a
-# timer; the first of reply, death of the target, timeout or cancel() ends
-# it, and all three helpers are undone at once (no monitor is left behind,
-# unlike AnyEvent::MP, whose callback can fire a second time). The result is
-# kept on the object, so awaiting late, awaiting twice or never awaiting all
-# behave, and no future ever holds an exception nobody retrieved.
+# A call makes a temporary reply port, watches the target and keeps a
+# deadline; the first of reply, death of the target, timeout or cancel()
+# ends it, and all three helpers are undone at once (no monitor is left
+# behind, unlike AnyEvent::MP, whose callback can fire a second time). The
+# result is kept on the object, so awaiting late, awaiting twice or never
+# awaiting all behave, and no future ever holds an exception nobody
+# retrieved.
+#
+# Calls are cheap because the helpers are shared, node-wide, in a
+# CallTable: the pending calls to one target share one monitor (kept a
+# while after the last call to a port on another node ends), and calls
+# with the same timeout made within a thousandth of it (at least a
+# millisecond) share a deadline bucket and its one timer. Joining a bucket
+# reads no clock: a timer seals it when that window is over, and it ends
+# after the timeout counted from the end of the window, so no call ends
+# early, and none later than 0.1% of its timeout (1 ms for short ones).
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Generator
+import math
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._errors import CallTimeout, PortDead
+from ._handles import Monitor, Timer
 
 if TYPE_CHECKING:
-    from ._node import Node
+    from ._node import Node, _Port
 
 log = logging.getLogger("aemp.node")
 
@@ -26,20 +38,22 @@ class Call:
     """A pending ``cal``: await it for the reply tuple, or cancel() it."""
 
     __slots__ = (
+        "_bucket",
         "_cb",
         "_done",
         "_err",
         "_exc",
         "_future",
-        "_mon",
         "_node",
         "_owner",
-        "_reply",
+        "_port",
         "_result",
+        "_target",
         "_timeout",
-        "_timer",
         "port",
     )
+    _target: _Target  # set by CallTable.add
+    _bucket: dict[Call, None] | None
 
     def __init__(
         self,
@@ -50,7 +64,9 @@ class Call:
         cb: Callable[..., Any] | None,
         err: Callable[[Exception], Any] | None,
         owner: str | None,
+        reply: _Port,
     ) -> None:
+        """Start a call with ``reply``, a new port of ``node`` (made by Node.cal)."""
         self._node = node
         self.port = port
         self._cb = cb
@@ -61,13 +77,14 @@ class Call:
         self._result: tuple[Any, ...] = ()
         self._exc: BaseException | None = None
         self._future: asyncio.Future[None] | None = None
-        self._reply = node.port(self._on_reply)
-        self._mon = node.mon(port, self._on_death)
-        self._timer = (
-            node.loop.call_later(timeout, self._on_timeout) if timeout is not None else None
-        )
-        node._calls.add(self)
-        node._send(port, (*msg, self._reply))
+        self._port = reply
+        reply.default = self._on_reply
+        node._calls.add(self, port, timeout)
+        try:
+            node._send(port, (*msg, reply.id))
+        except BaseException:
+            self._finish(None, None)  # undo everything, quietly
+            raise
 
     def __repr__(self) -> str:
         return f"<aemp.Call to {self.port!r} {'done' if self._done else 'pending'}>"
@@ -75,7 +92,7 @@ class Call:
     @property
     def reply_port(self) -> str:
         """The temporary port the reply goes to (the last element sent)."""
-        return self._reply
+        return self._port.id
 
     def done(self) -> bool:
         return self._done
@@ -86,9 +103,20 @@ class Call:
             self._finish(None, asyncio.CancelledError())
 
     def _on_reply(self, *reply: Any) -> None:
-        self._finish(reply, None)
+        # _finish for a reply, inlined: the common end of a call
+        if self._done:
+            return
+        self._done = True
+        node = self._node
+        node._calls.remove(self)
+        node._kill(self._port, ())
+        self._result = reply
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+        if self._cb is not None:
+            node._call_in(self._owner, self._cb, reply)
 
-    def _on_death(self, *reason: Any) -> None:
+    def _on_death(self, reason: tuple[Any, ...]) -> None:
         self._finish(None, PortDead(self.port, reason))
 
     def _on_timeout(self) -> None:
@@ -103,13 +131,8 @@ class Call:
             return
         self._done = True
         node = self._node
-        node._calls.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
-        self._mon.cancel()
-        reply = node._ports.get(self._reply)
-        if reply is not None:
-            node._kill(reply, ())
+        node._calls.remove(self)
+        node._kill(self._port, ())
         if result is not None:
             self._result = result
         self._exc = exc
@@ -117,6 +140,8 @@ class Call:
             self._future.set_result(None)
         if self._cb is None or isinstance(exc, asyncio.CancelledError):
             return
+        if exc is None and result is None:
+            return  # undone quietly: the send raised in the constructor
         if exc is None:
             node._call_in(self._owner, self._cb, self._result)
         elif self._err is not None:
@@ -144,3 +169,122 @@ class Call:
 
 def _raise(exc: Exception) -> None:
     raise exc
+
+
+MAX_IDLE_TARGETS = 256  # remote ports called lately whose monitor we keep
+
+
+class _Target:
+    """The pending calls to one port, and the one monitor they share."""
+
+    __slots__ = ("calls", "local", "monitor", "port", "table")
+
+    def __init__(self, table: CallTable, port: str, local: bool) -> None:
+        self.table = table
+        self.port = port
+        self.local = local
+        self.calls: dict[Call, None] = {}
+        self.monitor: Monitor | None = None
+
+    def died(self, *reason: Any) -> None:
+        table = self.table
+        if table._targets.get(self.port) is self:
+            del table._targets[self.port]
+            table._idle.pop(self.port, None)
+        self.monitor = None
+        for call in list(self.calls):
+            call._on_death(reason)
+
+
+class CallTable:
+    """A node's pending calls, with the monitors and deadlines they share.
+
+    Iterating gives the pending calls (a copy: ending one while iterating
+    is fine); its length is their number.
+    """
+
+    __slots__ = ("_idle", "_node", "_open", "_targets")
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._targets: dict[str, _Target] = {}  # every pending call is in one
+        # Targets on other nodes stay a while after their last call ends,
+        # monitor and all: the next call to the same server, the common
+        # case, then costs no monitor. The oldest go first.
+        self._idle: dict[str, None] = {}
+        self._open: dict[float, dict[Call, None]] = {}  # timeout -> bucket taking calls
+
+    def __len__(self) -> int:
+        return sum(len(target.calls) for target in self._targets.values())
+
+    def __iter__(self) -> Iterator[Call]:
+        return iter([call for target in self._targets.values() for call in target.calls])
+
+    def add(self, call: Call, port: str, timeout: float | None) -> None:
+        """Register a new call with its target and its deadline."""
+        target = self._targets.get(port)
+        if target is None:
+            node = self._node
+            local = port.partition("#")[0] == node.id
+            target = self._targets[port] = _Target(self, port, local)
+            target.calls[call] = None
+            # the target's monitor fires from the run queue, never in here
+            target.monitor = node.mon(port, target.died)
+        else:
+            if not target.calls:
+                self._idle.pop(port, None)
+            target.calls[call] = None
+        call._target = target
+        if timeout is None:
+            call._bucket = None
+            return
+        bucket = self._open.get(timeout)
+        if bucket is None:
+            bucket = self._bucket_for(timeout)
+        bucket[call] = None
+        call._bucket = bucket
+
+    def _bucket_for(self, timeout: float) -> dict[Call, None]:
+        # timeouts on a millisecond grid, rounded up, share buckets
+        key = math.ceil(timeout * 1000 - 1e-9) / 1000
+        bucket = self._open.get(key)
+        if bucket is None:
+            bucket = self._open[key] = {}
+            window = key / 1000 if key > 1.0 else 0.001
+            self._later(window, lambda: self._seal(key, bucket))
+            self._later(window + key, lambda: self._expire(bucket))
+        return bucket
+
+    def _later(self, delay: float, fn: Callable[[], None]) -> None:
+        node = self._node
+        node._timers.add(Timer(node, delay, fn))  # so that close() cancels it
+
+    def _seal(self, key: float, bucket: dict[Call, None]) -> None:
+        if self._open.get(key) is bucket:
+            del self._open[key]
+
+    def _expire(self, bucket: dict[Call, None]) -> None:
+        for call in list(bucket):
+            call._on_timeout()
+
+    def remove(self, call: Call) -> None:
+        target = call._target
+        calls = target.calls
+        if call in calls:
+            del calls[call]
+            if not calls and self._targets.get(target.port) is target:
+                if target.local:  # a local monitor would show on the port
+                    self._drop(target)
+                else:
+                    idle = self._idle
+                    idle[target.port] = None
+                    if len(idle) > MAX_IDLE_TARGETS:
+                        self._drop(self._targets[next(iter(idle))])
+        if call._bucket is not None:
+            call._bucket.pop(call, None)
+
+    def _drop(self, target: _Target) -> None:
+        del self._targets[target.port]
+        self._idle.pop(target.port, None)
+        if target.monitor is not None:
+            target.monitor.cancel()

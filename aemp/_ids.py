@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 import socket
@@ -39,15 +40,17 @@ def spawn_prefix() -> str:
 
 def counter_names(prefix: str) -> Iterator[str]:
     """prefix+"a", prefix+"b", ..., prefix+"z", prefix+"aa", ... forever."""
-    n = 0
+    for length in itertools.count(1):
+        yield from _names_of_length(prefix, length)
+
+
+def _names_of_length(prefix: str, length: int) -> Iterator[str]:
+    # each name costs one concatenation: the heads repeat 26 times each
     letters = string.ascii_lowercase
-    while True:
-        n += 1
-        k, out = n, []
-        while k:
-            k, r = divmod(k - 1, 26)
-            out.append(letters[r])
-        yield prefix + "".join(reversed(out))
+    heads = _names_of_length(prefix, length - 1) if length > 1 else iter((prefix,))
+    for head in heads:
+        for c in letters:
+            yield head + c
 
 
 def check_nodeid(nodeid: object, what: str = "node ID") -> str:
@@ -83,7 +86,15 @@ def check_port_id(port: object) -> str:
         raise InvalidID(
             f"port ID must be a str like 'node#name' (got {port!r}, a {type(port).__name__})"
         )
-    if not port or port[0] == "#" or any(c in port for c in " \t\r\n;"):
+    if (
+        not port
+        or port[0] == "#"
+        or " " in port
+        or ";" in port
+        or "\n" in port
+        or "\t" in port
+        or "\r" in port
+    ):
         raise InvalidID(f"port ID {port!r} is malformed: expected 'NODEID#NAME' or 'NODEID'")
     return port
 

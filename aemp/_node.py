@@ -24,11 +24,11 @@ import inspect
 import logging
 import re
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import _runtime
-from ._call import Call
+from ._call import Call, CallTable
 from ._config import Config
 from ._db import Db, DbEntry, DbMonitor, Query
 from ._errors import (
@@ -42,7 +42,7 @@ from ._handles import MON_CALL, MON_KILL, MON_SEND, Monitor, NodeWatch, Timer
 from ._ids import check_port_id, counter_names, expand_nodeid, local_prefix, spawn_prefix
 from ._message import check_message
 from ._remote import Link, Remote
-from ._requests import SPAWN, handle_node_request
+from ._requests import handle_node_request
 from ._runtime import CURRENT, SELF
 from ._transport import Network, make_settings
 
@@ -146,7 +146,7 @@ class Node:
         self._sys.gate = _SYS
         self._tasks: set[asyncio.Future[Any]] = set()
         self._timers: set[Timer] = set()
-        self._calls: set[Call] = set()
+        self._calls = CallTable(self)
         self._node_monitors: dict[Monitor, None] = {}
         self._prefix = self.id + "#"
         self._by_name: dict[str, _Port] = {}  # the same ports, by name, for packets
@@ -299,7 +299,21 @@ class Node:
 
     def snd(self, port: str, *msg: Any) -> None:
         """Send a message; returns at once and never blocks."""
-        self._send(port, msg)
+        # _send, inlined: this is the hottest call in aemp
+        p = self._ports.get(port)
+        if p is not None and msg:
+            check_message(msg)
+            self._queue.append((p, msg))
+            if self._drain_handle is None:
+                self._drain_handle = self.loop.call_soon(self._drain)
+            return
+        route = self._routes.get(port)
+        if route is not None and msg:
+            link = route[0].link
+            if link is not None:
+                link.send_message(route[1], msg)  # the encoder checks the message
+                return
+        self._send_slow(port, msg)
 
     def _send(self, port: str, msg: tuple[Any, ...]) -> None:
         p = self._ports.get(port)
@@ -311,24 +325,33 @@ class Node:
             return
         route = self._routes.get(port)
         if route is not None and msg:
-            remote, name = route
-            link = remote.link
+            link = route[0].link
             if link is not None:
-                link.send([name, *msg])  # the encoder checks the message
+                link.send_message(route[1], msg)  # the encoder checks the message
                 return
         self._send_slow(port, msg)
 
     def _send_slow(self, port: str, msg: tuple[Any, ...]) -> None:
-        self._check_open()
+        if self.closed:
+            self._check_open()
         check_port_id(port)
-        check_message(msg)
         node, _, name = port.partition("#")
         if node != self.id:
-            remote = self._remote(node)
-            if name and len(self._routes) < 100_000:
-                self._routes[port] = (remote, name)
-            remote.send([name, *msg])
-        elif not name:
+            remote = self._remotes.get(node) or self._remote(node)
+            if name:
+                routes = self._routes
+                if len(routes) >= 100_000:
+                    routes.clear()  # reply ports pass through once; the hot ones return
+                routes[port] = (remote, name)
+            link = remote.link
+            if link is not None and msg:
+                link.send_message(name, msg)  # the encoder checks the message
+            else:
+                check_message(msg)
+                remote.send([name, *msg])
+            return
+        check_message(msg)
+        if not name:
             self._post(self._node_request, None, list(msg))
         # else: a dead local port; the message is dropped like any other to it
 
@@ -689,27 +712,69 @@ class Node:
                 w._notify(remote.id, False, reason)
             self._db.node_down(remote.id)
 
-    def _receive(self, remote: Remote, packets: list[list[Any]]) -> None:
-        """Packets from another node: messages to our ports and node requests."""
-        ports, q = self._by_name, self._queue
+    def _receive(self, remote: Remote, packets: Iterable[list[Any]]) -> None:
+        """Packets from another node: messages to our ports and node requests.
+
+        The transport calls this from the event loop, never from inside a
+        callback. With the run queue empty the packets are delivered at
+        once, each as it is decoded; else they wait behind what is queued,
+        in one entry, so that a node's packets never overtake each other.
+        """
+        if self._queue:
+            self._post(self._deliver_packets, remote, list(packets))
+            return
+        t_node = CURRENT.set(self)
+        t_self = SELF.set(None)
+        try:
+            self._deliver_packets(remote, packets)
+        finally:
+            SELF.reset(t_self)
+            CURRENT.reset(t_node)
+
+    def _deliver_packets(self, remote: Remote, packets: Iterable[Any]) -> None:
+        """The loop body of _drain for packets [portname, *message] (as the
+        run queue, the backlog takes such a list's tail as a message)."""
+        ports = self._by_name
+        set_self = SELF.set
+        cur = None
         for pkt in packets:
             if len(pkt) < 2:
                 continue  # [] and [name]: nothing to deliver (a keepalive at most)
-            name = pkt[0]
-            if name:
-                p = ports.get(name)
-                if p is not None:
-                    del pkt[0]
-                    q.append((p, pkt))
-                # else: no such port; dropped as the protocol says
-            elif pkt[1] == SPAWN:
-                # the new port must exist before the packets behind this one
-                # are looked up; its init function still runs from the queue
-                handle_node_request(self, remote, pkt[1:])
-            else:
-                q.append((self._sys, (self._node_request, remote, pkt[1:])))
-        if q and self._drain_handle is None:
-            self._drain_handle = self.loop.call_soon(self._drain)
+            p = ports.get(pkt[0])
+            if p is None:
+                if not pkt[0]:
+                    set_self(None)
+                    cur = None
+                    try:
+                        handle_node_request(self, remote, pkt[1:])
+                    except Exception:
+                        log.exception("node %s: node request %.60r failed", self.id, pkt[1])
+                continue  # else: no such port; dropped as the protocol says
+            if p.gate is not None:
+                self._gated(p, pkt[1:])
+                continue
+            if p is not cur:
+                cur = p
+                set_self(p.id)
+            try:
+                tags = p.tags
+                cb = None
+                if tags is not None:
+                    tag = pkt[1]
+                    if type(tag) is str:
+                        cb = tags.get(tag)
+                if cb is not None:
+                    r = cb(*pkt[2:])
+                else:
+                    cb = p.default
+                    if cb is None:
+                        self._unhandled(p, pkt[1:])
+                        continue
+                    r = cb(*pkt[1:])
+                if r is not None and inspect.isawaitable(r):
+                    self._start_async(p, r)
+            except Exception as e:
+                self._die(p, e)
 
     def up_nodes(self) -> list[str]:
         """The IDs of the nodes this node is connected to now."""
@@ -791,16 +856,26 @@ class Node:
         reply is passed as ``cb(*reply)`` and a failure as ``err(exc)``
         (without ``err`` a failure kills the calling port).
         """
-        self._check_open()
-        check_port_id(port)
-        check_message(msg)
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        if self.closed:
+            self._check_open()
+        if port not in self._routes and port not in self._ports:  # else known good
+            check_port_id(port)
+        if not msg:
+            check_message(msg)  # raises; the send checks the rest
+        if timeout is not None and not (
+            (
+                type(timeout) is float
+                or type(timeout) is int  # a bool is no int here, as it should be
+                or (isinstance(timeout, int | float) and not isinstance(timeout, bool))
+            )
+            and timeout > 0
         ):
             raise TypeError(f"cal: timeout must be a positive number or None (got {timeout!r})")
-        if cb is not None:
-            _check_callback("cal cb", cb)
-        return Call(self, port, msg, timeout, cb, err, SELF.get())
+        if cb is not None and not callable(cb):
+            raise TypeError(f"cal cb must be callable or None (got {cb!r}, a {type(cb).__name__})")
+        pid = next(self._names)  # the reply port, made here without port()'s checks
+        reply = self._ports[pid] = self._by_name[pid[len(self._prefix) :]] = _Port(pid)
+        return Call(self, port, msg, timeout, cb, err, SELF.get(), reply)
 
     def NODE(self) -> str:
         return self.id

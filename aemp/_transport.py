@@ -3,10 +3,11 @@
 # One _Conn per TCP connection, either direction. Until the handshake ends
 # it feeds bytes to wire.Connection and acts on its events; after it, bytes
 # go through the core's fast path straight to the node. Outgoing packets
-# are encoded at once (so a bad message raises in the caller's snd) and
-# collected; one write per event-loop turn sends them all, so a burst of
-# small sends costs one system call. Heartbeats and limits live here: the
-# core has no clock.
+# are encoded at once (so a bad message raises in the caller's snd). A
+# lone packet is written at once (a request or a reply waits for nothing);
+# the ones behind it are collected and written together at the end of the
+# loop turn, so a burst of small sends costs two system calls. Heartbeats
+# and limits live here: the core has no clock.
 
 from __future__ import annotations
 
@@ -66,12 +67,14 @@ class _Conn(asyncio.Protocol):
         self.remote: Remote | None = None
         self.wire = wire.Connection(net.settings, peeraddr=peeraddr)
         self._encode = self.wire.encode
+        self._encode_message = self.wire.encode_message
         self.transport: asyncio.Transport | None = None
         self.open = False
         self.closed = False
         self.why = ""
-        self._chunks: list[bytes] = []
+        self._chunks: list[bytes] = []  # encoded, to be written by _flush
         self._flush_handle: asyncio.Handle | None = None
+        self._wrote = False  # written at once lately: queue for _flush now
         self._timer: asyncio.TimerHandle | None = None
         self._last_in = self._last_out = time.monotonic()
         self._hb: float | None = None
@@ -90,6 +93,7 @@ class _Conn(asyncio.Protocol):
                 self.peeraddr = format_address(peer[0], peer[1])
                 self.wire = wire.Connection(self.net.settings, peeraddr=self.peeraddr)
                 self._encode = self.wire.encode
+                self._encode_message = self.wire.encode_message
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -108,10 +112,12 @@ class _Conn(asyncio.Protocol):
         self._last_in = time.monotonic()
         try:
             if self.open:
-                packets = self.wire.receive_packets(data)
-                if packets:
-                    assert self.remote is not None
-                    self.node._receive(self.remote, packets)
+                assert self.remote is not None
+                if not self._chunks:
+                    self._wrote = False  # the first reply may go at once
+                self.node._receive(self.remote, self.wire.receive_iter(data))
+                if self._chunks:  # replies go out now, not a loop turn later
+                    self._flush()
                 return
             self.wire.receive_data(data)
             self._handshake()
@@ -152,6 +158,7 @@ class _Conn(asyncio.Protocol):
             self._timer.cancel()
         self.open = True
         self._encode = self.wire.encoder.encode
+        self._encode_message = self.wire.encoder.encode_message
         self.remote_id = ev.remote_nodeid
         own_hb = self.net.settings.heartbeat
         if own_hb is not None and ev.remote_heartbeat is not None:
@@ -192,22 +199,58 @@ class _Conn(asyncio.Protocol):
     # -- sending ----------------------------------------------------------
 
     def send(self, packet: list[Any]) -> None:
-        """Encode now (errors raise here), write at the end of this loop turn."""
+        """Encode now (errors raise here) and write: at once if nothing was
+        written lately, else with the others at the end of this loop turn."""
         if self.closed:
             return
-        self._chunks.append(self._encode(packet))
-        if self._flush_handle is None:
-            self._flush_handle = self.node.loop.call_soon(self._flush)
+        data = self._encode(packet)
+        if self._wrote:
+            self._chunks.append(data)
+            if self._flush_handle is None:
+                self._flush_handle = self.node.loop.call_soon(self._flush)
+        else:
+            self._write_now(data)
+
+    def send_message(self, portname: str, msg: tuple[Any, ...]) -> None:
+        """send([portname, *msg]) for a non-empty msg: the hot path of snd."""
+        if self.closed:
+            return
+        data = self._encode_message(portname, msg)
+        if self._wrote:
+            self._chunks.append(data)
+            if self._flush_handle is None:
+                self._flush_handle = self.node.loop.call_soon(self._flush)
+        else:
+            self._write_now(data)
+
+    def _write_now(self, data: bytes) -> None:
+        # A lone packet (a request, a reply) leaves without waiting for the
+        # loop turn to end. The packets behind it, until this connection
+        # next receives or flushes, are collected and written together at
+        # the end of the turn: a burst costs two writes, a reply none late.
+        self._wrote = True
+        transport = self.transport
+        assert transport is not None
+        self._last_out = time.monotonic()
+        transport.write(self.wire.wrap(data))
+        if transport.get_write_buffer_size() > SEND_BUFFER_LIMIT and self._flush_handle is None:
+            self._flush_handle = self.node.loop.call_soon(self._flush)  # it fails us, from the loop
 
     def _flush(self) -> None:
-        self._flush_handle = None
-        if self.closed or not self._chunks or self.transport is None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        transport = self.transport
+        if self.closed or transport is None:
             return
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        self._last_out = time.monotonic()
-        self.transport.write(self.wire.wrap(data))
-        if self.transport.get_write_buffer_size() > SEND_BUFFER_LIMIT:
+        if self._chunks:
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+            self._last_out = time.monotonic()
+            transport.write(self.wire.wrap(data))
+        self._wrote = False
+        # checked here, from the loop, never inside a caller's send
+        if transport.get_write_buffer_size() > SEND_BUFFER_LIMIT:
             self.fail(f"peer is not reading: more than {SEND_BUFFER_LIMIT} bytes unsent")
 
     # -- closing ----------------------------------------------------------
@@ -217,7 +260,6 @@ class _Conn(asyncio.Protocol):
         if self.closed:
             return
         if self._flush_handle is not None:
-            self._flush_handle.cancel()
             self._flush()
         self._shutdown(reason)
 

@@ -171,3 +171,124 @@ async def test_cal_bad_arguments(node: aemp.Node) -> None:
         node.cal(node.port(), object())
     with pytest.raises(aemp.InvalidID):
         node.cal("", "x")
+    for bad in (True, -1, "5", float("nan")):
+        with pytest.raises(TypeError, match="timeout must be a positive number"):
+            node.cal(node.port(), "x", timeout=bad)
+    assert not node._calls
+
+
+async def test_pending_calls_to_one_port_share_one_monitor(node: aemp.Node) -> None:
+    held: list[str] = []
+    srv = node.port(ask=held.append)
+    calls = [node.cal(srv, "ask") for _ in range(100)]
+    other = node.port(ask=lambda reply: None)
+    calls.append(node.cal(other, "ask", timeout=5))
+    await settle()
+    assert len(held) == 100
+    assert len(node._ports[srv].monitors or ()) == 1
+    assert len(node._ports[other].monitors or ()) == 1
+    for reply in held[:50]:
+        node.snd(reply, "ok")
+    await settle()
+    assert [c.done() for c in calls] == [True] * 50 + [False] * 51
+    assert len(node._ports[srv].monitors or ()) == 1
+    node.kil(srv, "gone", 1)
+    await settle()
+    assert all(c.done() for c in calls[:100]) and not calls[100].done()
+    for call in calls[50:100]:
+        with pytest.raises(aemp.PortDead) as ei:
+            await call
+        assert ei.value.reason == ("gone", 1)
+    calls[100].cancel()
+    assert not node._calls and not node._ports[other].monitors
+
+
+async def test_calls_to_a_remote_port_share_one_subscription() -> None:
+    secret = "s"
+    async with (
+        aemp.Node(nodeid="a", binds=["127.0.0.1:0"], secret=secret) as a,
+        aemp.Node(nodeid="b", seeds=a.listeners, secret=secret) as b,
+    ):
+        held: list[str] = []
+        srv = a.port(ask=held.append)
+        calls = [b.cal(srv, "ask", timeout=5) for _ in range(200)]
+        async with asyncio.timeout(5):
+            while len(held) < 200:
+                await asyncio.sleep(0.005)
+        name = srv.partition("#")[2]
+        assert len(b._remotes["a"].monitors[name]) == 1
+        assert a._ports[srv].watchers == {"b"}
+        for reply in held:
+            a.snd(reply, "ok")
+        assert [await c for c in calls] == [("ok",)] * 200
+        assert not b._calls
+        # the monitor stays for the next call to this port, unseen by users
+        assert len(b._remotes["a"].monitors[name]) == 1
+        # a death reaches every pending call at once
+        held.clear()
+        calls = [b.cal(srv, "ask", timeout=5) for _ in range(20)]
+        async with asyncio.timeout(5):
+            while len(held) < 20:
+                await asyncio.sleep(0.005)
+        assert len(b._remotes["a"].monitors[name]) == 1
+        a.kil(srv, "bye")
+        for call in calls:
+            with pytest.raises(aemp.PortDead, match="bye"):
+                await call
+        assert not b._calls and name not in b._remotes["a"].monitors
+
+
+async def test_idle_remote_targets_are_bounded() -> None:
+    from aemp._call import MAX_IDLE_TARGETS
+
+    secret = "s"
+    async with (
+        aemp.Node(nodeid="a", binds=["127.0.0.1:0"], secret=secret) as a,
+        aemp.Node(nodeid="b", seeds=a.listeners, secret=secret) as b,
+    ):
+        servers = [a.port(ask=lambda reply: a.snd(reply, 1)) for _ in range(MAX_IDLE_TARGETS + 20)]
+        for srv in servers:
+            assert await b.cal(srv, "ask", timeout=5) == (1,)
+        remote = b._remotes["a"]
+        kept = [s for s in servers if remote.monitors.get(s.partition("#")[2])]
+        assert kept == servers[-MAX_IDLE_TARGETS:]  # the oldest were dropped
+        a.kil(servers[-1])  # an idle target's port dies: it is forgotten
+        async with asyncio.timeout(5):
+            while servers[-1] in b._calls._targets:
+                await asyncio.sleep(0.005)
+        assert not b._calls
+
+
+async def test_timeouts_are_never_early_and_barely_late(node: aemp.Node) -> None:
+    silent = node.port(ask=lambda reply: None)
+    loop = asyncio.get_running_loop()
+    long = node.cal(silent, "ask", timeout=60)  # arms the shared timer for later
+    ended: dict[float, float] = {}
+
+    async def timed(limit: float) -> None:
+        t0 = loop.time()
+        with pytest.raises(aemp.CallTimeout):
+            await node.cal(silent, "ask", timeout=limit)
+        ended[limit] = loop.time() - t0
+
+    await asyncio.gather(*(timed(t) for t in (0.08, 0.02, 0.05, 0.02)))
+    for timeout, took in ended.items():  # early only by the loop's clock resolution
+        assert timeout - 0.002 <= took < timeout + 0.04, (timeout, took)
+    assert not long.done()
+    long.cancel()
+    assert not node._calls
+
+
+async def test_a_send_that_raises_leaves_no_call_behind() -> None:
+    secret = "s"
+    async with (
+        aemp.Node(nodeid="a", binds=["127.0.0.1:0"], secret=secret, framing_format=["json"]) as a,
+        aemp.Node(nodeid="b", seeds=a.listeners, secret=secret, framing_format=["json"]) as b,
+    ):
+        srv = a.port(echo=lambda *m: a.snd(m[-1], *m[:-1]))
+        assert await b.cal(srv, "echo", 1) == (1,)
+        ports = set(b._ports)
+        with pytest.raises(aemp.MessageError, match="binary"):
+            b.cal(srv, "echo", b"json cannot carry bytes")
+        assert not b._calls and set(b._ports) == ports
+        assert len(b._remotes["a"].monitors[srv.partition("#")[2]]) == 1  # the idle one

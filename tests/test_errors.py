@@ -9,7 +9,9 @@ import pytest
 import aemp
 
 
-@pytest.mark.parametrize("bad", ["", "#name", "a b#c", "a;b", "x\n", 5, None, b"node#p"])
+@pytest.mark.parametrize(
+    "bad", ["", "#name", "a b#c", "a;b", "x\n", "a#b\tc", "a#\r", 5, None, b"node#p"]
+)
 async def test_malformed_port_ids(node: aemp.Node, bad: object) -> None:
     with pytest.raises(aemp.InvalidID) as ei:
         node.snd(bad, "x")  # type: ignore[arg-type]

@@ -235,6 +235,20 @@ async def test_port_names_are_unique_and_never_reused(node: aemp.Node) -> None:
     assert not set(ids) & {node.port() for _ in range(100)}
 
 
+def test_port_name_counter_runs_a_to_z_then_aa() -> None:
+    from aemp._ids import counter_names
+
+    def spelled(n: int) -> str:  # bijective base 26: 1 = a, 26 = z, 27 = aa
+        out = ""
+        while n:
+            n, r = divmod(n - 1, 26)
+            out = "abcdefghijklmnopqrstuvwxyz"[r] + out
+        return out
+
+    names = counter_names("n#P")
+    assert [next(names) for _ in range(20_000)] == ["n#P" + spelled(n) for n in range(1, 20_001)]
+
+
 async def test_same_nodeid_gets_fresh_port_names() -> None:
     async with aemp.Node(nodeid="same") as a:
         first = {a.port() for _ in range(100)}

@@ -536,7 +536,7 @@ BAD_PACKETS = {
 }
 
 
-@pytest.mark.parametrize("path", ["fast", "events"])
+@pytest.mark.parametrize("path", ["fast", "iter", "events"])
 @pytest.mark.parametrize(
     ("framing", "reason"), [(f, r) for f, bad in BAD_PACKETS.items() for r in bad]
 )
@@ -544,17 +544,41 @@ def test_bad_packets_fail_the_connection(framing: str, reason: str, path: str) -
     a, b = _open(framing)
     good = a.conn.wrap(a.conn.encode(["p", 1]))
     bad = BAD_PACKETS[framing][reason]
+    seen: list[list[Any]] = []
     with pytest.raises(RemoteProtocolError) as info:
         if path == "fast":
             b.conn.receive_packets(good + bad)
+        elif path == "iter":
+            for packet in b.conn.receive_iter(good + bad):
+                seen.append(packet)
+                assert b.conn.state is State.OPEN
         else:
             b.conn.receive_data(good + bad)
             while b.conn.next_event() is not NEED_DATA:
                 pass
     assert reason in str(info.value).lower().replace("max_packet", "too large")
     assert b.conn.state is State.FAILED
+    # the iterator hands out what came before the bad packet (msgpack decodes
+    # one packet at a time; json finds the error before handing out any)
+    assert seen == ([["p", 1]] if framing == "msgpack" and path == "iter" else [])
     with pytest.raises(LocalProtocolError):
         b.conn.receive_packets(good)
+    with pytest.raises(LocalProtocolError):
+        b.conn.receive_iter(good)
+
+
+@pytest.mark.parametrize("framing", ["msgpack", "json"])
+def test_receive_iter_hands_out_packets_in_order(framing: str) -> None:
+    a, b = _open(framing, max_packet=4096)
+    batch = [["port", "ping", i, "x" * 32] for i in range(200)]
+    raw = a.conn.wrap(b"".join(map(a.conn.encode, batch)))
+    got: list[list[Any]] = []
+    for i in range(0, len(raw), 333):  # split inside packets
+        got += b.conn.receive_iter(raw[i : i + 333])
+    assert got == batch
+    assert b.conn.state is State.OPEN
+    assert list(b.conn.receive_iter(b"")) == []  # the end of the stream
+    assert b.conn.next_event() == ConnectionClosed()
 
 
 def test_sending_is_checked_before_anything_is_queued() -> None:

@@ -112,6 +112,24 @@ def test_unsendable_values_raise_message_error_naming_them(
     assert make_decoder(framing).feed(good) == [["port", "ok", 1]]
 
 
+@pytest.mark.parametrize("framing", ["msgpack", "json"])
+@pytest.mark.parametrize(
+    ("packet", "named"),
+    [(p, n) for p, n in [*BAD_FOR_BOTH, (_nested(600), "nested")] if isinstance(p, list) and p],
+)
+def test_encode_message_checks_as_encode_does(framing: str, packet: Any, named: str) -> None:
+    enc = make_encoder(framing)
+    if not isinstance(packet[0], str):
+        return  # encode_message takes the port name as a str
+    with pytest.raises(MessageError) as info:
+        enc.encode_message(packet[0], tuple(packet[1:]))
+    assert named.lower() in str(info.value).lower()
+    msg = ("ping", 1, -(2**63), 2**64 - 1, 1.5, None, True, "x" * 40, [1, {"k": []}])
+    assert enc.encode_message("port", msg) == enc.encode(["port", *msg])
+    with pytest.raises(MessageError, match="exceeds max_packet"):
+        make_encoder(framing, max_packet=100).encode_message("p", ("x" * 200,))
+
+
 @pytest.mark.parametrize(("packet", "named"), BAD_FOR_JSON)
 def test_json_refuses_what_json_cannot_carry(packet: Any, named: str) -> None:
     with pytest.raises(MessageError) as info:

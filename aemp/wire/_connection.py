@@ -9,7 +9,8 @@
 #
 # The handshake is event by event; the data phase has a fast path instead:
 # encode() and wrap() to batch outgoing packets into one write, and
-# receive_packets() to decode incoming bytes straight into packets.
+# receive_packets() (or receive_iter(), one packet at a time) to decode
+# incoming bytes straight into packets.
 
 from __future__ import annotations
 
@@ -76,6 +77,9 @@ class _NotOpen:
 
     def encode(self, packet: Sequence[Any]) -> bytes:
         raise LocalProtocolError("cannot encode packets before the handshake is complete")
+
+    def encode_message(self, portname: str, msg: Sequence[Any]) -> bytes:
+        return self.encode([portname, *msg])
 
 
 class Connection:
@@ -366,6 +370,23 @@ class Connection:
             self._fail(exc)
             raise
 
+    def receive_iter(self, data: bytes) -> Iterable[list[Any]]:
+        """receive_packets() that hands each packet out as soon as it is
+        decoded: run the result to the end before the next call. An error
+        is raised by the iteration, after the packets in front of it."""
+        if self._state is not State.OPEN:
+            raise LocalProtocolError(
+                f"receive_iter() needs an open connection (state {self._state.value})"
+            )
+        if self._tls is None and data and not self._rbuf and not self._packets:
+            return self._decoder.packets(data, self._data_error)  # type: ignore[union-attr]
+        return self.receive_packets(data)
+
+    def _data_error(self, exc: RemoteProtocolError) -> None:
+        # the caller may have closed the connection while it iterated
+        if self._state is State.OPEN:
+            self._fail(exc)
+
     def encode(self, packet: Sequence[Any]) -> bytes:
         """One packet [portname, *message] as bytes in our send framing.
 
@@ -373,6 +394,11 @@ class Connection:
         Concatenate the results and pass them through wrap() to send.
         """
         return self._encoder.encode(packet)
+
+    def encode_message(self, portname: str, msg: Sequence[Any]) -> bytes:
+        """encode([portname, *msg]) for a non-empty msg, without building the
+        packet first when the message is flat."""
+        return self._encoder.encode_message(portname, msg)
 
     @property
     def encoder(self) -> Encoder:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import msgpack
@@ -68,16 +69,24 @@ class MsgpackDecoder:
         return self._fed != self._boundary
 
     def feed(self, data: bytes) -> list[Packet]:
+        return list(self.packets(data))
+
+    def packets(
+        self, data: bytes, on_error: Callable[[RemoteProtocolError], None] | None = None
+    ) -> Iterator[Packet]:
+        """feed() as a generator: each packet is handed out as soon as it is
+        decoded, so a receiver can act on it while it is fresh in the cache.
+        Run it to the end before feeding more; an error is raised by the
+        iteration (after on_error is told), behind the packets before it."""
         up = self._unpacker
         tell = up.tell
-        out: list[Packet] = []
-        append = out.append
         pos, size = 0, len(data)
+        boundary = self._boundary
         try:
             while True:
                 # the unpacker consumes the headers of a partial packet, so its
                 # buffer does not bound a packet; we count bytes ourselves
-                room = self._max - (self._fed - self._boundary)
+                room = self._max - (self._fed - boundary)
                 if size - pos <= room:
                     chunk = data[pos:] if pos else data
                 elif room <= 0:
@@ -91,21 +100,27 @@ class MsgpackDecoder:
                 # ends by consuming the start of the next, partial packet
                 # (its headers and whole elements), so a single tell() there
                 # would hide that packet from has_partial() and from the limit
-                boundary = self._boundary
                 for packet in up:
                     if type(packet) is not list or (packet and type(packet[0]) is not str):
                         raise _bad_packet(packet)
-                    append(packet)
                     boundary = tell()
-                self._boundary = boundary
+                    yield packet
                 if pos >= size:
-                    return out
-        except RemoteProtocolError:
+                    return
+        except RemoteProtocolError as exc:
+            if on_error is not None:
+                on_error(exc)
             raise
         except Exception as exc:
             if "max_ext_len" in str(exc):  # how msgpack refuses timestamps for us
-                raise _refused_ext() from exc
-            raise RemoteProtocolError(f"invalid msgpack from the peer: {exc}") from exc
+                error = _refused_ext()
+            else:
+                error = RemoteProtocolError(f"invalid msgpack from the peer: {exc}")
+            if on_error is not None:
+                on_error(error)
+            raise error from exc
+        finally:  # also when the consumer stops early: what it took is gone
+            self._boundary = boundary
 
 
 def _refuse_constant(name: str) -> NoReturn:
@@ -135,6 +150,17 @@ class JsonDecoder:
 
     def has_partial(self) -> bool:
         return bool(self._parts) or bool(self._utf8.getstate()[0])
+
+    def packets(
+        self, data: bytes, on_error: Callable[[RemoteProtocolError], None] | None = None
+    ) -> list[Packet]:
+        """feed(), telling on_error of an error before raising it."""
+        try:
+            return self.feed(data)
+        except RemoteProtocolError as exc:
+            if on_error is not None:
+                on_error(exc)
+            raise
 
     def feed(self, data: bytes) -> list[Packet]:
         try:

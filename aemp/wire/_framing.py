@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import msgpack
@@ -34,11 +34,17 @@ class Encoder(Protocol):
 
     def encode(self, packet: Sequence[Any]) -> bytes: ...
 
+    def encode_message(self, portname: str, msg: Sequence[Any]) -> bytes: ...
+
 
 class Decoder(Protocol):
     name: str
 
     def feed(self, data: bytes) -> list[Packet]: ...
+
+    def packets(
+        self, data: bytes, on_error: Callable[[RemoteProtocolError], None] | None = None
+    ) -> Iterable[Packet]: ...
 
     def has_partial(self) -> bool: ...
 
@@ -200,6 +206,22 @@ class MsgpackEncoder:
             raise _too_large(packet, len(data), self._max)
         return data
 
+    def encode_message(
+        self, portname: str, msg: Sequence[Any], _scalars: frozenset[type] = _SCALARS_BIN
+    ) -> bytes:
+        """encode([portname, *msg]) for a non-empty msg, a little faster."""
+        for item in msg:
+            if type(item) not in _scalars:
+                return self.encode([portname, *msg])
+        packet = [portname, *msg]
+        try:
+            data: bytes = self._pack(packet)
+        except Exception as exc:
+            raise _explain(packet, True, exc) from exc
+        if len(data) > self._max:
+            raise _too_large(packet, len(data), self._max)
+        return data
+
 
 class JsonEncoder:
     """Compact UTF-8 JSON arrays, as JSON::XS::encode_json writes them."""
@@ -236,3 +258,7 @@ class JsonEncoder:
         if len(data) > self._max:
             raise _too_large(packet, len(data), self._max)
         return data
+
+    def encode_message(self, portname: str, msg: Sequence[Any]) -> bytes:
+        """encode([portname, *msg])."""
+        return self.encode([portname, *msg])
