@@ -3,7 +3,11 @@
 The peer (bench/peer.py) runs in its own process, once as an aemp node and
 once as the raw reference: asyncio + uvloop TCP, msgpack Packer/Unpacker,
 writes batched per event-loop turn, the same message shapes. Each figure is
-printed next to the reference measured in the same run.
+printed next to the reference measured in the same run: aemp and the
+reference take turns over three rounds, so that a slow spell of a noisy
+machine hits both. remote_cal_pipelined keeps 1,000 calls outstanding,
+each reply making the next call; its reference does the same with raw
+echo requests, and the figure also names the issue's target.
 """
 
 from __future__ import annotations
@@ -82,25 +86,27 @@ async def aemp_cal(peer: Peer, n: int) -> list[float]:
 
 
 async def aemp_pipelined(peer: Peer, n: int, window: int = 1000) -> float:
+    """cal with `window` calls outstanding: each reply makes the next call
+    (as the raw reference does), from the callback form of cal."""
     async with aemp.Node(nodeid="bench", seeds=[peer.info["listener"]], secret=SECRET) as node:
         target = peer.info["port"]
         await node.cal(target, "echo", 0, timeout=10)
-        t0 = time.perf_counter()
-        done = 0
-        sem = asyncio.Semaphore(window)
-        loop = asyncio.get_running_loop()
-        finished = loop.create_future()
+        finished = node.loop.create_future()
+        sent = done = 0
 
         def got(*_: Any) -> None:
-            nonlocal done
+            nonlocal sent, done
             done += 1
-            sem.release()
-            if done == n:
+            if sent < n:
+                node.cal(target, "echo", sent, cb=got, timeout=LIMIT_S)
+                sent += 1
+            elif done == n:
                 finished.set_result(None)
 
-        for i in range(n):
-            await sem.acquire()
+        t0 = time.perf_counter()
+        for i in range(min(window, n)):
             node.cal(target, "echo", i, cb=got, timeout=LIMIT_S)
+            sent += 1
         await finished
         return n / (time.perf_counter() - t0)
 
@@ -169,6 +175,40 @@ async def raw_cal(peer: Peer, n: int) -> list[float]:
     return out
 
 
+async def raw_pipelined(peer: Peer, n: int, window: int = 1000) -> float:
+    """Echo requests with `window` outstanding: each reply sends the next
+    request, and the requests a read brings about go out in one write."""
+    loop = asyncio.get_running_loop()
+    finished = loop.create_future()
+    packer = msgpack.Packer()
+
+    class Client(RawClient):
+        sent = done = 0
+
+        def data_received(self, data: bytes) -> None:
+            self.unpacker.feed(data)
+            out = []
+            for _ in self.unpacker:
+                self.done += 1
+                if self.sent < n:
+                    out.append(packer.pack(["echo", self.sent]))
+                    self.sent += 1
+            if out:
+                self.transport.write(b"".join(out))
+            if self.done == n and not finished.done():
+                finished.set_result(None)
+
+    host, port = peer.info["listener"].rsplit(":", 1)
+    _, c = await loop.create_connection(Client, host, int(port))
+    t0 = time.perf_counter()
+    c.sent = min(window, n)
+    c.transport.write(b"".join(packer.pack(["echo", i]) for i in range(c.sent)))
+    await finished
+    rate = n / (time.perf_counter() - t0)
+    c.transport.close()
+    return rate
+
+
 # ---------------------------------------------------------------- driver
 
 
@@ -185,32 +225,40 @@ def _p(values: list[float], q: float) -> float:
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
+    # aemp and its reference take turns, so that a slow spell of a noisy
+    # machine hits both; throughput is the best round of each, latency the
+    # percentiles of all rounds together
+    rounds = 3
     n = 100_000 if quick else 1_000_000
     ncal = 2_000 if quick else 10_000
+    npipe = 20_000 if quick else 200_000
     out: list[dict[str, Any]] = []
 
-    rate, cpu = max(_with_peer("aemp", aemp_oneway, n) for _ in range(1 if quick else 2))
-    rref, cref = max(_with_peer("raw", raw_oneway, n) for _ in range(1 if quick else 2))
+    ow = [
+        (_with_peer("aemp", aemp_oneway, n), _with_peer("raw", raw_oneway, n))
+        for _ in range(rounds)
+    ]
+    (rate, cpu), (rref, cref) = max(a for a, _ in ow), max(r for _, r in ow)
     out.append(_fig("remote_oneway", rate, "msgs/s", rref))
+    cpu, cref = min(a[1] for a, _ in ow), min(r[1] for _, r in ow)
     out.append(_fig("remote_oneway_cpu", cpu * 1e6, "us CPU/msg (lower is better)", cref * 1e6))
 
-    lat = _with_peer("aemp", aemp_cal, ncal)
-    lref = _with_peer("raw", raw_cal, ncal)
+    lat: list[float] = []
+    lref: list[float] = []
+    for _ in range(rounds):
+        lat += _with_peer("aemp", aemp_cal, ncal // rounds)
+        lref += _with_peer("raw", raw_cal, ncal // rounds)
     out.append(_fig("remote_cal", _p(lat, 50), "us p50 (lower is better)", _p(lref, 50)))
     out[-1]["p99"] = round(_p(lat, 99), 1)
     out[-1]["reference_p99"] = round(_p(lref, 99), 1)
 
-    prate = _with_peer("aemp", aemp_pipelined, 20_000 if quick else 200_000)
-    out.append(
-        {
-            "bench": "remote_cal_pipelined",
-            "value": round(prate),
-            "unit": "calls/s",
-            "reference": "target 300000 calls/s",
-            "reference_value": 300_000,
-            "ratio": round(prate / 300_000, 3),
-        }
-    )
+    pp = [
+        (_with_peer("aemp", aemp_pipelined, npipe), _with_peer("raw", raw_pipelined, npipe))
+        for _ in range(rounds)
+    ]
+    prate, pref = max(a for a, _ in pp), max(r for _, r in pp)
+    out.append(_fig("remote_cal_pipelined", prate, "calls/s", pref))
+    out[-1]["target"] = 300_000
     return out
 
 
