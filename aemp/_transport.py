@@ -16,6 +16,7 @@ import logging
 import random
 import socket
 import time
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from . import wire
@@ -72,6 +73,9 @@ class _Conn(asyncio.Protocol):
         self.open = False
         self.closed = False
         self.why = ""
+        # the data phase: the core's receive and wrap (None: no wrapping)
+        self._receive: Callable[[bytes], Iterable[list[Any]]] | None = None
+        self._wrap: Callable[[bytes], bytes] | None = None
         self._chunks: list[bytes] = []  # encoded, to be written by _flush
         self._flush_handle: asyncio.Handle | None = None
         self._wrote = False  # written at once lately: queue for _flush now
@@ -110,15 +114,21 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_in = time.monotonic()
-        try:
-            if self.open:
-                assert self.remote is not None
-                if not self._chunks:
-                    self._wrote = False  # the first reply may go at once
-                self.node._receive(self.remote, self.wire.receive_iter(data))
-                if self._chunks:  # replies go out now, not a loop turn later
-                    self._flush()
+        receive = self._receive
+        if receive is not None:  # the data phase
+            if not self._chunks:
+                self._wrote = False  # the first reply may go at once
+            try:
+                self.node._receive(self.remote, receive(data))  # type: ignore[arg-type]
+            except RemoteProtocolError as e:
+                self.fail(str(e))
                 return
+            if self._chunks:  # replies go out now, not a loop turn later
+                self._flush()
+            return
+        if self.closed:
+            return
+        try:
             self.wire.receive_data(data)
             self._handshake()
         except RemoteProtocolError as e:
@@ -182,6 +192,8 @@ class _Conn(asyncio.Protocol):
         ev2 = self.wire.next_event()
         if isinstance(ev2, wire.Packets) and self.remote is not None and not self.closed:
             self.node._receive(self.remote, ev2.packets)
+        if not self.closed and self.remote is not None:
+            self._receive, self._wrap = self.wire.data_phase()
 
     def _handshake_timeout(self) -> None:
         self.fail("Connection timed out (handshake did not finish within monitor_timeout)")
@@ -232,7 +244,8 @@ class _Conn(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         self._last_out = time.monotonic()
-        transport.write(self.wire.wrap(data))
+        wrap = self._wrap
+        transport.write(data if wrap is None else wrap(data))
         if transport.get_write_buffer_size() > SEND_BUFFER_LIMIT and self._flush_handle is None:
             self._flush_handle = self.node.loop.call_soon(self._flush)  # it fails us, from the loop
 
@@ -247,7 +260,8 @@ class _Conn(asyncio.Protocol):
             data = b"".join(self._chunks)
             self._chunks.clear()
             self._last_out = time.monotonic()
-            transport.write(self.wire.wrap(data))
+            wrap = self._wrap
+            transport.write(data if wrap is None else wrap(data))
         self._wrote = False
         # checked here, from the loop, never inside a caller's send
         if transport.get_write_buffer_size() > SEND_BUFFER_LIMIT:
@@ -279,6 +293,7 @@ class _Conn(asyncio.Protocol):
 
     def _shutdown(self, reason: str) -> None:
         self.closed = True
+        self._receive = None
         self.why = reason
         self.wire.close()
         if self._timer is not None:

@@ -39,6 +39,7 @@ class Encoder(Protocol):
 
 class Decoder(Protocol):
     name: str
+    on_error: Callable[[RemoteProtocolError], None] | None
 
     def feed(self, data: bytes) -> list[Packet]: ...
 
