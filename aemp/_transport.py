@@ -6,8 +6,11 @@
 # are encoded at once (so a bad message raises in the caller's snd). A
 # lone packet is written at once (a request or a reply waits for nothing);
 # the ones behind it are collected and written together at the end of the
-# loop turn, so a burst of small sends costs two system calls. Heartbeats
-# and limits live here: the core has no clock.
+# loop turn, so a burst of small sends costs two system calls. A burst
+# made while delivering what the peer sent (replies to its requests) goes
+# out every 256 packets, so that the peer, which waits for them, can work
+# on the first while we make the rest. Heartbeats and limits live here:
+# the core has no clock.
 
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("aemp.transport")
 
 SEND_BUFFER_LIMIT = 256 * 1024 * 1024  # bytes written but not taken by the peer
+CHUNK_PACKETS = 256  # a burst is written in parts of this many packets
+LONE_GAP = 0.001  # seconds after a write at once that a packet is taken to be lone
 
 
 def parse_bind(bind: str) -> tuple[str | None, int]:
@@ -78,7 +83,8 @@ class _Conn(asyncio.Protocol):
         self._wrap: Callable[[bytes], bytes] | None = None
         self._chunks: list[bytes] = []  # encoded, to be written by _flush
         self._flush_handle: asyncio.Handle | None = None
-        self._wrote = False  # written at once lately: queue for _flush now
+        self._wrote = False  # written at once lately: what follows waits for _flush
+        self._in_read = False  # delivering what we read: a burst of replies goes in parts
         self._timer: asyncio.TimerHandle | None = None
         self._last_in = self._last_out = time.monotonic()
         self._hb: float | None = None
@@ -118,11 +124,14 @@ class _Conn(asyncio.Protocol):
         if receive is not None:  # the data phase
             if not self._chunks:
                 self._wrote = False  # the first reply may go at once
+            self._in_read = True
             try:
                 self.node._receive(self.remote, receive(data))  # type: ignore[arg-type]
             except RemoteProtocolError as e:
                 self.fail(str(e))
                 return
+            finally:
+                self._in_read = False
             if self._chunks:  # replies go out now, not a loop turn later
                 self._flush()
             return
@@ -216,30 +225,44 @@ class _Conn(asyncio.Protocol):
         if self.closed:
             return
         data = self._encode(packet)
-        if self._wrote:
-            self._chunks.append(data)
-            if self._flush_handle is None:
-                self._flush_handle = self.node.loop.call_soon(self._flush)
-        else:
+        if not self._wrote:
             self._write_now(data)
+        elif self._flush_handle is not None:
+            chunks = self._chunks
+            chunks.append(data)
+            if self._in_read and len(chunks) >= CHUNK_PACKETS:
+                self._write_chunks()
+        elif time.monotonic() - self._last_out > LONE_GAP:
+            self._write_now(data)  # written at once a while ago: a later loop turn
+        else:
+            self._chunks.append(data)
+            self._flush_handle = self.node.loop.call_soon(self._flush)
 
     def send_message(self, portname: str, msg: tuple[Any, ...]) -> None:
         """send([portname, *msg]) for a non-empty msg: the hot path of snd."""
         if self.closed:
             return
         data = self._encode_message(portname, msg)
-        if self._wrote:
-            self._chunks.append(data)
-            if self._flush_handle is None:
-                self._flush_handle = self.node.loop.call_soon(self._flush)
-        else:
+        if not self._wrote:
             self._write_now(data)
+        elif self._flush_handle is not None:
+            chunks = self._chunks
+            chunks.append(data)
+            if self._in_read and len(chunks) >= CHUNK_PACKETS:
+                self._write_chunks()
+        elif time.monotonic() - self._last_out > LONE_GAP:
+            self._write_now(data)  # written at once a while ago: a later loop turn
+        else:
+            self._chunks.append(data)
+            self._flush_handle = self.node.loop.call_soon(self._flush)
 
     def _write_now(self, data: bytes) -> None:
         # A lone packet (a request, a reply) leaves without waiting for the
-        # loop turn to end. The packets behind it, until this connection
-        # next receives or flushes, are collected and written together at
-        # the end of the turn: a burst costs two writes, a reply none late.
+        # loop turn to end. The packets behind it in the same turn are
+        # collected and written together at its end. A turn is over when
+        # this connection receives or flushes, or a millisecond later (the
+        # packets of one burst are made faster than that): a burst costs
+        # a few writes, and a lone packet waits for nothing.
         self._wrote = True
         transport = self.transport
         assert transport is not None
@@ -248,6 +271,15 @@ class _Conn(asyncio.Protocol):
         transport.write(data if wrap is None else wrap(data))
         if transport.get_write_buffer_size() > SEND_BUFFER_LIMIT and self._flush_handle is None:
             self._flush_handle = self.node.loop.call_soon(self._flush)  # it fails us, from the loop
+
+    def _write_chunks(self) -> None:
+        # a long burst of replies goes out in parts, so that the peer can
+        # start on it while we go on; the limit is checked by the _flush due
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        wrap = self._wrap
+        assert self.transport is not None
+        self.transport.write(data if wrap is None else wrap(data))
 
     def _flush(self) -> None:
         if self._flush_handle is not None:
