@@ -178,6 +178,7 @@ class _Conn(asyncio.Protocol):
         self.open = True
         self._encode = self.wire.encoder.encode
         self._encode_message = self.wire.encoder.encode_message
+        self._wrap = self.wire.wrap  # until data_phase() below says what is needed
         self.remote_id = ev.remote_nodeid
         own_hb = self.net.settings.heartbeat
         if own_hb is not None and ev.remote_heartbeat is not None:

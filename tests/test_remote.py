@@ -358,6 +358,23 @@ async def test_tls_between_nodes() -> None:
         assert await c.cal(srv, "ping") == ("pong",)
 
 
+@pytest.mark.parametrize("with_tls", [False, True])
+async def test_messages_queued_while_connecting_arrive(with_tls: bool) -> None:
+    from aemp.tls import make_certificate
+
+    keys: dict[str, Any] = {"cert": make_certificate()} if with_tls else {"secret": SECRET}
+    async with aemp.Node(nodeid="s", binds=["127.0.0.1:0"], **keys) as s:
+        rec = Recorder()
+        srv = s.port(rec)
+        async with aemp.Node(nodeid="c", seeds=s.listeners, **keys) as c:
+            assert not c.node_is_up("s")
+            for i in range(300):  # queued until the link is up, then sent at once
+                c.snd(srv, "n", i)
+            await rec.wait(300, limit=5)
+            assert rec.calls == [("n", i) for i in range(300)]
+            assert await c.cal(s.port(ask=lambda r: s.snd(r, "ok")), "ask") == ("ok",)
+
+
 @pytest.mark.parametrize(
     ("fa", "fb"),
     [(["json"], ["msgpack", "json"]), (["json", "msgpack"], ["msgpack", "json"])],
