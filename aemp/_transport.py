@@ -278,6 +278,7 @@ class _Conn(asyncio.Protocol):
         # start on it while we go on; the limit is checked by the _flush due
         data = b"".join(self._chunks)
         self._chunks.clear()
+        self._last_out = time.monotonic()
         wrap = self._wrap
         assert self.transport is not None
         self.transport.write(data if wrap is None else wrap(data))
