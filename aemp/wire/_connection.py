@@ -375,7 +375,8 @@ class Connection:
     def receive_iter(self, data: bytes) -> Iterable[list[Any]]:
         """receive_packets() that hands each packet out as soon as it is
         decoded: run the result to the end before the next call. An error
-        is raised by the iteration, after the packets in front of it."""
+        is raised by the call or by the iteration (msgpack hands out the
+        packets in front of it first), and fails the connection either way."""
         if self._state is not State.OPEN:
             raise LocalProtocolError(
                 f"receive_iter() needs an open connection (state {self._state.value})"
