@@ -150,21 +150,19 @@ class Call:
             # no error callback: the failure must not vanish, so it kills the caller
             node._call_in(self._owner, _raise, (exc,))
 
-    async def _wait(self) -> tuple[Any, ...]:
+    def __await__(self) -> Generator[Any, None, tuple[Any, ...]]:
         if not self._done:
-            if self._future is None:
-                self._future = self._node.loop.create_future()
+            future = self._future
+            if future is None:
+                future = self._future = self._node.loop.create_future()
             try:
-                await self._future
+                yield from future
             except asyncio.CancelledError:
                 self.cancel()
                 raise
         if self._exc is not None:
             raise self._exc
         return self._result
-
-    def __await__(self) -> Generator[Any, None, tuple[Any, ...]]:
-        return self._wait().__await__()
 
 
 def _raise(exc: Exception) -> None:
