@@ -82,6 +82,8 @@ class _Conn(asyncio.Protocol):
         self._receive: Callable[[bytes], Iterable[list[Any]]] | None = None
         self._wrap: Callable[[bytes], bytes] | None = None
         self._chunks: list[bytes] = []  # encoded, to be written by _flush
+        self.send_message: Callable[[str, tuple[Any, ...]], None] = self._send_message
+        self._append: Callable[[str, tuple[Any, ...]], None] | None = None  # into _chunks
         self._flush_handle: asyncio.Handle | None = None
         self._wrote = False  # written at once lately: what follows waits for _flush
         self._in_read = False  # delivering what we read: a burst of replies goes in parts
@@ -179,6 +181,9 @@ class _Conn(asyncio.Protocol):
         self._encode = self.wire.encoder.encode
         self._encode_message = self.wire.encoder.encode_message
         self._wrap = self.wire.wrap  # until data_phase() below says what is needed
+        encoder = self.wire.encoder
+        encoder.out = self._chunks
+        self._append = encoder.append_message
         self.remote_id = ev.remote_nodeid
         own_hb = self.net.settings.heartbeat
         if own_hb is not None and ev.remote_heartbeat is not None:
@@ -237,10 +242,11 @@ class _Conn(asyncio.Protocol):
             self._write_now(data)  # written at once a while ago: a later loop turn
         else:
             self._chunks.append(data)
-            self._flush_handle = self.node.loop.call_soon(self._flush)
+            self._batch()
 
-    def send_message(self, portname: str, msg: tuple[Any, ...]) -> None:
-        """send([portname, *msg]) for a non-empty msg: the hot path of snd."""
+    def _send_message(self, portname: str, msg: tuple[Any, ...]) -> None:
+        """send([portname, *msg]) for a non-empty msg: the hot path of snd,
+        as the attribute send_message (see _batch)."""
         if self.closed:
             return
         data = self._encode_message(portname, msg)
@@ -255,7 +261,15 @@ class _Conn(asyncio.Protocol):
             self._write_now(data)  # written at once a while ago: a later loop turn
         else:
             self._chunks.append(data)
-            self._flush_handle = self.node.loop.call_soon(self._flush)
+            self._batch()
+
+    def _batch(self) -> None:
+        # A batch is open until _flush. Outside a read, send_message is the
+        # encoder's own append into the batch meanwhile: one call per packet
+        # of a burst instead of two. (In a read, bursts go out in parts.)
+        self._flush_handle = self.node.loop.call_soon(self._flush)
+        if not self._in_read and self._append is not None:
+            self.send_message = self._append
 
     def _write_now(self, data: bytes) -> None:
         # A lone packet (a request, a reply) leaves without waiting for the
@@ -287,6 +301,7 @@ class _Conn(asyncio.Protocol):
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        self.send_message = self._send_message  # the batch is over
         transport = self.transport
         if self.closed or transport is None:
             return
@@ -328,6 +343,7 @@ class _Conn(asyncio.Protocol):
     def _shutdown(self, reason: str) -> None:
         self.closed = True
         self._receive = None
+        self.send_message = self._send_message  # which drops what comes now
         self.why = reason
         self.wire.close()
         if self._timer is not None:

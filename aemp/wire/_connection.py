@@ -81,6 +81,12 @@ class _NotOpen:
     def encode_message(self, portname: str, msg: Sequence[Any]) -> bytes:
         return self.encode([portname, *msg])
 
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+
+    def append_message(self, portname: str, msg: Sequence[Any]) -> None:
+        self.encode([portname, *msg])
+
 
 class Connection:
     """One aemp connection, either direction, as a sans-IO state machine.
