@@ -85,7 +85,10 @@ class _Conn(asyncio.Protocol):
         self.send_message: Callable[[str, tuple[Any, ...]], None] = self._send_message
         self._append: Callable[[str, tuple[Any, ...]], None] | None = None  # into _chunks
         self._flush_handle: asyncio.Handle | None = None
-        self._wrote = False  # written at once lately: what follows waits for _flush
+        # Written at once lately: what follows waits for _flush. Order holds
+        # because packets queue only while a flush is due, and _wrote is
+        # cleared only with no flush due, so nothing queued is overtaken.
+        self._wrote = False
         self._in_read = False  # delivering what we read: a burst of replies goes in parts
         self._timer: asyncio.TimerHandle | None = None
         self._last_in = self._last_out = time.monotonic()
@@ -124,7 +127,7 @@ class _Conn(asyncio.Protocol):
         self._last_in = time.monotonic()
         receive = self._receive
         if receive is not None:  # the data phase
-            if not self._chunks:
+            if self._flush_handle is None:  # no batch open (nothing queued)
                 self._wrote = False  # the first reply may go at once
             self._in_read = True
             try:
