@@ -2,8 +2,8 @@
 #
 # A call makes a temporary reply port, watches the target and keeps a
 # deadline; the first of reply, death of the target, timeout or cancel()
-# ends it, and all three helpers are undone at once (no monitor is left
-# behind, unlike AnyEvent::MP, whose callback can fire a second time). The
+# ends it and undoes its part in all three at once, so nothing of it acts
+# later (unlike AnyEvent::MP, whose callback can fire a second time). The
 # result is kept on the object, so awaiting late, awaiting twice or never
 # awaiting all behave, and no future ever holds an exception nobody
 # retrieved.
@@ -46,7 +46,7 @@ class Call:
         "_future",
         "_node",
         "_owner",
-        "_port",
+        "_reply",
         "_result",
         "_target",
         "_timeout",
@@ -77,7 +77,7 @@ class Call:
         self._result: tuple[Any, ...] = ()
         self._exc: BaseException | None = None
         self._future: asyncio.Future[None] | None = None
-        self._port = reply
+        self._reply = reply
         reply.default = self._on_reply
         node._calls.add(self, port, timeout)
         try:
@@ -92,7 +92,7 @@ class Call:
     @property
     def reply_port(self) -> str:
         """The temporary port the reply goes to (the last element sent)."""
-        return self._port.id
+        return self._reply.id
 
     def done(self) -> bool:
         return self._done
@@ -109,7 +109,7 @@ class Call:
         self._done = True
         node = self._node
         node._calls.remove(self)
-        node._kill(self._port, ())
+        node._kill(self._reply, ())
         self._result = reply
         if self._future is not None and not self._future.done():
             self._future.set_result(None)
@@ -132,7 +132,7 @@ class Call:
         self._done = True
         node = self._node
         node._calls.remove(self)
-        node._kill(self._port, ())
+        node._kill(self._reply, ())
         if result is not None:
             self._result = result
         self._exc = exc
@@ -150,21 +150,19 @@ class Call:
             # no error callback: the failure must not vanish, so it kills the caller
             node._call_in(self._owner, _raise, (exc,))
 
-    async def _wait(self) -> tuple[Any, ...]:
+    def __await__(self) -> Generator[Any, None, tuple[Any, ...]]:
         if not self._done:
-            if self._future is None:
-                self._future = self._node.loop.create_future()
+            future = self._future
+            if future is None:
+                future = self._future = self._node.loop.create_future()
             try:
-                await self._future
+                yield from future
             except asyncio.CancelledError:
                 self.cancel()
                 raise
         if self._exc is not None:
             raise self._exc
         return self._result
-
-    def __await__(self) -> Generator[Any, None, tuple[Any, ...]]:
-        return self._wait().__await__()
 
 
 def _raise(exc: Exception) -> None:

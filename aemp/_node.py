@@ -712,69 +712,65 @@ class Node:
                 w._notify(remote.id, False, reason)
             self._db.node_down(remote.id)
 
-    def _receive(self, remote: Remote, packets: Iterable[list[Any]]) -> None:
-        """Packets from another node: messages to our ports and node requests.
+    def _receive(self, remote: Remote, packets: Iterable[Any], queued: bool = False) -> None:
+        """Packets [portname, *message] from another node: messages to our
+        ports and node requests.
 
         The transport calls this from the event loop, never from inside a
         callback. With the run queue empty the packets are delivered at
         once, each as it is decoded; else they wait behind what is queued,
-        in one entry, so that a node's packets never overtake each other.
+        in one entry (run with queued=True), so that a node's packets never
+        overtake each other. Node requests are handled in stream order.
         """
-        if self._queue:
-            self._post(self._deliver_packets, remote, list(packets))
-            return
-        t_node = CURRENT.set(self)
-        t_self = SELF.set(None)
-        try:
-            self._deliver_packets(remote, packets)
-        finally:
-            SELF.reset(t_self)
-            CURRENT.reset(t_node)
-
-    def _deliver_packets(self, remote: Remote, packets: Iterable[Any]) -> None:
-        """The loop body of _drain for packets [portname, *message] (as the
-        run queue, the backlog takes such a list's tail as a message)."""
+        if not queued:
+            if self._queue:
+                self._post(self._receive, remote, list(packets), True)
+                return
+            if CURRENT.get() is not self:  # the transport's context is this node's
+                CURRENT.set(self)
         ports = self._by_name
         set_self = SELF.set
         cur = None
-        for pkt in packets:
-            if len(pkt) < 2:
-                continue  # [] and [name]: nothing to deliver (a keepalive at most)
-            p = ports.get(pkt[0])
-            if p is None:
-                if not pkt[0]:
-                    set_self(None)
-                    cur = None
-                    try:
-                        handle_node_request(self, remote, pkt[1:])
-                    except Exception:
-                        log.exception("node %s: node request %.60r failed", self.id, pkt[1])
-                continue  # else: no such port; dropped as the protocol says
-            if p.gate is not None:
-                self._gated(p, pkt[1:])
-                continue
-            if p is not cur:
-                cur = p
-                set_self(p.id)
-            try:
-                tags = p.tags
-                cb = None
-                if tags is not None:
+        try:
+            for pkt in packets:
+                try:
                     tag = pkt[1]
-                    if type(tag) is str:
-                        cb = tags.get(tag)
-                if cb is not None:
-                    r = cb(*pkt[2:])
-                else:
-                    cb = p.default
-                    if cb is None:
-                        self._unhandled(p, pkt[1:])
-                        continue
-                    r = cb(*pkt[1:])
-                if r is not None and inspect.isawaitable(r):
-                    self._start_async(p, r)
-            except Exception as e:
-                self._die(p, e)
+                except IndexError:
+                    continue  # [] and [name]: nothing to deliver (a keepalive at most)
+                p = ports.get(pkt[0])
+                if p is None:
+                    if not pkt[0]:
+                        set_self(None)
+                        cur = None
+                        try:
+                            handle_node_request(self, remote, pkt[1:])
+                        except Exception:
+                            log.exception("node %s: node request %.60r failed", self.id, tag)
+                    continue  # else: no such port; dropped as the protocol says
+                if p.gate is not None:
+                    self._gated(p, pkt[1:])  # the backlog takes the list's tail
+                    continue
+                if p is not cur:
+                    cur = p
+                    set_self(p.id)
+                try:
+                    tags = p.tags
+                    cb = tags.get(tag) if tags is not None and type(tag) is str else None
+                    if cb is not None:
+                        r = cb(*pkt[2:])
+                    else:
+                        cb = p.default
+                        if cb is None:
+                            self._unhandled(p, pkt[1:])
+                            continue
+                        r = cb(*pkt[1:])
+                    if r is not None and inspect.isawaitable(r):
+                        self._start_async(p, r)
+                except Exception as e:
+                    self._die(p, e)
+        finally:
+            if cur is not None and not queued:
+                set_self(None)
 
     def up_nodes(self) -> list[str]:
         """The IDs of the nodes this node is connected to now."""

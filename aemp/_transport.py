@@ -6,8 +6,11 @@
 # are encoded at once (so a bad message raises in the caller's snd). A
 # lone packet is written at once (a request or a reply waits for nothing);
 # the ones behind it are collected and written together at the end of the
-# loop turn, so a burst of small sends costs two system calls. Heartbeats
-# and limits live here: the core has no clock.
+# loop turn, so a burst of small sends costs two system calls. A burst
+# made while delivering what the peer sent (replies to its requests) goes
+# out every 256 packets, so that the peer, which waits for them, can work
+# on the first while we make the rest. Heartbeats and limits live here:
+# the core has no clock.
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import logging
 import random
 import socket
 import time
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from . import wire
@@ -28,6 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("aemp.transport")
 
 SEND_BUFFER_LIMIT = 256 * 1024 * 1024  # bytes written but not taken by the peer
+CHUNK_PACKETS = 256  # a burst is written in parts of this many packets
+LONE_GAP = 0.001  # seconds after a write at once that a packet is taken to be lone
 
 
 def parse_bind(bind: str) -> tuple[str | None, int]:
@@ -72,9 +78,18 @@ class _Conn(asyncio.Protocol):
         self.open = False
         self.closed = False
         self.why = ""
+        # the data phase: the core's receive and wrap (None: no wrapping)
+        self._receive: Callable[[bytes], Iterable[list[Any]]] | None = None
+        self._wrap: Callable[[bytes], bytes] | None = None
         self._chunks: list[bytes] = []  # encoded, to be written by _flush
+        self.send_message: Callable[[str, tuple[Any, ...]], None] = self._send_message
+        self._append: Callable[[str, tuple[Any, ...]], None] | None = None  # into _chunks
         self._flush_handle: asyncio.Handle | None = None
-        self._wrote = False  # written at once lately: queue for _flush now
+        # Written at once lately: what follows waits for _flush. Order holds
+        # because packets queue only while a flush is due, and _wrote is
+        # cleared only with no flush due, so nothing queued is overtaken.
+        self._wrote = False
+        self._in_read = False  # delivering what we read: a burst of replies goes in parts
         self._timer: asyncio.TimerHandle | None = None
         self._last_in = self._last_out = time.monotonic()
         self._hb: float | None = None
@@ -110,15 +125,24 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_in = time.monotonic()
-        try:
-            if self.open:
-                assert self.remote is not None
-                if not self._chunks:
-                    self._wrote = False  # the first reply may go at once
-                self.node._receive(self.remote, self.wire.receive_iter(data))
-                if self._chunks:  # replies go out now, not a loop turn later
-                    self._flush()
+        receive = self._receive
+        if receive is not None:  # the data phase
+            if self._flush_handle is None:  # no batch open (nothing queued)
+                self._wrote = False  # the first reply may go at once
+            self._in_read = True
+            try:
+                self.node._receive(self.remote, receive(data))  # type: ignore[arg-type]
+            except RemoteProtocolError as e:
+                self.fail(str(e))
                 return
+            finally:
+                self._in_read = False
+            if self._chunks:  # replies go out now, not a loop turn later
+                self._flush()
+            return
+        if self.closed:
+            return
+        try:
             self.wire.receive_data(data)
             self._handshake()
         except RemoteProtocolError as e:
@@ -159,6 +183,10 @@ class _Conn(asyncio.Protocol):
         self.open = True
         self._encode = self.wire.encoder.encode
         self._encode_message = self.wire.encoder.encode_message
+        self._wrap = self.wire.wrap  # until data_phase() below says what is needed
+        encoder = self.wire.encoder
+        encoder.out = self._chunks
+        self._append = encoder.append_message
         self.remote_id = ev.remote_nodeid
         own_hb = self.net.settings.heartbeat
         if own_hb is not None and ev.remote_heartbeat is not None:
@@ -182,6 +210,8 @@ class _Conn(asyncio.Protocol):
         ev2 = self.wire.next_event()
         if isinstance(ev2, wire.Packets) and self.remote is not None and not self.closed:
             self.node._receive(self.remote, ev2.packets)
+        if not self.closed and self.remote is not None:
+            self._receive, self._wrap = self.wire.data_phase()
 
     def _handshake_timeout(self) -> None:
         self.fail("Connection timed out (handshake did not finish within monitor_timeout)")
@@ -204,42 +234,77 @@ class _Conn(asyncio.Protocol):
         if self.closed:
             return
         data = self._encode(packet)
-        if self._wrote:
-            self._chunks.append(data)
-            if self._flush_handle is None:
-                self._flush_handle = self.node.loop.call_soon(self._flush)
-        else:
+        if not self._wrote:
             self._write_now(data)
+        elif self._flush_handle is not None:
+            chunks = self._chunks
+            chunks.append(data)
+            if self._in_read and len(chunks) >= CHUNK_PACKETS:
+                self._write_chunks()
+        elif time.monotonic() - self._last_out > LONE_GAP:
+            self._write_now(data)  # written at once a while ago: a later loop turn
+        else:
+            self._chunks.append(data)
+            self._batch()
 
-    def send_message(self, portname: str, msg: tuple[Any, ...]) -> None:
-        """send([portname, *msg]) for a non-empty msg: the hot path of snd."""
+    def _send_message(self, portname: str, msg: tuple[Any, ...]) -> None:
+        """send([portname, *msg]) for a non-empty msg: the hot path of snd,
+        as the attribute send_message (see _batch)."""
         if self.closed:
             return
         data = self._encode_message(portname, msg)
-        if self._wrote:
-            self._chunks.append(data)
-            if self._flush_handle is None:
-                self._flush_handle = self.node.loop.call_soon(self._flush)
-        else:
+        if not self._wrote:
             self._write_now(data)
+        elif self._flush_handle is not None:
+            chunks = self._chunks
+            chunks.append(data)
+            if self._in_read and len(chunks) >= CHUNK_PACKETS:
+                self._write_chunks()
+        elif time.monotonic() - self._last_out > LONE_GAP:
+            self._write_now(data)  # written at once a while ago: a later loop turn
+        else:
+            self._chunks.append(data)
+            self._batch()
+
+    def _batch(self) -> None:
+        # A batch is open until _flush. Outside a read, send_message is the
+        # encoder's own append into the batch meanwhile: one call per packet
+        # of a burst instead of two. (In a read, bursts go out in parts.)
+        self._flush_handle = self.node.loop.call_soon(self._flush)
+        if not self._in_read and self._append is not None:
+            self.send_message = self._append
 
     def _write_now(self, data: bytes) -> None:
         # A lone packet (a request, a reply) leaves without waiting for the
-        # loop turn to end. The packets behind it, until this connection
-        # next receives or flushes, are collected and written together at
-        # the end of the turn: a burst costs two writes, a reply none late.
+        # loop turn to end. The packets behind it in the same turn are
+        # collected and written together at its end. A turn is over when
+        # this connection receives or flushes, or a millisecond later (the
+        # packets of one burst are made faster than that): a burst costs
+        # a few writes, and a lone packet waits for nothing.
         self._wrote = True
         transport = self.transport
         assert transport is not None
         self._last_out = time.monotonic()
-        transport.write(self.wire.wrap(data))
+        wrap = self._wrap
+        transport.write(data if wrap is None else wrap(data))
         if transport.get_write_buffer_size() > SEND_BUFFER_LIMIT and self._flush_handle is None:
             self._flush_handle = self.node.loop.call_soon(self._flush)  # it fails us, from the loop
+
+    def _write_chunks(self) -> None:
+        # a long burst of replies goes out in parts, so that the peer can
+        # start on it while we go on; the limit is checked by the _flush due
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._last_out = time.monotonic()
+        wrap = self._wrap
+        assert self.transport is not None
+        self.transport.write(data if wrap is None else wrap(data))
 
     def _flush(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        self.send_message = self._send_message  # the batch is over
         transport = self.transport
         if self.closed or transport is None:
             return
@@ -247,7 +312,8 @@ class _Conn(asyncio.Protocol):
             data = b"".join(self._chunks)
             self._chunks.clear()
             self._last_out = time.monotonic()
-            transport.write(self.wire.wrap(data))
+            wrap = self._wrap
+            transport.write(data if wrap is None else wrap(data))
         self._wrote = False
         # checked here, from the loop, never inside a caller's send
         if transport.get_write_buffer_size() > SEND_BUFFER_LIMIT:
@@ -279,6 +345,8 @@ class _Conn(asyncio.Protocol):
 
     def _shutdown(self, reason: str) -> None:
         self.closed = True
+        self._receive = None
+        self.send_message = self._send_message  # which drops what comes now
         self.why = reason
         self.wire.close()
         if self._timer is not None:

@@ -59,6 +59,72 @@ async def test_order_across_nodes(pair: tuple[aemp.Node, aemp.Node]) -> None:
     assert got == list(range(50_000))
 
 
+class _CountingTransport:
+    """A connection's transport, counting its writes."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self.real.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+async def test_writes_are_batched_and_lone_packets_wait_for_nothing(
+    pair: tuple[aemp.Node, aemp.Node],
+) -> None:
+    from aemp._transport import CHUNK_PACKETS
+
+    a, b = pair
+    got: list[int] = []
+    n = 3 * CHUNK_PACKETS + 10
+
+    def burst(port: str) -> None:  # replies made while delivering a packet
+        for i in range(n):
+            a.snd(port, "n", i)
+
+    p = a.port(n=got.append, burst=burst)
+    b.snd(p, "n", -1)
+    async with asyncio.timeout(5):
+        while not got:
+            await asyncio.sleep(0.001)
+    b_link: Any = b._remotes["a"].link
+    a_link: Any = a._remotes["b"].link
+    b_link.transport = bt = _CountingTransport(b_link.transport)
+    a_link.transport = at = _CountingTransport(a_link.transport)
+    try:
+        await asyncio.sleep(0.01)  # a later loop turn: nothing written lately
+        b.snd(p, "n", 0)
+        assert bt.writes == 1  # a lone packet leaves at once
+        for i in range(1, n):  # a burst from a task waits for the turn's end
+            b.snd(p, "n", i)
+        assert bt.writes == 1
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert bt.writes == 2
+        for i in range(n, n + 3):  # lone packets in later loop turns
+            await asyncio.sleep(0.005)
+            b.snd(p, "n", i)
+            assert bt.writes == 2 + i - n + 1
+        async with asyncio.timeout(5):
+            while len(got) < n + 4:
+                await asyncio.sleep(0.001)
+        # a burst of replies goes out in parts while it is made
+        replies = Recorder()
+        b.snd(p, "burst", b.port(replies))
+        await replies.wait(n, limit=5)
+        assert at.writes == 2 + (n - 1) // CHUNK_PACKETS
+    finally:
+        b_link.transport = bt.real
+        a_link.transport = at.real
+    assert got == list(range(-1, n + 3))
+    assert [r[1] for r in replies.calls] == list(range(n))
+
+
 async def test_order_across_nodes_behind_a_busy_run_queue(
     pair: tuple[aemp.Node, aemp.Node],
 ) -> None:
@@ -291,6 +357,23 @@ async def test_tls_between_nodes() -> None:
         await wait_up(c, "s")
         srv = s.port(ping=lambda reply: s.snd(reply, "pong"))
         assert await c.cal(srv, "ping") == ("pong",)
+
+
+@pytest.mark.parametrize("with_tls", [False, True])
+async def test_messages_queued_while_connecting_arrive(with_tls: bool) -> None:
+    from aemp.tls import make_certificate
+
+    keys: dict[str, Any] = {"cert": make_certificate()} if with_tls else {"secret": SECRET}
+    async with aemp.Node(nodeid="s", binds=["127.0.0.1:0"], **keys) as s:
+        rec = Recorder()
+        srv = s.port(rec)
+        async with aemp.Node(nodeid="c", seeds=s.listeners, **keys) as c:
+            assert not c.node_is_up("s")
+            for i in range(300):  # queued until the link is up, then sent at once
+                c.snd(srv, "n", i)
+            await rec.wait(300, limit=5)
+            assert rec.calls == [("n", i) for i in range(300)]
+            assert await c.cal(s.port(ask=lambda r: s.snd(r, "ok")), "ask") == ("ok",)
 
 
 @pytest.mark.parametrize(

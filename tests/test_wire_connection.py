@@ -254,6 +254,29 @@ def test_tls_sha3_512(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
     exchange(b, a)
 
 
+@pytest.mark.parametrize("with_tls", [False, True])
+def test_data_phase_shortcuts(tls: tuple[ssl.SSLContext, ssl.SSLContext], with_tls: bool) -> None:
+    kw: dict[str, Any] = {"tls": tls} if with_tls else {}
+    a, b = open_pair(make_settings("A", **kw), make_settings("B", **kw))
+    receive, _ = b.conn.data_phase()
+    _, wrap = a.conn.data_phase()
+    assert (wrap is None) is not with_tls  # without TLS nothing is wrapped
+    batch = [["port", "ping", i, "x" * 32] for i in range(100)]
+    raw = b"".join(a.conn.encode_message(p[0], p[1:]) for p in batch)
+    data = raw if wrap is None else wrap(raw)
+    got: list[list[Any]] = []
+    for i in range(0, len(data), 97):
+        got += receive(data[i : i + 97])
+    assert got == batch
+    # an error still fails the connection
+    bad = b"\xc1" if wrap is None else wrap(b"\xc1")
+    with pytest.raises(RemoteProtocolError):
+        list(receive(bad))
+    assert b.conn.state is State.FAILED
+    with pytest.raises(LocalProtocolError):
+        b.conn.data_phase()
+
+
 def test_tls_without_any_secret(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
     a, _ = open_pair(make_settings("A", tls=tls), make_settings("B", tls=tls))
     assert a.conn.settings.secret_bytes is None

@@ -117,17 +117,31 @@ def test_unsendable_values_raise_message_error_naming_them(
     ("packet", "named"),
     [(p, n) for p, n in [*BAD_FOR_BOTH, (_nested(600), "nested")] if isinstance(p, list) and p],
 )
-def test_encode_message_checks_as_encode_does(framing: str, packet: Any, named: str) -> None:
+def test_encode_and_append_message_check_as_encode_does(
+    framing: str, packet: Any, named: str
+) -> None:
     enc = make_encoder(framing)
     if not isinstance(packet[0], str):
         return  # encode_message takes the port name as a str
     with pytest.raises(MessageError) as info:
         enc.encode_message(packet[0], tuple(packet[1:]))
     assert named.lower() in str(info.value).lower()
+    with pytest.raises(MessageError) as info:
+        enc.append_message(packet[0], tuple(packet[1:]))
+    assert named.lower() in str(info.value).lower()
+    assert enc.out == []  # nothing appended for a bad message
     msg = ("ping", 1, -(2**63), 2**64 - 1, 1.5, None, True, "x" * 40, [1, {"k": []}])
     assert enc.encode_message("port", msg) == enc.encode(["port", *msg])
+    enc.out = out = [b"before"]
+    enc.append_message("port", msg)
+    enc.append_message("port", msg[:3])
+    assert out == [b"before", enc.encode(["port", *msg]), enc.encode(["port", *msg[:3]])]
+    small = make_encoder(framing, max_packet=100)
     with pytest.raises(MessageError, match="exceeds max_packet"):
-        make_encoder(framing, max_packet=100).encode_message("p", ("x" * 200,))
+        small.encode_message("p", ("x" * 200,))
+    with pytest.raises(MessageError, match="exceeds max_packet"):
+        small.append_message("p", ("x" * 200,))
+    assert small.out == []
 
 
 @pytest.mark.parametrize(("packet", "named"), BAD_FOR_JSON)

@@ -11,6 +11,8 @@
 #     ... conn.receive_data(chunk); event = conn.next_event() ...
 #     once Authenticated: write(conn.wrap(b"".join(map(conn.encode, packets))))
 #                         packets = conn.receive_packets(chunk)
+#     or, one packet at a time: for packet in conn.receive_iter(chunk): ...
+#     (data_phase() gives the two calls a transport needs, as short as can be)
 
 from ._auth import (
     AUTH_METHODS,

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._errors import AuthError, ConfigError, LocalProtocolError, RemoteProtocolError
@@ -81,6 +81,12 @@ class _NotOpen:
     def encode_message(self, portname: str, msg: Sequence[Any]) -> bytes:
         return self.encode([portname, *msg])
 
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+
+    def append_message(self, portname: str, msg: Sequence[Any]) -> None:
+        self.encode([portname, *msg])
+
 
 class Connection:
     """One aemp connection, either direction, as a sans-IO state machine.
@@ -142,7 +148,8 @@ class Connection:
 
     def _fail(self, exc: RemoteProtocolError) -> None:
         self._error = exc
-        self._set_state(State.FAILED)
+        if self._state is not State.FAILED:  # the decoder may have told us already
+            self._set_state(State.FAILED)
 
     # -- handshake, event by event ----------------------------------------------
 
@@ -310,6 +317,7 @@ class Connection:
             )
         self._encoder = make_encoder(self._send_framing, s.max_packet)
         self._decoder = make_decoder(auth.framing, s.max_packet)
+        self._decoder.on_error = self._data_error
         self._set_state(State.OPEN)
         return Authenticated(
             remote_nodeid=greeting.nodeid,
@@ -373,7 +381,8 @@ class Connection:
     def receive_iter(self, data: bytes) -> Iterable[list[Any]]:
         """receive_packets() that hands each packet out as soon as it is
         decoded: run the result to the end before the next call. An error
-        is raised by the iteration, after the packets in front of it."""
+        is raised by the call or by the iteration (msgpack hands out the
+        packets in front of it first), and fails the connection either way."""
         if self._state is not State.OPEN:
             raise LocalProtocolError(
                 f"receive_iter() needs an open connection (state {self._state.value})"
@@ -381,6 +390,20 @@ class Connection:
         if self._tls is None and data and not self._rbuf and not self._packets:
             return self._decoder.packets(data, self._data_error)  # type: ignore[union-attr]
         return self.receive_packets(data)
+
+    def data_phase(
+        self,
+    ) -> tuple[Callable[[bytes], Iterable[list[Any]]], Callable[[bytes], bytes] | None]:
+        """The shortest ways to receive and to send from now on, for a
+        caller that uses nothing else of this connection but close(): a
+        function that does what receive_iter() does, and wrap(), or None
+        where wrap() would return the bytes unchanged (no TLS)."""
+        decoder = self._decoder
+        if self._state is not State.OPEN or decoder is None:
+            raise LocalProtocolError(f"no data phase in state {self._state.value}")
+        if self._tls is not None or self._rbuf or self._packets or self._wbuf:
+            return self.receive_iter, self.wrap
+        return decoder.packets, None
 
     def _data_error(self, exc: RemoteProtocolError) -> None:
         # the caller may have closed the connection while it iterated

@@ -58,6 +58,9 @@ class MsgpackDecoder:
 
     def __init__(self, max_packet: int = DEFAULT_MAX_PACKET) -> None:
         self._max = max_packet
+        # told of a RemoteProtocolError before it is raised, when packets()
+        # is not given its own on_error
+        self.on_error: Callable[[RemoteProtocolError], None] | None = None
         # max_ext_len=0 refuses timestamps too, which bypass ext_hook
         self._unpacker = msgpack.Unpacker(
             raw=False, max_buffer_size=max_packet, max_ext_len=0, ext_hook=_refuse_ext
@@ -108,7 +111,7 @@ class MsgpackDecoder:
                 if pos >= size:
                     return
         except RemoteProtocolError as exc:
-            if on_error is not None:
+            if on_error is not None or (on_error := self.on_error) is not None:
                 on_error(exc)
             raise
         except Exception as exc:
@@ -116,7 +119,7 @@ class MsgpackDecoder:
                 error = _refused_ext()
             else:
                 error = RemoteProtocolError(f"invalid msgpack from the peer: {exc}")
-            if on_error is not None:
+            if on_error is not None or (on_error := self.on_error) is not None:
                 on_error(error)
             raise error from exc
         finally:  # also when the consumer stops early: what it took is gone
@@ -139,6 +142,7 @@ class JsonDecoder:
 
     def __init__(self, max_packet: int = DEFAULT_MAX_PACKET) -> None:
         self._max = max_packet
+        self.on_error: Callable[[RemoteProtocolError], None] | None = None  # as msgpack's
         self._utf8 = codecs.getincrementaldecoder("utf-8")("strict")
         self._parse = json.JSONDecoder(parse_constant=_refuse_constant).raw_decode
         # the pending, incomplete packet: its text so far and the scanner state
@@ -158,7 +162,7 @@ class JsonDecoder:
         try:
             return self.feed(data)
         except RemoteProtocolError as exc:
-            if on_error is not None:
+            if on_error is not None or (on_error := self.on_error) is not None:
                 on_error(exc)
             raise
 

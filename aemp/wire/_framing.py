@@ -36,9 +36,14 @@ class Encoder(Protocol):
 
     def encode_message(self, portname: str, msg: Sequence[Any]) -> bytes: ...
 
+    out: list[bytes]  # where append_message() puts its bytes
+
+    def append_message(self, portname: str, msg: Sequence[Any]) -> None: ...
+
 
 class Decoder(Protocol):
     name: str
+    on_error: Callable[[RemoteProtocolError], None] | None
 
     def feed(self, data: bytes) -> list[Packet]: ...
 
@@ -188,6 +193,7 @@ class MsgpackEncoder:
     def __init__(self, max_packet: int = DEFAULT_MAX_PACKET) -> None:
         self._max = max_packet
         self._pack = msgpack.Packer(use_bin_type=True, datetime=False).pack
+        self.out: list[bytes] = []
 
     def encode(self, packet: Sequence[Any], _scalars: frozenset[type] = _SCALARS_BIN) -> bytes:
         # inlined check for the common flat packet: this runs a million times a second
@@ -222,6 +228,24 @@ class MsgpackEncoder:
             raise _too_large(packet, len(data), self._max)
         return data
 
+    def append_message(
+        self, portname: str, msg: Sequence[Any], _scalars: frozenset[type] = _SCALARS_BIN
+    ) -> None:
+        """self.out.append(encode_message(portname, msg)), in one call: a
+        sender that collects packets saves a call per packet."""
+        for item in msg:
+            if type(item) not in _scalars:
+                self.out.append(self.encode([portname, *msg]))
+                return
+        packet = [portname, *msg]
+        try:
+            data: bytes = self._pack(packet)
+        except Exception as exc:
+            raise _explain(packet, True, exc) from exc
+        if len(data) > self._max:
+            raise _too_large(packet, len(data), self._max)
+        self.out.append(data)
+
 
 class JsonEncoder:
     """Compact UTF-8 JSON arrays, as JSON::XS::encode_json writes them."""
@@ -230,6 +254,7 @@ class JsonEncoder:
 
     def __init__(self, max_packet: int = DEFAULT_MAX_PACKET) -> None:
         self._max = max_packet
+        self.out: list[bytes] = []
         self._dumps = json.JSONEncoder(
             separators=(",", ":"), ensure_ascii=False, allow_nan=False
         ).encode
@@ -262,3 +287,7 @@ class JsonEncoder:
     def encode_message(self, portname: str, msg: Sequence[Any]) -> bytes:
         """encode([portname, *msg])."""
         return self.encode([portname, *msg])
+
+    def append_message(self, portname: str, msg: Sequence[Any]) -> None:
+        """self.out.append(encode_message(portname, msg))."""
+        self.out.append(self.encode([portname, *msg]))
