@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 from typing import Any
@@ -115,14 +116,13 @@ def _watch(s: Session, family: str) -> int:
             except TimeoutError:
                 where = f"master {node.master}" if node.master else "no master reachable"
                 raise DbTimeout(f"db_mon({family!r})", limit, where) from None
-            try:
+            # a timeout ends the watch normally: it lasted as long as asked
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(total):
                     event = first
                     while event is not None:
                         print(to_json(event), flush=True)
                         event = await events.get()
-            except TimeoutError:
-                pass  # the watch lasted as long as it was asked to
             return 0
         finally:
             for sig in signals:

@@ -22,6 +22,7 @@ import types
 from collections.abc import Callable, Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._call import _raise
 from ._errors import DbTimeout, InvalidFamily, NodeClosed
 from ._handles import Handle
 from ._ids import check_port_id, counter_names
@@ -594,7 +595,3 @@ class Query:
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self._wait().__await__()
-
-
-def _raise(exc: Exception) -> None:
-    raise exc
