@@ -6,7 +6,9 @@
 # In FIRING the monitors on the lost node's ports are queued to fire on the
 # run queue and new packets wait until they have fired: that is guarantee 2
 # (no silent holes): nothing sent after a loss can arrive before every
-# monitor that reports the loss has run.
+# monitor that reports the loss has run. A new link that comes up while
+# they wait (the peer dialled back at once) fires them on the spot, before
+# any packet takes the new link.
 
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ class State(enum.Enum):
 class Remote:
     __slots__ = (
         "_connect",
+        "_firing",
         "id",
         "idle",
         "link",
@@ -71,6 +74,8 @@ class Remote:
         self.idle = 0  # names in monitors with an empty dict: subscribed, unused
         # names of our local ports this node asked to monitor (mon1)
         self.watched: set[str] = set()
+        # in FIRING: the monitors of the lost link and the reason they get
+        self._firing: tuple[dict[str, dict[Monitor, None]], tuple[Any, ...]] | None = None
 
     def __repr__(self) -> str:
         return f"<Remote {self.id!r} {self.state.value}>"
@@ -96,6 +101,8 @@ class Remote:
             self._connect(self)
 
     def up(self, link: Link) -> None:
+        if self._firing is not None:
+            self._fire_lost()
         self.state = State.UP
         self.link = link
         pending, self.pending = self.pending, []
@@ -162,13 +169,22 @@ class Remote:
             link.close(why)
         monitors, self.monitors = self.monitors, {}
         self.idle = 0
+        self._firing = (monitors, ("transport_error", self.id, why))
         self.node._remote_lost(self, why, link is not None, watched)
-        self.node._post(self._fired, monitors, ("transport_error", self.id, why))
+        self.node._post(self._fired)
 
-    def _fired(self, monitors: dict[str, dict[Monitor, None]], reason: tuple[Any, ...]) -> None:
-        for mons in monitors.values():
-            for m in mons:
-                m._fire(reason)
-        self.state = State.IDLE
-        if self.pending:
-            self.start_connect()
+    def _fire_lost(self) -> None:
+        firing, self._firing = self._firing, None
+        if firing is not None:
+            monitors, reason = firing
+            for mons in monitors.values():
+                for m in mons:
+                    m._fire(reason)
+
+    def _fired(self) -> None:
+        """The run queue reached the loss: report it, then connect again if asked."""
+        self._fire_lost()
+        if self.state is State.FIRING:
+            self.state = State.IDLE
+            if self.pending:
+                self.start_connect()

@@ -472,3 +472,50 @@ async def test_mon1_and_message_to_a_port_not_there_yet() -> None:
         async with asyncio.timeout(2):
             while not died.calls and not replies.calls:
                 await asyncio.sleep(0.01)
+
+
+class FakeLink:
+    """A link that records what is sent over it."""
+
+    def __init__(self, remote_id: str) -> None:
+        self.remote_id = remote_id
+        self.sent: list[list[Any]] = []
+        self.closed: str | None = None
+
+    def send(self, packet: list[Any]) -> None:
+        self.sent.append(packet)
+
+    def send_message(self, portname: str, msg: tuple[Any, ...]) -> None:
+        self.sent.append([portname, *msg])
+
+    def close(self, reason: str) -> None:
+        self.closed = reason
+
+
+async def test_link_back_up_before_the_loss_is_reported() -> None:
+    """The peer dials back while the monitors of the lost link still wait
+    on the run queue: they fire before anything takes the new link, and a
+    second loss is reported like the first."""
+    async with aemp.Node(nodeid="n", secret=SECRET) as n:
+        first, second = FakeLink("p"), FakeLink("p")
+        n._link_up("p", first)
+        rec1 = Recorder()
+        n.mon("p#w1", rec1)
+        assert ["", "mon1", "w1"] in first.sent
+
+        n._remotes["p"].lost("reset by peer")
+        n.snd("p#w1", "after the loss")  # waits: the loss is not reported yet
+        n._link_up("p", second)  # before the run queue reached the loss
+        assert rec1.calls == [("transport_error", "p", "reset by peer")]
+        assert ["w1", "after the loss"] in second.sent
+
+        rec2 = Recorder()
+        n.mon("p#w2", rec2)
+        await settle(10)
+        assert rec1.calls == [("transport_error", "p", "reset by peer")]
+        assert n.node_is_up("p") and n._remotes["p"].link is second
+
+        n._remotes["p"].lost("gone again")
+        await rec2.wait()
+        assert rec2.calls == [("transport_error", "p", "gone again")]
+        assert not n.node_is_up("p")
