@@ -3,7 +3,8 @@
 # A remote send is checked by the encoder itself; a local one is not encoded
 # at all, so without this check a message that works locally would fail the
 # day its receiver moves to another node ("local is not special"). The fast
-# path costs one type lookup per top-level element; only containers recurse.
+# path costs one type lookup per top-level element (and an isascii() per
+# str, for lone surrogates, which no encoder takes); only containers recurse.
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from .wire._framing import MAX_DEPTH
 
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
-_SCALARS = frozenset({str, float, bool, type(None), bytes})
+_SCALARS = frozenset({float, bool, type(None), bytes, bytearray})
 
 
 def check_message(msg: tuple[Any, ...]) -> None:
@@ -24,8 +25,9 @@ def check_message(msg: tuple[Any, ...]) -> None:
     for x in msg:
         t = type(x)
         if t is str:
-            continue
-        if t is int:
+            if x.isascii():
+                continue
+        elif t is int:
             if -0x8000000000000000 <= x <= 0xFFFFFFFFFFFFFFFF:
                 continue
         elif t in _SCALARS:
@@ -34,7 +36,11 @@ def check_message(msg: tuple[Any, ...]) -> None:
 
 
 def _check_value(x: Any, depth: int) -> None:
-    if isinstance(x, bool | str | float | bytes) or x is None:
+    if isinstance(x, str):
+        if not x.isascii():
+            _check_str(x)
+        return
+    if isinstance(x, bool | float | bytes | bytearray) or x is None:
         return
     if isinstance(x, int):
         if not _INT_MIN <= x <= _INT_MAX:
@@ -56,9 +62,21 @@ def _check_value(x: Any, depth: int) -> None:
                 raise MessageError(
                     f"message dict key {k!r} is a {type(k).__name__}: dict keys must be str"
                 )
+            if not k.isascii():
+                _check_str(k)
             _check_value(v, depth + 1)
         return
     raise MessageError(
         f"message element {x!r} is a {type(x).__name__}: messages hold only None, bool, int, "
-        "float, str, bytes, list and dict with str keys"
+        "float, str, bytes (or bytearray), list and dict with str keys"
     )
+
+
+def _check_str(s: str) -> None:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise MessageError(
+            f"message string {s[:40]!r} holds a lone surrogate at index {e.start}: "
+            "only valid Unicode can be sent (decode bytes with errors='replace', or send bytes)"
+        ) from None

@@ -60,6 +60,9 @@ async def test_kil_of_node_port(node: aemp.Node) -> None:
         ({1: "x"}, "dict key 1 is a int"),
         ([1, {2, 3}], "set: messages hold only"),
         ({"k": [b"ok", complex(1, 2)]}, "complex"),
+        ("caf\udce9", "lone surrogate at index 3"),
+        ([{"k": "\ud800"}], "lone surrogate at index 0"),
+        ({"\udfff": 1}, "lone surrogate"),
     ],
 )
 async def test_non_encodable_message_elements(node: aemp.Node, bad: object, match: str) -> None:
@@ -75,6 +78,7 @@ async def test_plain_data_is_accepted(node: aemp.Node) -> None:
     p = node.port(lambda *m: None)
     node.snd(p, None, True, 0, -(2**63), 2**64 - 1, 1.5, "s", b"b", [1, [2]], {"k": {"j": []}})
     node.snd(p, (1, 2))  # tuples travel as lists
+    node.snd(p, "café ✓ 𝄞", [bytearray(b"x")], {"ключ": "значение"})
 
 
 async def test_empty_message(node: aemp.Node) -> None:

@@ -195,14 +195,22 @@ async def test_bad_messages_to_remote_ports_raise_at_snd(
         aemp.CURRENT.reset(token)
     with pytest.raises(aemp.MessageError, match="at least one element"):
         b.snd(pa)
-    # a node that is not connected yet queues, but checks first (a lone
-    # surrogate is found only by an encoder; check_message lets it pass)
-    if match != "surrogate":
-        with pytest.raises(aemp.MessageError):
-            b.snd("elsewhere#p", "tag", bad)
+    # a node that is not connected yet queues, but checks first
+    with pytest.raises(aemp.MessageError, match=match):
+        b.snd("elsewhere#p", "tag", bad)
     b.snd(pa, "last")
     await rec.wait(2)
     assert rec.calls == [("ok",), ("last",)]
+
+
+async def test_bytearray_arrives_as_bytes(pair: tuple[aemp.Node, aemp.Node]) -> None:
+    a, b = pair
+    rec = Recorder()
+    pa = a.port(rec)
+    b.snd(pa, bytearray(b"raw"), [bytearray(b"in a list")])
+    await rec.wait()
+    assert rec.calls == [(b"raw", [b"in a list"])]
+    assert type(rec.calls[0][0]) is bytes
 
 
 async def test_cal_across_nodes(pair: tuple[aemp.Node, aemp.Node]) -> None:
