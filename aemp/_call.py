@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._errors import CallTimeout, PortDead
+from ._errors import CallTimeout, NodeClosed, PortDead
 from ._handles import Monitor, Timer
 
 if TYPE_CHECKING:
@@ -146,8 +146,9 @@ class Call:
             node._call_in(self._owner, self._cb, self._result)
         elif self._err is not None:
             node._call_in(self._owner, self._err, (exc,))
-        elif isinstance(exc, Exception):
-            # no error callback: the failure must not vanish, so it kills the caller
+        elif isinstance(exc, Exception) and not isinstance(exc, NodeClosed):
+            # no error callback: the failure must not vanish, so it kills the
+            # caller (unless the whole node is closing: nobody is left to tell)
             node._call_in(self._owner, _raise, (exc,))
 
     def __await__(self) -> Generator[Any, None, tuple[Any, ...]]:

@@ -191,7 +191,8 @@ class Node:
     async def close(self) -> None:
         """Stop the node: every port dies silently, every task and timer ends.
 
-        Pending ``cal``s fail with NodeClosed. Monitors of local ports do
+        Pending ``cal``s fail with NodeClosed (a callback-form call hears of
+        it through its ``err``, if it has one). Monitors of local ports do
         not fire: there is nobody left on this node to tell.
         """
         if self.closed:

@@ -39,6 +39,24 @@ async def test_close_leaves_no_task_and_no_warning() -> None:
         await call
 
 
+async def test_close_ends_callback_form_calls_quietly() -> None:
+    node = aemp.Node(nodeid="closing")
+    silent = node.port(ask=lambda reply: None)
+    owner = node.port(lambda *m: None)
+    errs: list[Exception] = []
+    node.cal(silent, "ask", cb=print)  # no err: dropped without a log line
+    token = aemp.SELF.set(owner)
+    try:
+        node.cal(silent, "ask", cb=print)  # and its owner is not killed
+    finally:
+        aemp.SELF.reset(token)
+    node.cal(silent, "ask", cb=print, err=errs.append)
+    await settle()
+    await node.close()
+    await settle()
+    assert [type(e) for e in errs] == [aemp.NodeClosed]
+
+
 async def test_use_after_close_raises() -> None:
     node = aemp.Node(nodeid="gone")
     p = node.port(print)
