@@ -34,26 +34,77 @@ if TYPE_CHECKING:
 log = logging.getLogger("aemp.node")
 
 
-class Call:
+class Pending:
+    """An outcome that is awaited, or handed to cb/err callbacks, once.
+
+    The base of Call and the database's Query. A subclass sets the slots,
+    calls _settle() when it ends, and runs what _callback() gives, in the
+    caller's context.
+    """
+
+    __slots__ = ("_cb", "_done", "_err", "_exc", "_future", "_owner", "_result")
+    _cb: Callable[..., Any] | None
+    _done: bool
+    _err: Callable[[Exception], Any] | None
+    _exc: BaseException | None
+    _future: asyncio.Future[None] | None
+    _owner: str | None
+    _result: Any
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        raise NotImplementedError
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancel(self) -> None:
+        raise NotImplementedError
+
+    def _settle(self, exc: BaseException | None) -> None:
+        """Record the ending (the result is already in _result) and wake an await."""
+        self._done = True
+        self._exc = exc
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+
+    def _callback(
+        self, exc: BaseException | None, args: tuple[Any, ...]
+    ) -> tuple[Callable[..., Any], tuple[Any, ...]] | None:
+        """The callback to run for this ending, with its arguments, if any."""
+        if self._cb is None or isinstance(exc, asyncio.CancelledError):
+            return None
+        if exc is None:
+            return self._cb, args
+        if self._err is not None:
+            return self._err, (exc,)
+        if isinstance(exc, Exception) and not isinstance(exc, NodeClosed):
+            # no error callback: the failure must not vanish, so it kills the
+            # caller (unless the whole node is closing: nobody is left to tell)
+            return _raise, (exc,)
+        return None
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if not self._done:
+            future = self._future
+            if future is None:
+                future = self._future = self._loop().create_future()
+            try:
+                yield from future
+            except asyncio.CancelledError:
+                self.cancel()
+                raise
+        if self._exc is not None:
+            raise self._exc
+        return self._result
+
+
+class Call(Pending):
     """A pending ``cal``: await it for the reply tuple, or cancel() it."""
 
-    __slots__ = (
-        "_bucket",
-        "_cb",
-        "_done",
-        "_err",
-        "_exc",
-        "_future",
-        "_node",
-        "_owner",
-        "_reply",
-        "_result",
-        "_target",
-        "_timeout",
-        "port",
-    )
+    __slots__ = ("_bucket", "_node", "_reply", "_target", "_timeout", "port")
     _target: _Target  # set by CallTable.add
     _bucket: dict[Call, None] | None
+    _result: tuple[Any, ...]
 
     def __init__(
         self,
@@ -74,36 +125,36 @@ class Call:
         self._owner = owner
         self._timeout = timeout
         self._done = False
-        self._result: tuple[Any, ...] = ()
-        self._exc: BaseException | None = None
-        self._future: asyncio.Future[None] | None = None
+        self._result = ()
+        self._exc = None
+        self._future = None
         self._reply = reply
         reply.default = self._on_reply
         node._calls.add(self, port, timeout)
         try:
             node._send(port, (*msg, reply.id))
         except BaseException:
-            self._finish(None, None)  # undo everything, quietly
+            self._finish(None)  # undo everything, quietly
             raise
 
     def __repr__(self) -> str:
         return f"<aemp.Call to {self.port!r} {'done' if self._done else 'pending'}>"
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        return self._node.loop
 
     @property
     def reply_port(self) -> str:
         """The temporary port the reply goes to (the last element sent)."""
         return self._reply.id
 
-    def done(self) -> bool:
-        return self._done
-
     def cancel(self) -> None:
         """Stop waiting; a late reply is dropped and awaiting raises CancelledError."""
         if not self._done:
-            self._finish(None, asyncio.CancelledError())
+            self._finish(asyncio.CancelledError())
 
     def _on_reply(self, *reply: Any) -> None:
-        # _finish for a reply, inlined: the common end of a call
+        # the common end of a call, inlined
         if self._done:
             return
         self._done = True
@@ -117,53 +168,26 @@ class Call:
             node._call_in(self._owner, self._cb, reply)
 
     def _on_death(self, reason: tuple[Any, ...]) -> None:
-        self._finish(None, PortDead(self.port, reason))
+        self._finish(PortDead(self.port, reason))
 
     def _on_timeout(self) -> None:
         assert self._timeout is not None
-        self._finish(None, CallTimeout(self.port, self._timeout))
+        self._finish(CallTimeout(self.port, self._timeout))
 
     def _fail(self, exc: BaseException) -> None:
-        self._finish(None, exc)
+        self._finish(exc)
 
-    def _finish(self, result: tuple[Any, ...] | None, exc: BaseException | None) -> None:
+    def _finish(self, exc: BaseException | None) -> None:
+        """End without a reply: exc, or None to undo a call that never went out."""
         if self._done:
             return
-        self._done = True
         node = self._node
         node._calls.remove(self)
         node._kill(self._reply, ())
-        if result is not None:
-            self._result = result
-        self._exc = exc
-        if self._future is not None and not self._future.done():
-            self._future.set_result(None)
-        if self._cb is None or isinstance(exc, asyncio.CancelledError):
-            return
-        if exc is None and result is None:
-            return  # undone quietly: the send raised in the constructor
-        if exc is None:
-            node._call_in(self._owner, self._cb, self._result)
-        elif self._err is not None:
-            node._call_in(self._owner, self._err, (exc,))
-        elif isinstance(exc, Exception) and not isinstance(exc, NodeClosed):
-            # no error callback: the failure must not vanish, so it kills the
-            # caller (unless the whole node is closing: nobody is left to tell)
-            node._call_in(self._owner, _raise, (exc,))
-
-    def __await__(self) -> Generator[Any, None, tuple[Any, ...]]:
-        if not self._done:
-            future = self._future
-            if future is None:
-                future = self._future = self._node.loop.create_future()
-            try:
-                yield from future
-            except asyncio.CancelledError:
-                self.cancel()
-                raise
-        if self._exc is not None:
-            raise self._exc
-        return self._result
+        self._settle(exc)
+        run = self._callback(exc, ()) if exc is not None else None
+        if run is not None:
+            node._call_in(self._owner, *run)
 
 
 def _raise(exc: Exception) -> None:

@@ -19,10 +19,10 @@ import logging
 import random
 import re
 import types
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._call import _raise
+from ._call import Pending
 from ._errors import DbTimeout, InvalidFamily, NodeClosed
 from ._handles import Handle
 from ._ids import check_port_id, counter_names
@@ -489,24 +489,10 @@ class DbMonitor(Handle):
         return f"<aemp.DbMonitor {self.family!r}{'' if self._active else ' cancelled'}>"
 
 
-class Query:
+class Query(Pending):
     """A pending ``db_family``, ``db_keys`` or ``db_values``: await it, or cancel() it."""
 
-    __slots__ = (
-        "_cb",
-        "_db",
-        "_done",
-        "_err",
-        "_exc",
-        "_future",
-        "_owner",
-        "_result",
-        "_timer",
-        "family",
-        "id",
-        "kind",
-        "packet",
-    )
+    __slots__ = ("_db", "_timer", "family", "id", "kind", "packet")
 
     def __init__(
         self,
@@ -527,9 +513,9 @@ class Query:
         self._err = err
         self._owner = SELF.get()
         self._done = False
-        self._result: Any = None
-        self._exc: BaseException | None = None
-        self._future: asyncio.Future[None] | None = None
+        self._result = None
+        self._exc = None
+        self._future = None
         self._timer = (
             db.node.loop.call_later(timeout, self._on_timeout, timeout)
             if timeout is not None
@@ -540,8 +526,8 @@ class Query:
         state = "done" if self._done else "pending"
         return f"<aemp.Query db_{self.kind}({self.family!r}) {state}>"
 
-    def done(self) -> bool:
-        return self._done
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        return self._db.node.loop
 
     def cancel(self) -> None:
         """Stop waiting; awaiting raises CancelledError."""
@@ -561,37 +547,13 @@ class Query:
     def _finish(self, result: Any, exc: BaseException | None) -> None:
         if self._done:
             return
-        self._done = True
         db = self._db
         db.queries.pop(self.id, None)
         if self._timer is not None:
             self._timer.cancel()
         self._result = result
-        self._exc = exc
-        if self._future is not None and not self._future.done():
-            self._future.set_result(None)
-        if self._cb is None or isinstance(exc, asyncio.CancelledError):
-            return
-        node = db.node
-        if exc is None:
-            node._post(node._call_in, self._owner, self._cb, (result,))
-        elif self._err is not None:
-            node._post(node._call_in, self._owner, self._err, (exc,))
-        elif isinstance(exc, Exception):
-            node._post(node._call_in, self._owner, _raise, (exc,))
-
-    async def _wait(self) -> Any:
-        if not self._done:
-            if self._future is None:
-                self._future = self._db.node.loop.create_future()
-            try:
-                await self._future
-            except asyncio.CancelledError:
-                self.cancel()
-                raise
-        if self._exc is not None:
-            raise self._exc
-        return self._result
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self._wait().__await__()
+        self._settle(exc)
+        run = self._callback(exc, (result,))
+        if run is not None:
+            node = db.node
+            node._post(node._call_in, self._owner, *run)
