@@ -27,9 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import CallTimeout, NodeClosed, PortDead
 from ._handles import Monitor, Timer
+from ._port import _DEAD, _Port
+from ._runtime import SELF
 
 if TYPE_CHECKING:
-    from ._node import Node, _Port
+    from ._node import Node
 
 log = logging.getLogger("aemp.node")
 
@@ -132,7 +134,12 @@ class Call(Pending):
         reply.default = self._on_reply
         node._calls.add(self, port, timeout)
         try:
-            node._send(port, (*msg, reply.id))
+            route = node._routes.get(port)  # node._send, inlined for a known route
+            link = route[0].link if route is not None else None
+            if link is not None:
+                link.send_message(route[1], (*msg, reply.id))  # type: ignore[index]
+            else:
+                node._send(port, (*msg, reply.id))
         except BaseException:
             self._finish(None)  # undo everything, quietly
             raise
@@ -154,18 +161,44 @@ class Call(Pending):
             self._finish(asyncio.CancelledError())
 
     def _on_reply(self, *reply: Any) -> None:
-        # the common end of a call, inlined
+        # The common end of a call, with CallTable.remove, Node._kill and
+        # Node._call_in inlined for the usual case: a reply port nobody
+        # monitors, a callback that returns nothing.
         if self._done:
             return
         self._done = True
         node = self._node
-        node._calls.remove(self)
-        node._kill(self._reply, ())
+        calls = self._target.calls
+        del calls[self]
+        if not calls:
+            node._calls.removed(self)
+        elif self._bucket is not None:
+            del self._bucket[self]
+        p = self._reply
+        if p.monitors or p.watchers or p.gate is not None:
+            node._kill(p, ())
+        else:
+            p.gate = _DEAD
+            p.default = None
+            del node._ports[p.id]
+            del node._by_name[p.id[node._prefix_len :]]
         self._result = reply
         if self._future is not None and not self._future.done():
             self._future.set_result(None)
-        if self._cb is not None:
-            node._call_in(self._owner, self._cb, reply)
+        cb = self._cb
+        if cb is not None:
+            # The run queue or _receive set SELF to the reply port; the callback
+            # runs as the caller. After it, SELF stays the caller's: the reply
+            # port is dead, so whoever delivered sets SELF again for the next.
+            owner = self._owner
+            SELF.set(owner if owner is None or owner in node._ports else None)
+            try:
+                r = cb(*reply)
+            except Exception as e:
+                node._failed_in(owner, cb, e)
+            else:
+                if r is not None:
+                    node._awaited_in(owner, r)
 
     def _on_death(self, reason: tuple[Any, ...]) -> None:
         self._finish(PortDead(self.port, reason))
@@ -295,14 +328,19 @@ class CallTable:
         calls = target.calls
         if call in calls:
             del calls[call]
-            if not calls and self._targets.get(target.port) is target:
-                if target.local:  # a local monitor would show on the port
-                    self._drop(target)
-                else:
-                    idle = self._idle
-                    idle[target.port] = None
-                    if len(idle) > MAX_IDLE_TARGETS:
-                        self._drop(self._targets[next(iter(idle))])
+        self.removed(call)
+
+    def removed(self, call: Call) -> None:
+        """Clean up after a call that left its target's calls."""
+        target = call._target
+        if not target.calls and self._targets.get(target.port) is target:
+            if target.local:  # a local monitor would show on the port
+                self._drop(target)
+            else:
+                idle = self._idle
+                idle[target.port] = None
+                if len(idle) > MAX_IDLE_TARGETS:
+                    self._drop(self._targets[next(iter(idle))])
         if call._bucket is not None:
             call._bucket.pop(call, None)
 

@@ -41,6 +41,7 @@ from ._errors import (
 from ._handles import MON_CALL, MON_KILL, MON_SEND, Monitor, NodeWatch, Timer
 from ._ids import check_port_id, counter_names, expand_nodeid, local_prefix, spawn_prefix
 from ._message import check_message
+from ._port import _BUSY, _DEAD, _SYS, _Port
 from ._remote import Link, Remote
 from ._requests import handle_node_request
 from ._runtime import CURRENT, SELF
@@ -49,9 +50,6 @@ from ._transport import Network, make_settings
 log = logging.getLogger("aemp.node")
 
 _BUDGET = 2048  # deliveries per drain before the loop gets a turn
-_BUSY = "busy"  # gate: an async callback or a spawn init is running
-_DEAD = "dead"  # gate: the port was killed
-_SYS = "sys"  # gate of the pseudo-port that runs node-internal calls in FIFO order
 _RESUME = ("resume",)  # posted to a busy port when its async callback ended
 
 _SPAWN_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
@@ -65,20 +63,6 @@ class _Keep:
 
 
 _KEEP = _Keep()
-
-
-class _Port:
-    __slots__ = ("backlog", "default", "gate", "id", "monitors", "tags", "task", "watchers")
-
-    def __init__(self, pid: str) -> None:
-        self.id = pid
-        self.default: Callback | None = None
-        self.tags: dict[str, Callback] | None = None
-        self.gate: str | None = None
-        self.backlog: deque[tuple[Any, ...]] | None = None
-        self.task: asyncio.Future[Any] | None = None
-        self.monitors: dict[Monitor, None] | None = None
-        self.watchers: set[str] | None = None  # other nodes monitoring this port
 
 
 def die_reason(exc: BaseException) -> tuple[str, str]:
@@ -149,6 +133,7 @@ class Node:
         self._calls = CallTable(self)
         self._node_monitors: dict[Monitor, None] = {}
         self._prefix = self.id + "#"
+        self._prefix_len = len(self._prefix)
         self._by_name: dict[str, _Port] = {}  # the same ports, by name, for packets
         self._routes: dict[str, tuple[Remote, str]] = {}  # remote port ID -> (node, name)
         self._remotes: dict[str, Remote] = {}
@@ -503,20 +488,31 @@ class Node:
         t_node = CURRENT.set(self)
         try:
             r = fn(*args)
-            if r is not None and inspect.isawaitable(r):
-                task = self.spawn_task(r)
-                task.add_done_callback(lambda t: self._task_failed(owner, t))
-                return None
+            if r is not None:
+                return self._awaited_in(owner, r)
             return r
         except Exception as e:
-            if p is not None:
-                self._die(p, e)
-            else:
-                log.exception("node %s: callback %r raised outside any port", self.id, fn)
+            self._failed_in(owner, fn, e)
             return None
         finally:
             CURRENT.reset(t_node)
             SELF.reset(t_self)
+
+    def _awaited_in(self, owner: str | None, r: Any) -> Any:
+        """What a callback run for owner returned: an awaitable runs as a task."""
+        if not inspect.isawaitable(r):
+            return r
+        task = self.spawn_task(r)
+        task.add_done_callback(lambda t: self._task_failed(owner, t))
+        return None
+
+    def _failed_in(self, owner: str | None, fn: Callback, e: Exception) -> None:
+        """A callback run for owner raised e: owner dies, or it is logged."""
+        p = self._ports.get(owner) if owner is not None else None
+        if p is not None:
+            self._die(p, e)
+        else:
+            log.exception("node %s: callback %r raised outside any port", self.id, fn)
 
     def _task_failed(self, owner: str | None, task: asyncio.Future[Any]) -> None:
         if task.cancelled() or task.exception() is None:

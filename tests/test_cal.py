@@ -126,6 +126,64 @@ async def test_callback_form_without_err_kills_the_caller(node: aemp.Node) -> No
     assert died.calls[0][1].startswith("CallTimeout: no reply from")
 
 
+async def test_reply_callback_that_raises_kills_the_caller(node: aemp.Node) -> None:
+    died = Recorder()
+
+    def boom(total: int) -> None:
+        raise ValueError(f"cannot take {total}")
+
+    srv = adder(node)
+    caller = node.port(start=lambda: node.cal(srv, "add", 1, 1, cb=boom))
+    node.mon(caller, died)
+    node.snd(caller, "start")
+    await died.wait()
+    assert died.calls == [("die", "ValueError: cannot take 2")]
+
+
+@pytest.mark.allow_error_log
+async def test_reply_callback_that_raises_outside_a_port_is_logged(
+    node: aemp.Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = Recorder()
+
+    def boom(total: int) -> None:
+        raise ValueError("no port to kill")
+
+    node.cal(adder(node), "add", 1, 1, cb=boom)
+    node.cal(adder(node), "add", 2, 2, cb=rec)  # the next reply is still delivered
+    await rec.wait()
+    assert rec.calls == [(4,)]
+    assert "raised outside any port" in caplog.text
+
+
+async def test_async_reply_callback_runs_as_the_caller(node: aemp.Node) -> None:
+    seen: list[Any] = []
+
+    async def later(total: int) -> None:
+        await asyncio.sleep(0)
+        seen.append((total, aemp.SELF.get()))
+
+    srv = adder(node)
+    caller = node.port(start=lambda: node.cal(srv, "add", 3, 4, cb=later))
+    node.snd(caller, "start")
+    async with asyncio.timeout(2):
+        while not seen:
+            await asyncio.sleep(0.001)
+    assert seen == [(7, caller)]
+
+
+async def test_a_monitored_reply_port_reports_its_end(node: aemp.Node) -> None:
+    ended = Recorder()
+
+    def ask(reply: str) -> None:
+        node.mon(reply, ended)
+        node.snd(reply, "answer")
+
+    assert await node.cal(node.port(ask=ask), "ask") == ("answer",)
+    await ended.wait()
+    assert ended.calls == [()]
+
+
 async def test_cancel_call(node: aemp.Node) -> None:
     silent = node.port(ask=lambda reply: None)
     call = node.cal(silent, "ask")

@@ -219,6 +219,21 @@ async def test_cal_across_nodes(pair: tuple[aemp.Node, aemp.Node]) -> None:
     assert await b.cal(srv, "add", 20, 22) == (42,)
 
 
+async def test_remote_monitor_on_a_reply_port_hears_its_end(
+    pair: tuple[aemp.Node, aemp.Node],
+) -> None:
+    a, b = pair
+    ended = Recorder()
+
+    def ask(reply: str) -> None:
+        a.mon(reply, ended)  # mon1 goes out before the reply: b knows it is watched
+        a.snd(reply, "answer")
+
+    assert await b.cal(a.port(ask=ask), "ask") == ("answer",)
+    await ended.wait()
+    assert ended.calls == [()]
+
+
 async def test_mon_remote_port_death(pair: tuple[aemp.Node, aemp.Node]) -> None:
     a, b = pair
     p = a.port()
