@@ -69,6 +69,12 @@ class _Keep:
 _KEEP = _Keep()
 
 
+def _check_timeout(timeout: object) -> None:
+    """Raise unless timeout is a positive number (a bool is none here)."""
+    if not (isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0):
+        raise TypeError(f"cal: timeout must be a positive number or None (got {timeout!r})")
+
+
 def die_reason(exc: BaseException) -> tuple[str, str]:
     """The kill reason for a port whose callback raised exc."""
     return ("die", f"{type(exc).__name__}: {exc}")
@@ -859,19 +865,12 @@ class Node:
             check_port_id(port)
         if not msg:
             check_message(msg)  # raises; the send checks the rest
-        if timeout is not None and not (
-            (
-                type(timeout) is float
-                or type(timeout) is int  # a bool is no int here, as it should be
-                or (isinstance(timeout, int | float) and not isinstance(timeout, bool))
-            )
-            and timeout > 0
-        ):
-            raise TypeError(f"cal: timeout must be a positive number or None (got {timeout!r})")
+        if timeout is not None and not (type(timeout) is float and timeout > 0):
+            _check_timeout(timeout)
         if cb is not None and not callable(cb):
             raise TypeError(f"cal cb must be callable or None (got {cb!r}, a {type(cb).__name__})")
         pid = next(self._names)  # the reply port, made here without port()'s checks
-        reply = self._ports[pid] = self._by_name[pid[len(self._prefix) :]] = _Port(pid)
+        reply = self._ports[pid] = self._by_name[pid[self._prefix_len :]] = _Port(pid)
         return Call(self, port, msg, timeout, cb, err, SELF.get(), reply)
 
     def NODE(self) -> str:
