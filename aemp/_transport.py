@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 import socket
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from . import wire
 from ._errors import ConfigError, MessageError, RemoteProtocolError
+from ._ifaddrs import host_addresses
 
 if TYPE_CHECKING:
     from ._node import Node
@@ -55,6 +57,14 @@ def parse_address(addr: str) -> tuple[str, int]:
     if host is None or port == 0:
         raise ConfigError(f"address {addr!r} is not valid: expected 'host:port'")
     return host, port
+
+
+def _is_loopback(address: str) -> bool:
+    host = parse_address(address)[0].partition("%")[0]
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def format_address(host: str, port: int) -> str:
@@ -394,10 +404,13 @@ class Network:
             self.servers.append(server)
             for sock in server.sockets:
                 addr = sock.getsockname()
-                shown = addr[0]
-                if host is None:
-                    shown = "127.0.0.1" if sock.family == socket.AF_INET else "::1"
-                self.listeners.append(format_address(shown, addr[1]))
+                # a wildcard bind is reached through every address of the
+                # host; the loopback ones, useful on this host only, go last
+                shown = [addr[0]] if host is not None else host_addresses(sock.family)
+                for a in shown:
+                    self.listeners.append(format_address(a, addr[1]))
+        loopback = [a for a in self.listeners if _is_loopback(a)]
+        self.listeners = [a for a in self.listeners if a not in loopback] + loopback
 
     # -- events from connections -------------------------------------------
 

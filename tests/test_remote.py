@@ -232,6 +232,28 @@ async def test_route_cache_stays_small_and_sends_stay_right(
     assert [i for k, i in got if k == 0] == [0, *(-i for i in range(len(ports)))]
 
 
+async def test_wildcard_bind_publishes_the_host_addresses() -> None:
+    """A node bound to "*" is reached from other hosts through the host's
+    own addresses; loopback comes last. (Only loopback is dialled here.)"""
+    import ipaddress
+    import socket
+
+    async with aemp.Node(nodeid="wild", binds=["*:0"], secret=SECRET) as w:
+        listeners = w.listeners
+        loop_v4 = [a for a in listeners if a.startswith("127.0.0.1:")]
+        assert len(loop_v4) == 1
+        hosts = [a.rpartition(":")[0].strip("[]") for a in listeners]
+        flags = [ipaddress.ip_address(h).is_loopback for h in hosts]
+        assert flags == sorted(flags)  # every loopback address after the others
+        for h in hosts:
+            if not ipaddress.ip_address(h).is_loopback and ":" not in h:
+                with socket.socket() as s:
+                    s.bind((h, 0))  # an address of this host: binding sends nothing
+        async with aemp.Node(nodeid="tame", seeds=loop_v4, secret=SECRET) as t:
+            await wait_up(t, "wild")
+            assert await t._db.lookup("wild") == listeners
+
+
 async def test_cal_across_nodes(pair: tuple[aemp.Node, aemp.Node]) -> None:
     a, b = pair
     srv = a.port(add=lambda x, y, reply: a.snd(reply, x + y))
