@@ -39,18 +39,20 @@ def spawn_prefix() -> str:
 
 
 def counter_names(prefix: str) -> Iterator[str]:
-    """prefix+"a", prefix+"b", ..., prefix+"z", prefix+"aa", ... forever."""
-    for length in itertools.count(1):
-        yield from _names_of_length(prefix, length)
+    """prefix+"a", prefix+"b", ..., prefix+"z", prefix+"aa", ... forever.
+
+    A chain over blocks of 26, so that next() stays in C for 25 names of
+    26: every port and every cal takes one.
+    """
+    return itertools.chain.from_iterable(_name_blocks(prefix))
 
 
-def _names_of_length(prefix: str, length: int) -> Iterator[str]:
-    # each name costs one concatenation: the heads repeat 26 times each
+def _name_blocks(prefix: str) -> Iterator[list[str]]:
     letters = string.ascii_lowercase
-    heads = _names_of_length(prefix, length - 1) if length > 1 else iter((prefix,))
-    for head in heads:
-        for c in letters:
-            yield head + c
+    yield [prefix + c for c in letters]
+    # the heads of the longer names are the names themselves, in order
+    for head in counter_names(prefix):
+        yield [head + c for c in letters]
 
 
 def check_nodeid(nodeid: object, what: str = "node ID") -> str:
