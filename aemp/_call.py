@@ -40,8 +40,8 @@ class Pending:
     """An outcome that is awaited, or handed to cb/err callbacks, once.
 
     The base of Call and the database's Query. A subclass sets the slots,
-    calls _settle() when it ends, and runs what _callback() gives, in the
-    caller's context.
+    provides _fail(exc) to end without a result, calls _settle() when it
+    ends, and runs what _callback() gives, in the caller's context.
     """
 
     __slots__ = ("_cb", "_done", "_err", "_exc", "_future", "_owner", "_result")
@@ -53,14 +53,17 @@ class Pending:
     _owner: str | None
     _result: Any
 
-    def _loop(self) -> asyncio.AbstractEventLoop:
-        raise NotImplementedError
+    if TYPE_CHECKING:
+
+        def _fail(self, exc: BaseException) -> None: ...
 
     def done(self) -> bool:
         return self._done
 
     def cancel(self) -> None:
-        raise NotImplementedError
+        """Stop waiting; a late answer is dropped and awaiting raises CancelledError."""
+        if not self._done:
+            self._fail(asyncio.CancelledError())
 
     def _settle(self, exc: BaseException | None) -> None:
         """Record the ending (the result is already in _result) and wake an await."""
@@ -89,7 +92,8 @@ class Pending:
         if not self._done:
             future = self._future
             if future is None:
-                future = self._future = self._loop().create_future()
+                # awaited from the node's own loop, the only one it runs on
+                future = self._future = asyncio.get_running_loop().create_future()
             try:
                 yield from future
             except asyncio.CancelledError:
@@ -147,18 +151,10 @@ class Call(Pending):
     def __repr__(self) -> str:
         return f"<aemp.Call to {self.port!r} {'done' if self._done else 'pending'}>"
 
-    def _loop(self) -> asyncio.AbstractEventLoop:
-        return self._node.loop
-
     @property
     def reply_port(self) -> str:
         """The temporary port the reply goes to (the last element sent)."""
         return self._reply.id
-
-    def cancel(self) -> None:
-        """Stop waiting; a late reply is dropped and awaiting raises CancelledError."""
-        if not self._done:
-            self._finish(asyncio.CancelledError())
 
     def _on_reply(self, *reply: Any) -> None:
         # The common end of a call, with CallTable.remove, Node._kill and

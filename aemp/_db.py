@@ -327,7 +327,7 @@ class Db:
 
     def close(self) -> None:
         for q in list(self.queries.values()):
-            q._finish(None, NodeClosed(f"node {self.id!r} was closed"))
+            q._fail(NodeClosed(f"node {self.id!r} was closed"))
         for waiting in self.finds.values():
             for fut in waiting:
                 if not fut.done():
@@ -526,12 +526,8 @@ class Query(Pending):
         state = "done" if self._done else "pending"
         return f"<aemp.Query db_{self.kind}({self.family!r}) {state}>"
 
-    def _loop(self) -> asyncio.AbstractEventLoop:
-        return self._db.node.loop
-
-    def cancel(self) -> None:
-        """Stop waiting; awaiting raises CancelledError."""
-        self._finish(None, asyncio.CancelledError())
+    def _fail(self, exc: BaseException) -> None:
+        self._finish(None, exc)
 
     def _answer(self, result: Any) -> None:
         want = dict if self.kind == "family" else list
