@@ -69,10 +69,14 @@ class _Keep:
 _KEEP = _Keep()
 
 
-def _check_timeout(timeout: object) -> None:
-    """Raise unless timeout is a positive number (a bool is none here)."""
+def _check_timeout(timeout: object, what: str) -> float | None:
+    """timeout as a float, or None; raise unless it is a positive number
+    (a bool is none here) or None."""
+    if timeout is None:
+        return None
     if not (isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0):
-        raise TypeError(f"cal: timeout must be a positive number or None (got {timeout!r})")
+        raise TypeError(f"{what}: timeout must be a positive number or None (got {timeout!r})")
+    return float(timeout)
 
 
 def die_reason(exc: BaseException) -> tuple[str, str]:
@@ -866,7 +870,7 @@ class Node:
         if not msg:
             check_message(msg)  # raises; the send checks the rest
         if timeout is not None and not (type(timeout) is float and timeout > 0):
-            _check_timeout(timeout)
+            _check_timeout(timeout, "cal")
         if cb is not None and not callable(cb):
             raise TypeError(f"cal cb must be callable or None (got {cb!r}, a {type(cb).__name__})")
         pid = next(self._names)  # the reply port, made here without port()'s checks
@@ -902,7 +906,7 @@ class Node:
         err: Callable[[Exception], Any] | None = None,
     ) -> Query:
         """The family as a {subkey: value} dict, from the global nodes."""
-        return self._db.query("family", family, _query_timeout(timeout), cb, err)
+        return self._db.query("family", family, _check_timeout(timeout, "db_family"), cb, err)
 
     def db_keys(
         self,
@@ -913,7 +917,7 @@ class Node:
         err: Callable[[Exception], Any] | None = None,
     ) -> Query:
         """The family's subkeys as a list, from the global nodes."""
-        return self._db.query("keys", family, _query_timeout(timeout), cb, err)
+        return self._db.query("keys", family, _check_timeout(timeout, "db_keys"), cb, err)
 
     def db_values(
         self,
@@ -924,7 +928,7 @@ class Node:
         err: Callable[[Exception], Any] | None = None,
     ) -> Query:
         """The family's values as a list, from the global nodes."""
-        return self._db.query("values", family, _query_timeout(timeout), cb, err)
+        return self._db.query("values", family, _check_timeout(timeout, "db_values"), cb, err)
 
     def db_mon(self, family: str, cb: Callback) -> DbMonitor:
         """Call cb(family, added, changed, deleted): first with the whole family, then per change.
@@ -942,11 +946,3 @@ class Node:
     def master(self) -> str | None:
         """The global node this node's database requests go to (itself if global)."""
         return self._db.master
-
-
-def _query_timeout(timeout: object) -> float | None:
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-    ):
-        raise TypeError(f"timeout must be a positive number or None (got {timeout!r})")
-    return None if timeout is None else float(timeout)

@@ -170,6 +170,14 @@ async def test_bad_values_and_keys_raise_at_once(node: aemp.Node) -> None:
     assert node._db.local == {} or "fam" not in node._db.local
 
 
+@pytest.mark.parametrize("bad", [0, -1.5, True, "5"])
+async def test_bad_query_timeout_raises_at_once(node: aemp.Node, bad: Any) -> None:
+    with pytest.raises(
+        TypeError, match=rf"db_keys: timeout must be a positive number or None \(got {bad!r}\)"
+    ):
+        node.db_keys("fam", timeout=bad)
+
+
 async def test_reserved_families_can_be_read(node: aemp.Node) -> None:
     assert node.id in await node.db_family("'g")
 
