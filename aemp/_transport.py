@@ -59,14 +59,6 @@ def parse_address(addr: str) -> tuple[str, int]:
     return host, port
 
 
-def _is_loopback(address: str) -> bool:
-    host = parse_address(address)[0].partition("%")[0]
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -393,6 +385,7 @@ class Network:
 
     async def listen(self, binds: tuple[str, ...]) -> None:
         loop = self.node.loop
+        found: list[tuple[bool, str]] = []
         for bind in binds:
             host, port = parse_bind(bind)
             try:
@@ -403,14 +396,14 @@ class Network:
                 raise ConfigError(f"cannot listen on {bind!r}: {e.strerror or e}") from e
             self.servers.append(server)
             for sock in server.sockets:
-                addr = sock.getsockname()
-                # a wildcard bind is reached through every address of the
-                # host; the loopback ones, useful on this host only, go last
+                addr = sock.getsockname()  # an IP address, whatever the bind named
+                # a wildcard bind is reached through every address of the host
                 shown = [addr[0]] if host is not None else host_addresses(sock.family)
-                for a in shown:
-                    self.listeners.append(format_address(a, addr[1]))
-        loopback = [a for a in self.listeners if _is_loopback(a)]
-        self.listeners = [a for a in self.listeners if a not in loopback] + loopback
+                for ip in shown:
+                    loopback = ipaddress.ip_address(ip.partition("%")[0]).is_loopback
+                    found.append((loopback, format_address(ip, addr[1])))
+        # the loopback addresses, useful on this host only, go last (a stable sort)
+        self.listeners = [a for _, a in sorted(found, key=lambda f: f[0])]
 
     # -- events from connections -------------------------------------------
 
