@@ -32,6 +32,7 @@ from ._errors import (
     PortDead,
     RemoteProtocolError,
     SpawnError,
+    SpawnRefused,
     TransportError,
 )
 from ._handles import Handle, Monitor, NodeWatch, Timer
@@ -40,6 +41,7 @@ from ._message import check_message
 from ._node import Node
 from ._runtime import CURRENT, SELF, current_node, process_node, run, set_process_node
 from ._services import start_services
+from ._spawn import spawnable
 
 __version__ = "0.1.0"
 
@@ -69,6 +71,7 @@ __all__ = [
     "Query",
     "RemoteProtocolError",
     "SpawnError",
+    "SpawnRefused",
     "Timer",
     "TransportError",
     "__version__",
@@ -96,6 +99,7 @@ __all__ = [
     "run",
     "snd",
     "spawn",
+    "spawnable",
     "up_nodes",
 ]
 

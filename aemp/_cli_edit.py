@@ -362,9 +362,9 @@ _LOW_KEYS = {
     "nodelay": ("BOOL", "true or false", "TCP_NODELAY on connections (default true)"),
     "secure": ("BOOL", "true or false", "refuse spawn requests of other nodes (default false)"),
     "spawn_allow": (
-        "MODULES",
-        "a comma-separated list of module names, or a JSON array",
-        "modules other nodes may spawn from (default any)",
+        "TARGETS",
+        "a comma-separated list of 'pkg.mod:func', 'pkg.mod:*' or '*', or a JSON array",
+        "functions other nodes may spawn besides @aemp.spawnable ones (default none)",
     ),
     "max_packet": (
         "BYTES",

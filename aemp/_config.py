@@ -26,7 +26,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._errors import AempError, ConfigError
+from ._errors import AempError, ConfigError, SpawnError
+from ._spawn import check_spawn_allow
 
 AUTH_METHODS = ("tls_sha3_512", "hmac_sha3_512", "tls_anon", "cleartext")
 FRAMINGS = ("msgpack", "json")
@@ -133,8 +134,16 @@ def _services(key: str, v: Any) -> tuple[Any, ...]:
     return tuple(v)
 
 
-def _opt_str_list(key: str, v: Any) -> tuple[str, ...] | None:
-    return None if v is None else _str_list(key, v)
+def _spawn_allow(key: str, v: Any) -> tuple[str, ...] | None:
+    if v is None:
+        return None
+    entries = _str_list(key, v)
+    for entry in entries:
+        try:
+            check_spawn_allow(entry)
+        except SpawnError as e:
+            raise ConfigError(str(e)) from None  # it names the key and the entry
+    return entries
 
 
 _CHECKS: dict[str, Any] = {
@@ -151,7 +160,7 @@ _CHECKS: dict[str, Any] = {
     "auth_accept": _choice_list(AUTH_METHODS),
     "nodelay": _flag,
     "secure": _flag,
-    "spawn_allow": _opt_str_list,
+    "spawn_allow": _spawn_allow,
     "max_packet": _size,
 }
 

@@ -33,6 +33,14 @@ class SpawnError(AempError, ValueError):
     """A spawn target is not of the form "package.module:function"."""
 
 
+class SpawnRefused(SpawnError):
+    """A node refused a spawn request from another node.
+
+    Never raised to the spawner: the new port dies with
+    ``("die", "SpawnRefused: <why>")``, which its monitors get.
+    """
+
+
 class LocalProtocolError(AempError, RuntimeError):
     """This side tried to do something the protocol does not allow right now."""
 

@@ -19,10 +19,8 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import logging
-import re
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -31,20 +29,23 @@ from . import _runtime
 from ._call import Call, CallTable
 from ._config import Config
 from ._db import Db, DbEntry, DbMonitor, Query
-from ._errors import (
-    InvalidID,
-    NodeClosed,
-    NotLocalPort,
-    PortDead,
-    SpawnError,
-)
+from ._errors import InvalidID, NodeClosed, NotLocalPort, PortDead
 from ._handles import MON_CALL, MON_KILL, MON_SEND, Monitor, NodeWatch, Timer
-from ._ids import check_port_id, counter_names, expand_nodeid, local_prefix, spawn_prefix
+from ._ids import (
+    check_port_id,
+    counter_names,
+    expand_nodeid,
+    local_prefix,
+    reply_prefix,
+    secret_names,
+    spawn_prefix,
+)
 from ._message import check_message
 from ._port import _BUSY, _DEAD, _SYS, _Port
 from ._remote import Link, Remote
 from ._requests import handle_node_request
 from ._runtime import CURRENT, SELF
+from ._spawn import SpawnBook, SpawnPolicy, parse_spawn_target, resolve_spawn_target
 from ._transport import Network, make_settings
 
 log = logging.getLogger("aemp.node")
@@ -55,9 +56,6 @@ _BUDGET = 2048  # deliveries per drain before the loop gets a turn
 # made such a server 1.5 times faster than one of 100,000 entries.
 MAX_ROUTES = 1024
 _RESUME = ("resume",)  # posted to a busy port when its async callback ended
-
-_SPAWN_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
-_PERL_SPAWN_RE = re.compile(r"[A-Za-z_]\w*(::[A-Za-z_]\w*)+\Z")
 
 Callback = Callable[..., Any]
 
@@ -82,31 +80,6 @@ def _check_timeout(timeout: object, what: str) -> float | None:
 def die_reason(exc: BaseException) -> tuple[str, str]:
     """The kill reason for a port whose callback raised exc."""
     return ("die", f"{type(exc).__name__}: {exc}")
-
-
-def parse_spawn_target(target: object) -> tuple[str, str]:
-    """Split "pkg.mod:func" (or Perl's "pkg::mod::func") into module and function."""
-    if isinstance(target, str):
-        if _SPAWN_RE.match(target):
-            module, _, func = target.partition(":")
-            return module, func
-        if _PERL_SPAWN_RE.match(target):
-            module, _, func = target.rpartition("::")
-            return module.replace("::", "."), func
-    raise SpawnError(
-        f"spawn target {target!r} is not valid: expected 'package.module:function' "
-        "(or 'package::module::function')"
-    )
-
-
-def resolve_spawn_target(target: str) -> Callback:
-    module_name, func_path = parse_spawn_target(target)
-    obj: Any = importlib.import_module(module_name)
-    for part in func_path.split("."):
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise SpawnError(f"spawn target {target!r} names a {type(obj).__name__}, not a function")
-    return obj  # type: ignore[no-any-return]
 
 
 def _check_callback(what: str, cb: object) -> Callback:
@@ -138,8 +111,12 @@ class Node:
         self._ports: dict[str, _Port] = {}
         self._queue: deque[tuple[_Port, Any]] = deque()  # msg: tuple, or list from the wire
         self._drain_handle: asyncio.Handle | None = None
-        self._names = counter_names(f"{self.id}#{local_prefix()}")
-        self._spawn_names = counter_names(f"{self.id}#{spawn_prefix()}")
+        prefixes = local_prefix(), spawn_prefix(), reply_prefix()
+        self._names = counter_names(f"{self.id}#{prefixes[0]}")
+        self._spawn_names = counter_names(f"{self.id}#{prefixes[1]}")
+        self._reply_names = secret_names(f"{self.id}#{prefixes[2]}")  # cal's: unguessable
+        self._spawn_policy = SpawnPolicy(self.config.secure, self.config.spawn_allow)
+        self._spawn_book = SpawnBook(prefixes)
         self._sys = _Port(self.id)
         self._sys.gate = _SYS
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -169,6 +146,9 @@ class Node:
         if self._net is None and (cfg.binds or cfg.seeds or cfg.secret or cfg.cert):
             from . import __version__
 
+            if self._spawn_policy.anything and not cfg.secure:
+                log.warning("node %s: spawn_allow has '*': every node with the secret may "
+                            "run any function here", self.id)  # fmt: skip
             self._net = Network(self, make_settings(self, __version__))
             await self._net.listen(cfg.binds)
             self._db.started(self._net.listeners)
@@ -825,28 +805,70 @@ class Node:
         self._spawn_port(pid, target, args)
         return pid
 
-    def _spawn_port(self, pid: str, target: str, args: tuple[Any, ...] | list[Any]) -> None:
+    def _spawn_request(
+        self, remote: Remote | None, name: str, target: Any, args: tuple[Any, ...]
+    ) -> None:
+        """A spawn request to the node port, from `remote` (None: from this node).
+
+        The name must be new (aemp/_spawn.py says what that means); a request
+        from another node runs only what the spawn policy allows. A refusal
+        is remembered, so that the spawner's monitor learns the reason.
+        """
+        who = remote.id if remote is not None else self.id
+        taken, why = self._spawn_book.take(name)
+        if not taken:
+            log.warning("node %s: refused spawn of %.100r as %r from %s: %s", self.id, target,
+                        name, who, why or "the name was taken before")  # fmt: skip
+            if why is not None:
+                self._spawn_book.died(name, ("die", f"SpawnRefused: {why}"))
+            return
+        init: Callback | str = target
+        if remote is not None:
+            try:
+                init = self._spawn_policy.resolve(target, self.id)
+            except Exception as e:
+                log.warning("node %s: refused spawn of %.100r from %s: %s: %s", self.id, target,
+                            who, type(e).__name__, e)  # fmt: skip
+                self._spawn_book.died(name, die_reason(e))
+                return
+        else:
+            parse_spawn_target(target)
+        self._spawn_port(self._prefix + name, init, args)
+
+    def _spawn_port(
+        self, pid: str, init: Callback | str, args: tuple[Any, ...] | list[Any]
+    ) -> None:
         p = _Port(pid)
         p.gate = _BUSY
         p.backlog = deque()
         self._ports[pid] = self._by_name[pid[len(self._prefix) :]] = p
-        self._post(self._spawn_init, p, target, tuple(args))
+        self._post(self._spawn_init, p, init, tuple(args))
 
-    def _spawn_init(self, p: _Port, target: str, args: tuple[Any, ...]) -> None:
+    def _spawn_init(self, p: _Port, init: Callback | str, args: tuple[Any, ...]) -> None:
         if p.gate is _DEAD:
             return
         token = SELF.set(p.id)
         try:
-            r = resolve_spawn_target(target)(*args)
+            r = (resolve_spawn_target(init) if isinstance(init, str) else init)(*args)
             if r is not None and inspect.isawaitable(r):
-                self._start_async(p, r)
+                self._start_async(p, self._spawn_awaited(p, r))
                 return
         except Exception as e:
+            self._spawn_book.died(p.id[self._prefix_len :], die_reason(e))
             self._die(p, e)
             return
         finally:
             SELF.reset(token)
-        self._resume(p)
+        if p.gate is not _DEAD:  # the init may have ended its own port
+            self._resume(p)
+
+    async def _spawn_awaited(self, p: _Port, init: Any) -> Any:
+        """An async init: its failure is remembered as one of the init."""
+        try:
+            return await init
+        except Exception as e:
+            self._spawn_book.died(p.id[self._prefix_len :], die_reason(e))
+            raise
 
     def cal(
         self,
@@ -873,7 +895,7 @@ class Node:
             _check_timeout(timeout, "cal")
         if cb is not None and not callable(cb):
             raise TypeError(f"cal cb must be callable or None (got {cb!r}, a {type(cb).__name__})")
-        pid = next(self._names)  # the reply port, made here without port()'s checks
+        pid = next(self._reply_names)  # the reply port, made here without port()'s checks
         reply = self._ports[pid] = self._by_name[pid[self._prefix_len :]] = _Port(pid)
         return Call(self, port, msg, timeout, cb, err, SELF.get(), reply)
 

@@ -4,7 +4,9 @@
 # Each request is a small function in one table. A request with arguments
 # of the wrong shape is logged and ignored: nothing a peer sends can crash
 # the node (guarantee 8). Unknown requests are never taken as function
-# names to call, unlike AnyEvent::MP; `eval` is refused.
+# names to call, unlike AnyEvent::MP; `eval` is refused. `remote` is the
+# link a request came in on (None: this node's own code), and every check
+# of what a peer may do is made against it, relayed requests included.
 
 from __future__ import annotations
 
@@ -41,8 +43,13 @@ def _mon1(node: Node, remote: Remote | None, name: Any) -> None:
         return
     p = node._ports.get(node._prefix + name)
     if p is None:
-        remote.send(["", "kil0", name, "no_such_port", "cannot monitor nonexistent port",
-                     node._prefix + name])  # fmt: skip
+        # a spawn that failed at once says why, even to a mon1 that came late
+        reason = node._spawn_book.death(name) or (
+            "no_such_port",
+            "cannot monitor nonexistent port",
+            node._prefix + name,
+        )
+        remote.send(["", "kil0", name, *reason])
         return
     if p.watchers is None:
         p.watchers = set()
@@ -71,7 +78,28 @@ def _kil1(node: Node, remote: Remote | None, name: Any, *reason: Any) -> None:
 
 
 def _snd(node: Node, remote: Remote | None, port: Any, *msg: Any) -> None:
-    node.snd(port, *msg)
+    if remote is None:
+        node.snd(port, *msg)
+        return
+    # A relay carries the authority of the link it came in on, never more
+    # (DESIGN section 6). A request relayed to this node is handled at once,
+    # as one from that link; a chain of such relays (snd relaying snd ...)
+    # is unwound in one pass, whatever its length. A request for another
+    # node is not relayed, since it would arrive there as this node's own.
+    # A message to a port is just a message.
+    i = 0
+    while type(port) is str and port.partition("#")[2] == "":
+        if port != node.id and port != node._prefix:
+            log.warning("node %s: refused to relay a node request from %s to %.60r",
+                        node.id, remote.id, port)  # fmt: skip
+            return
+        if i + 1 < len(msg) and msg[i] == "snd":
+            port = msg[i + 1]
+            i += 2
+            continue
+        handle_node_request(node, remote, list(msg[i:]))
+        return
+    node.snd(port, *msg[i:])
 
 
 def _can(node: Node, remote: Remote | None, tag: Any, *reply: Any) -> None:
@@ -87,27 +115,7 @@ def _eval(node: Node, remote: Remote | None, *args: Any) -> None:
 
 
 def _spawn(node: Node, remote: Remote | None, name: Any, target: Any, *args: Any) -> None:
-    name = _name(name)
-    who = remote.id if remote is not None else node.id
-    cfg = node.config
-    if remote is not None and cfg.secure:
-        log.warning("node %s: refused spawn of %r from %s (secure mode)", node.id, target, who)
-        return
-    from ._node import parse_spawn_target
-
-    module, _ = parse_spawn_target(target)
-    allow = cfg.spawn_allow
-    allowed = allow is None or any(module == a or module.startswith(a + ".") for a in allow)
-    if remote is not None and not allowed:
-        log.warning(
-            "node %s: refused spawn of %r from %s (not in spawn_allow)", node.id, target, who
-        )
-        return
-    pid = node._prefix + name
-    if pid in node._ports:
-        log.warning("node %s: spawn from %s reuses port name %r; ignored", node.id, who, name)
-        return
-    node._spawn_port(pid, target, args)
+    node._spawn_request(remote, _name(name), target, args)
 
 
 REQUESTS: dict[str, Callable[..., None]] = {

@@ -3,7 +3,8 @@
 # The `services` key lists them, in order: "pkg.mod:func" is called with no
 # arguments, ["pkg.mod:func", args...] with those arguments, and a plain
 # "pkg.mod" is imported (for a module that sets itself up on import).
-# Functions are found the way spawn finds them, and run with the node as
+# Functions are found the way the node's own spawn finds them (services are
+# local configuration: no spawnable mark is needed), and run with the node as
 # the current node, so the module-level API (aemp.port, aemp.rcv, ...) acts
 # on it. An `async def` service is awaited before the next one starts; one
 # that should run on should start a task with node.spawn_task. A service
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigError, SpawnError
 from ._runtime import CURRENT
+from ._spawn import resolve_spawn_target
 
 if TYPE_CHECKING:
     from ._node import Node
@@ -34,8 +36,6 @@ async def start_services(node: Node) -> None:
 
 
 async def start_service(node: Node, spec: Any) -> None:
-    from ._node import resolve_spawn_target
-
     target, args = (spec, ()) if isinstance(spec, str) else (spec[0], tuple(spec[1:]))
     token = CURRENT.set(node)
     try:

@@ -10,6 +10,7 @@ SEED = os.environ.get("AEMP_SEED", "127.0.0.1:4040")
 SECRET = os.environ.get("AEMP_SECRET", "tutorial-secret")
 
 
+@aemp.spawnable  # other nodes may start it with spawn()
 def pinger(parent):
     """Runs on the host, as the new port: SELF is the port spawn() made."""
     aemp.mon(parent)  # if the parent dies abnormally, this port dies with it

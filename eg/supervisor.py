@@ -15,6 +15,7 @@ MAX_RESTARTS = 3  # more restarts than this within PERIOD seconds: give up
 PERIOD = 10.0
 
 
+@aemp.spawnable  # other nodes may start it with spawn()
 def worker(name, supervisor):
     """Runs on a host, as the spawned port: doubles numbers, crashes when asked to."""
     aemp.mon(supervisor)  # a worker does not outlive its supervisor

@@ -45,9 +45,14 @@ async def serve(name: str, seed: str) -> None:
         # a node with no seeds of its own is a global node: it holds the database
         node = await aemp.configure(norc=True, binds=[seed], **keys)
     else:
-        # a worker listens on any free port and spawns only this module's functions
+        # a worker listens on any free port; other nodes may spawn one function
+        # here (this file runs as __main__, so the entry lets them import it)
         node = await aemp.configure(
-            norc=True, binds=["127.0.0.1:0"], seeds=[seed], spawn_allow=["workers"], **keys
+            norc=True,
+            binds=["127.0.0.1:0"],
+            seeds=[seed],
+            spawn_allow=["workers:squarer"],
+            **keys,
         )
         info = aemp.port(whoami=lambda reply: aemp.snd(reply, name, os.getpid()))
         aemp.db_reg("workers", info, {"pid": os.getpid()})

@@ -16,6 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import spawn_targets  # noqa: F401  (loaded, so that other nodes may spawn its functions)
+
 import aemp
 
 
