@@ -791,6 +791,8 @@ class Node:
 
         Returns the new port ID at once; the function runs later, from the
         event loop. An exception in it kills the new port with ("die", ...).
+        Another node runs only functions marked @spawnable or named by its
+        spawn_allow; it kills a refused one with ("die", "SpawnRefused: ...").
         """
         self._check_open()
         parse_spawn_target(target)
@@ -826,7 +828,7 @@ class Node:
         if remote is not None:
             try:
                 init = self._spawn_policy.resolve(target, self.id)
-            except Exception as e:
+            except (Exception, SystemExit) as e:  # an allowed module may exit on import
                 log.warning("node %s: refused spawn of %.100r from %s: %s: %s", self.id, target,
                             who, type(e).__name__, e)  # fmt: skip
                 self._spawn_book.died(name, die_reason(e))

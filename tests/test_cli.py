@@ -367,7 +367,7 @@ MISTAKES = [
     (["run", "seed", "colour", "red"], "run: unknown configuration key 'colour'"),
     (
         ["setspawn_allow", "workers"],
-        "setspawn_allow: spawn_allow entry 'workers' is not valid: expected 'package.module:function'",
+        "setspawn_allow: spawn_allow entry 'workers' is not valid: expected 'package.module:",
     ),
     (["run", "norc", "perhaps"], "run: norc must be true or false"),
     (["showconfig", "x", "monitor_timeout", "-5"], "showconfig: 'monitor_timeout' must be"),
