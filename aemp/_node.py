@@ -45,7 +45,7 @@ from ._port import _BUSY, _DEAD, _SYS, _Port
 from ._remote import Link, Remote
 from ._requests import handle_node_request
 from ._runtime import CURRENT, SELF
-from ._spawn import SpawnBook, SpawnPolicy, parse_spawn_target, resolve_spawn_target
+from ._spawn import SpawnBook, SpawnPolicy, parse_spawn_target, resolve_spawn_target, show
 from ._transport import Network, make_settings
 
 log = logging.getLogger("aemp.node")
@@ -810,31 +810,29 @@ class Node:
     def _spawn_request(
         self, remote: Remote | None, name: str, target: Any, args: tuple[Any, ...]
     ) -> None:
-        """A spawn request to the node port, from `remote` (None: from this node).
+        """A spawn request to the node port, from `remote` (None: sent by this node).
 
-        The name must be new (aemp/_spawn.py says what that means); a request
-        from another node runs only what the spawn policy allows. A refusal
+        The name must be new (aemp/_spawn.py says what that means), and the
+        function one the spawn policy allows, whoever sent the request: this
+        node's own code spawns with spawn(), so a request that it sent to its
+        own node port was a reply or relay that another node built. A refusal
         is remembered, so that the spawner's monitor learns the reason.
         """
         who = remote.id if remote is not None else self.id
-        taken, why = self._spawn_book.take(name)
+        taken, why = self._spawn_book.take(name, who)
         if not taken:
-            log.warning("node %s: refused spawn of %.100r as %r from %s: %s", self.id, target,
+            log.warning("node %s: refused spawn of %s as %r from %s: %s", self.id, show(target),
                         name, who, why or "the name was taken before")  # fmt: skip
             if why is not None:
-                self._spawn_book.died(name, ("die", f"SpawnRefused: {why}"))
+                self._spawn_book.died(name, ("die", f"SpawnRefused: {why}"), who)
             return
-        init: Callback | str = target
-        if remote is not None:
-            try:
-                init = self._spawn_policy.resolve(target, self.id)
-            except (Exception, SystemExit) as e:  # an allowed module may exit on import
-                log.warning("node %s: refused spawn of %.100r from %s: %s: %s", self.id, target,
-                            who, type(e).__name__, e)  # fmt: skip
-                self._spawn_book.died(name, die_reason(e))
-                return
-        else:
-            parse_spawn_target(target)
+        try:
+            init = self._spawn_policy.resolve(target, self.id)
+        except (Exception, SystemExit) as e:  # an allowed module may exit on import
+            log.warning("node %s: refused spawn of %s from %s: %s: %s", self.id, show(target),
+                        who, type(e).__name__, e)  # fmt: skip
+            self._spawn_book.died(name, die_reason(e), who)
+            return
         self._spawn_port(self._prefix + name, init, args)
 
     def _spawn_port(

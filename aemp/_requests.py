@@ -5,8 +5,14 @@
 # of the wrong shape is logged and ignored: nothing a peer sends can crash
 # the node (guarantee 8). Unknown requests are never taken as function
 # names to call, unlike AnyEvent::MP; `eval` is refused. `remote` is the
-# link a request came in on (None: this node's own code), and every check
-# of what a peer may do is made against it, relayed requests included.
+# link a request came in on, and every check of what a peer may do is made
+# against it, relayed requests included. None means this node's own code
+# sent it to its own node port; that gives no more authority than a peer
+# has, since such a request is most likely a reply or relay that a peer
+# built (a callback answering snd(reply, *what_the_peer_sent) with the node
+# ID as reply): spawn requests meet the spawn policy and g_* requests are
+# refused (this node's own code spawns with spawn() and writes with
+# db_set). A reply goes to a port, never to a node port.
 
 from __future__ import annotations
 
@@ -33,8 +39,15 @@ def _name(value: Any) -> str:
 
 
 def _reply(node: Node, reply: tuple[Any, ...], result: Any) -> None:
+    # A reply goes to a port. Sent to a node port it would be a request in
+    # this node's name (to itself, or to a third node), built by the asker:
+    # "can", 0, <node ID>, "AnyEvent::MP::_spawn", ... was a spawn past
+    # every check, with the answer (False) as its last argument.
     if reply:
-        node.snd(reply[0], *reply[1:], result)
+        port = reply[0]
+        if type(port) is not str or not port.partition("#")[2]:
+            raise ValueError(f"the reply port {port!r:.60} is not a port ID 'node#name'")
+        node.snd(port, *reply[1:], result)
 
 
 def _mon1(node: Node, remote: Remote | None, name: Any) -> None:
@@ -44,7 +57,8 @@ def _mon1(node: Node, remote: Remote | None, name: Any) -> None:
     p = node._ports.get(node._prefix + name)
     if p is None:
         # a spawn that failed at once says why, even to a mon1 that came late
-        reason = node._spawn_book.death(name) or (
+        # (only to the node that asked for it: the reason may hold its data)
+        reason = node._spawn_book.death(name, remote.id) or (
             "no_such_port",
             "cannot monitor nonexistent port",
             node._prefix + name,
@@ -136,7 +150,11 @@ REQUESTS: dict[str, Callable[..., None]] = {
 
 def _database(tag: str) -> Callable[..., None]:
     def handler(node: Node, remote: Remote | None, *args: Any) -> None:
-        node._db.request(remote.id if remote is not None else node.id, tag, list(args))
+        if remote is None:
+            # this node's own code writes with db_set and friends; a g_* request
+            # it sends to its own node port is one it passed on for someone else
+            raise ValueError("this node's own code sent it to its own node port")
+        node._db.request(remote.id, tag, list(args))
 
     return handler
 

@@ -5,28 +5,36 @@
 # names: it could call the function itself. A spawn request from another
 # node runs a function only if the function is marked with @spawnable or a
 # spawn_allow entry names it: "pkg.mod:func" that function, "pkg.mod:*" the
-# plain functions defined in pkg.mod (not those it imports), "*" anything.
+# plain functions defined in pkg.mod whose names do not start with "_" (not
+# those it imports, nor a module __getattr__ that may import more), "*"
+# anything. A request that this node's own code sent to its own node port
+# is checked the same way: its own code spawns with spawn(), so such a
+# request is a reply or relay that a peer built.
 # A peer never makes the node import a module: a marked function counts
 # once its module is loaded (by the node's own code or a service), and only
 # an allow-list entry lets a request import the module it names, because
 # importing runs the module's code (venv's __main__ makes directories, for
 # one). The path after the colon reaches through classes only, never into
-# another module, so "allowed:os.system" is no way to os.system.
+# another module, so "allowed:os.system" is no way to os.system; the walk
+# reads dictionaries and runs no code (no property, descriptor, module
+# __getattr__, nor a classmethod's wrapped descriptor).
 #
 # Which name a spawned port may take (guarantee 4). The spawner names the
 # port, as AnyEvent::MP's protocol has it, so the node checks that the name
 # never lived here: it must be a prefix plus a counter of lower-case
 # letters (a, ..., z, aa, ... as aemp and AnyEvent::MP count), and the
 # counter must be above every one seen with that prefix. Names with this
-# node's own prefixes are never taken by a request. The high-water marks of
+# node's own prefixes are never taken by a request. A prefix belongs to the
+# node that used it first: another node that saw its names cannot jump its
+# counter ahead and so refuse all its later spawns. The high-water marks of
 # at most MAX_SPAWN_PREFIXES prefixes are kept; past that a new prefix is
 # refused, since forgetting one would let its old names live again.
 #
 # Why a spawn failed. A spawner sends its mon1 right behind the spawn
 # request; when the spawn was refused or its init failed before the mon1
 # arrived, there is no port left to watch. The last MAX_SPAWN_DEATHS such
-# reasons are kept by name, and the mon1 gets the real reason instead of
-# no_such_port.
+# reasons are kept by name, and the spawner's mon1 gets the real reason
+# instead of no_such_port (another node's mon1 gets no_such_port).
 
 from __future__ import annotations
 
@@ -35,6 +43,7 @@ import inspect
 import re
 import string
 import sys
+import types
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -47,6 +56,7 @@ MAX_SPAWN_PREFIXES = 65_536  # spawner prefixes (one per spawning node's run) re
 MAX_SPAWN_NAME = 128  # characters in a spawned port's name
 MAX_SPAWN_DEATHS = 1024  # recent reasons of spawns that failed at once, for a late mon1
 MAX_DEATH_TEXT = 400  # characters of such a reason's text that are kept
+MAX_SHOWN = 100  # characters of a target shown in an error message or log
 
 _MARK = "__aemp_spawnable__"
 _IDENT = r"[A-Za-z_]\w*"
@@ -54,6 +64,13 @@ _SPAWN_RE = re.compile(rf"{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*\Z")
 _PERL_SPAWN_RE = re.compile(rf"{_IDENT}(::{_IDENT})+\Z")
 _ALLOW_RE = re.compile(rf"{_IDENT}(\.{_IDENT})*:(\*|{_IDENT}(\.{_IDENT})*)\Z")
 _PERL_ALLOW_RE = re.compile(rf"{_IDENT}(::{_IDENT})*::(\*|{_IDENT})\Z")
+_MODULE_RE = re.compile(rf"({_IDENT}(\.{_IDENT})*?)(\.\*|::\*)?\Z")
+
+
+def show(target: object) -> str:
+    """repr(target) for a message, cut to MAX_SHOWN characters: a peer chooses it."""
+    text = repr(target)
+    return text if len(text) <= MAX_SHOWN else f"{text[:MAX_SHOWN]}..."
 
 
 def spawnable(fn: F) -> F:
@@ -89,7 +106,7 @@ def parse_spawn_target(target: object) -> tuple[str, str]:
             module, _, func = target.rpartition("::")
             return module.replace("::", "."), func
     raise SpawnError(
-        f"spawn target {target!r} is not valid: expected 'package.module:function' "
+        f"spawn target {show(target)} is not valid: expected 'package.module:function' "
         "(or 'package::module::function')"
     )
 
@@ -116,9 +133,13 @@ def check_spawn_allow(entry: object) -> tuple[str, str]:
         if _PERL_ALLOW_RE.match(entry):
             module, _, func = entry.rpartition("::")
             return module.replace("::", "."), func
+    hint = ""
+    m = _MODULE_RE.match(entry) if isinstance(entry, str) else None
+    if m:  # a module name, as spawn_allow took before, or "mod.*"
+        hint = f"; for the functions defined in module {m[1]!r}, write '{m[1]}:*'"
     raise SpawnError(
-        f"spawn_allow entry {entry!r} is not valid: expected 'package.module:function', "
-        "'package.module:*' (the functions defined in that module) or '*' (anything)"
+        f"spawn_allow entry {show(entry)} is not valid: expected 'package.module:function', "
+        f"'package.module:*' (the functions defined in that module) or '*' (anything){hint}"
     )
 
 
@@ -144,7 +165,8 @@ class SpawnPolicy:
         if self.anything:
             return resolve_spawn_target(f"{module_name}:{path}")
         named = (module_name, path) in self.allow
-        if named or ((module_name, "*") in self.allow and "." not in path):
+        star = (module_name, "*") in self.allow and "." not in path and path[0] != "_"
+        if named or star:
             module = importlib.import_module(module_name)  # the operator named it
         else:
             module = sys.modules.get(module_name)  # type: ignore[assignment]
@@ -156,18 +178,18 @@ class SpawnPolicy:
                 )
         obj = _walk(module, path)
         if obj is None:
-            raise SpawnRefused(f"{target!r} is not marked spawnable and not in spawn_allow")
-        if named and callable(obj):
+            pass
+        elif named and callable(obj):
             return obj  # type: ignore[no-any-return]
-        if (
-            (module_name, "*") in self.allow
-            and inspect.isfunction(obj)
-            and obj.__module__ == module_name
-        ):
+        elif star and inspect.isfunction(obj) and obj.__module__ == module_name:
             return obj
-        if is_spawnable(obj):
+        elif is_spawnable(obj):
             return obj  # type: ignore[no-any-return]
-        raise SpawnRefused(f"{target!r} is not marked spawnable and not in spawn_allow")
+        raise SpawnRefused(
+            f"{show(target)} is not marked spawnable and not in spawn_allow on node {nodeid} "
+            f"(mark the function @aemp.spawnable, or add {show(f'{module_name}:{path}')} to "
+            "that node's spawn_allow)"
+        )
 
 
 def _walk(module: Any, path: str) -> Any:
@@ -183,7 +205,9 @@ def _walk(module: Any, path: str) -> Any:
         if isinstance(obj, staticmethod):
             obj = obj.__func__
         elif isinstance(obj, classmethod):
-            obj = obj.__get__(None, owner)
+            # bound here: classmethod.__get__ would run a wrapped property (3.9-3.12)
+            inner = obj.__func__
+            obj = types.MethodType(inner, owner) if inspect.isfunction(inner) else None
     return obj
 
 
@@ -194,11 +218,11 @@ class SpawnBook:
 
     def __init__(self, reserved: tuple[str, ...]) -> None:
         self.reserved = reserved  # this node's own name prefixes
-        self.marks: dict[str, str] = {}  # prefix -> highest counter taken
-        self.deaths: dict[str, tuple[Any, ...]] = {}  # name -> reason, oldest first
+        self.marks: dict[str, tuple[str, str]] = {}  # prefix -> (its node, highest counter)
+        self.deaths: dict[str, tuple[str, tuple[Any, ...]]] = {}  # name -> (node, reason)
 
-    def take(self, name: str) -> tuple[bool, str | None]:
-        """Take a name for a port a request spawns: (taken, why not).
+    def take(self, name: str, nodeid: str) -> tuple[bool, str | None]:
+        """Take a name for a port that node `nodeid` spawns: (taken, why not).
 
         When not taken, the second value says why; it is None when the
         name is not this spawn's to report on (it may name a port that
@@ -213,22 +237,33 @@ class SpawnBook:
         counter = name[len(prefix) :]
         if not counter:
             return False, f"port name {name!r} does not end in a counter (a, b, ..., aa, ...)"
-        mark = self.marks.get(prefix)
-        if mark is None:
+        seen = self.marks.get(prefix)
+        if seen is None:
             if len(self.marks) >= MAX_SPAWN_PREFIXES:
                 return False, f"this node took names of {MAX_SPAWN_PREFIXES} spawners already"
-        elif len(counter) < len(mark) or (len(counter) == len(mark) and counter <= mark):
-            return False, None
-        self.marks[prefix] = counter
+        else:
+            owner, mark = seen
+            if owner != nodeid:
+                return False, None  # another node's names: not this one's to report on
+            if len(counter) < len(mark) or (len(counter) == len(mark) and counter <= mark):
+                return False, None
+        self.marks[prefix] = (nodeid, counter)
         return True, None
 
-    def died(self, name: str, reason: tuple[Any, ...]) -> None:
-        """A spawn was refused, or its port died in its init, with reason."""
+    def died(self, name: str, reason: tuple[Any, ...], nodeid: str | None = None) -> None:
+        """The spawn of `name` by `nodeid` (default: the node that took the name)
+        was refused, or its port died in its init, with reason."""
+        if nodeid is None:
+            seen = self.marks.get(name.rstrip(string.ascii_lowercase))
+            nodeid = seen[0] if seen is not None else ""  # "": this node's own spawn
         deaths = self.deaths
         deaths.pop(name, None)
         if len(deaths) >= MAX_SPAWN_DEATHS:
             del deaths[next(iter(deaths))]
-        deaths[name] = tuple(r[:MAX_DEATH_TEXT] if isinstance(r, str) else r for r in reason[:2])
+        text = tuple(r[:MAX_DEATH_TEXT] if isinstance(r, str) else r for r in reason[:2])
+        deaths[name] = (nodeid, text)
 
-    def death(self, name: str) -> tuple[Any, ...] | None:
-        return self.deaths.get(name)
+    def death(self, name: str, nodeid: str) -> tuple[Any, ...] | None:
+        """Why the spawn of `name` failed, if node `nodeid` asked for it; else None."""
+        seen = self.deaths.get(name)
+        return seen[1] if seen is not None and seen[0] == nodeid else None

@@ -226,9 +226,9 @@ async def test_by_default_a_peer_runs_only_marked_functions(
     command, pwned = touch(tmp_path)
     port = peer.spawn("victim", target, command)
     reason = await death_of(peer, port)
-    assert reason == (
-        "die",
-        f"SpawnRefused: {target!r} is not marked spawnable and not in spawn_allow",
+    assert reason[0] == "die"
+    assert reason[1].startswith(
+        f"SpawnRefused: {target!r} is not marked spawnable and not in spawn_allow on node victim"
     )
     assert not pwned.exists()
     assert ("unmarked ran", command) not in spawn_targets.events
@@ -400,10 +400,10 @@ def test_the_remembered_reasons_are_bounded() -> None:
 
     book = SpawnBook(())
     for i in range(MAX_SPAWN_DEATHS + 10):
-        book.died(f"P{i}a", ("die", "x" * 10_000, "more"))
+        book.died(f"P{i}a", ("die", "x" * 10_000, "more"), "n")
     assert len(book.deaths) == MAX_SPAWN_DEATHS
-    assert book.death("P0a") is None
-    assert book.death(f"P{MAX_SPAWN_DEATHS + 9}a") == ("die", "x" * MAX_DEATH_TEXT)
+    assert book.death("P0a", "n") is None
+    assert book.death(f"P{MAX_SPAWN_DEATHS + 9}a", "n") == ("die", "x" * MAX_DEATH_TEXT)
 
 
 # ---------------------------------------------------------------- item 8: names
@@ -499,18 +499,18 @@ def test_spawn_names_count_as_aemp_and_anyevent_mp_count() -> None:
     from aemp._spawn import SpawnBook
 
     book = SpawnBook(("OWNlocal0a", "OWNspawnXa"))
-    assert book.take("PrefiXy") == (True, None)
-    assert book.take("PrefiXz") == (True, None)
-    assert book.take("PrefiXaa") == (True, None)  # z, then aa
-    assert book.take("PrefiXz") == (False, None)
-    assert book.take("PrefiXaa") == (False, None)
+    assert book.take("PrefiXy", "n") == (True, None)
+    assert book.take("PrefiXz", "n") == (True, None)
+    assert book.take("PrefiXaa", "n") == (True, None)  # z, then aa
+    assert book.take("PrefiXz", "n") == (False, None)
+    assert book.take("PrefiXaa", "n") == (False, None)
     # a Perl prefix may end in lower-case letters: they count as part of the counter
-    assert book.take("Zq9xyc") == (True, None)
-    assert book.take("Zq9xyd") == (True, None)
-    assert book.take("Zq9xyaa") == (True, None)
-    assert book.take("Zq9xyc") == (False, None)
-    assert book.take("OWNlocal0azz") == (False, None)
-    taken, why = book.take("no-counter-1")
+    assert book.take("Zq9xyc", "n") == (True, None)
+    assert book.take("Zq9xyd", "n") == (True, None)
+    assert book.take("Zq9xyaa", "n") == (True, None)
+    assert book.take("Zq9xyc", "n") == (False, None)
+    assert book.take("OWNlocal0azz", "n") == (False, None)
+    taken, why = book.take("no-counter-1", "n")
     assert not taken and why is not None and "counter" in why
-    taken, why = book.take("X" * 200 + "a")
+    taken, why = book.take("X" * 200 + "a", "n")
     assert not taken and why is not None and "longer than" in why
