@@ -21,7 +21,8 @@
 #
 # Which name a spawned port may take (guarantee 4). The spawner names the
 # port, as AnyEvent::MP's protocol has it, so the node checks that the name
-# never lived here: it must be a prefix plus a counter of lower-case
+# makes a valid port ID (printable, no space or ";") that never lived
+# here: it must be a prefix plus a counter of lower-case
 # letters (a, ..., z, aa, ... as aemp and AnyEvent::MP count), and the
 # counter must be above every one seen with that prefix. Names with this
 # node's own prefixes are never taken by a request. A prefix belongs to the
@@ -231,6 +232,9 @@ class SpawnBook:
         """
         if len(name) > MAX_SPAWN_NAME:
             return False, f"port name {name[:20]!r}... is longer than {MAX_SPAWN_NAME}"
+        if not name.isprintable() or " " in name or ";" in name:
+            # check_port_id refuses such an ID, and a log line would show it raw
+            return False, f"port name {show(name)} has a character a port ID cannot hold"
         if name.startswith(self.reserved):
             return False, None
         prefix = name.rstrip(string.ascii_lowercase)

@@ -313,3 +313,28 @@ async def test_odd_spellings_of_the_node_port_are_not_relayed(
         peer.snd("victim", "snd", spelling, SPAWN, name, "spawn_targets:echo_init", "x")
         await sync(peer)
     assert f"victim#{name}" not in _victim._ports
+
+
+@pytest.mark.parametrize("name", ["Q a", "Q\na", "Q;a", "Q\x00a", "Q\ta", "Q\u2028a"])
+async def test_a_spawned_name_must_make_a_valid_port_id(
+    pair: tuple[aemp.Node, aemp.Node], name: str
+) -> None:
+    """Else the node's own API refuses the ID, and a log line shows a newline raw."""
+    victim, peer = pair
+    peer.snd("victim", SPAWN, name, "spawn_targets:echo_init", "odd")
+    reason = await death_of_raw(peer, name)
+    assert reason[1].startswith("SpawnRefused: port name "), reason
+    assert reason[1].endswith("has a character a port ID cannot hold")
+    assert f"victim#{name}" not in victim._ports
+
+
+async def death_of_raw(peer: aemp.Node, name: str) -> tuple[Any, ...]:
+    """death_of for a name that peer.mon would refuse: the raw mon1 and its kil0."""
+    remote = peer._remotes["victim"]
+    got = Recorder()
+    remote.monitors[name] = {}  # as peer.mon would have it, without the ID check
+    m = aemp._handles.Monitor(peer, f"victim#{name}", aemp._handles.MON_CALL, (got,), None)
+    remote.monitors[name][m] = None
+    remote.send(["", "mon1", name])
+    await got.wait()
+    return got.calls[0]
