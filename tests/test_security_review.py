@@ -338,3 +338,19 @@ async def death_of_raw(peer: aemp.Node, name: str) -> tuple[Any, ...]:
     remote.send(["", "mon1", name])
     await got.wait()
     return got.calls[0]
+
+
+async def test_a_marked_function_runs_under_the_name_of_a_module_that_imports_it(
+    pair: tuple[aemp.Node, aemp.Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mark is on the function, so "alias:echo_init" runs it as
+    "spawn_targets:echo_init" would; nothing unmarked comes with it."""
+    _victim, peer = pair
+    alias = types.ModuleType("aemp_sec_alias")
+    alias.echo_init = spawn_targets.echo_init  # type: ignore[attr-defined]
+    alias.unmarked = spawn_targets.unmarked  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "aemp_sec_alias", alias)
+    port = peer.spawn("victim", "aemp_sec_alias:echo_init", "alias")
+    assert await peer.cal(port, "echo", timeout=5) == ("alias",)
+    reason = await death_of(peer, peer.spawn("victim", "aemp_sec_alias:unmarked", "x"))
+    assert reason[1].startswith("SpawnRefused: "), reason
