@@ -132,7 +132,8 @@ class Node:
                 "aemp.Node must be created inside a running event loop "
                 "(for example in a coroutine run by aemp.run())"
             ) from None
-        self.id: str = expand_nodeid(self.config.nodeid or "anon/")
+        nodeid = self.config.nodeid
+        self.id: str = expand_nodeid("anon/" if nodeid is None else nodeid)
         self.implicit = _implicit
         self.closed = False
         self._ports: dict[str, _Port] = {}
