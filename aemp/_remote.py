@@ -186,5 +186,5 @@ class Remote:
         self._fire_lost()
         if self.state is State.FIRING:
             self.state = State.IDLE
-            if self.pending:
+            if self.pending or self.monitors:  # sent or monitored while firing
                 self.start_connect()

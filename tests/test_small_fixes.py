@@ -4,6 +4,7 @@ unknown nodes that back off, and the state of departed nodes forgotten."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -166,3 +167,127 @@ async def test_a_bad_address_names_its_key_and_value(keys: dict[str, Any], named
         assert named in str(info.value)
         other = "bind" if key == "seeds" else "seed"
         assert other not in str(info.value)
+
+
+# ---------------------------------------------------------------- 11: back-off
+
+
+class _Finds:
+    """Counts the g_find requests that reach a global node."""
+
+    def __init__(self, glob: aemp.Node) -> None:
+        self.asked: list[Any] = []
+        request = glob._db.request
+
+        def counting(src: str, tag: str, args: list[Any]) -> None:
+            if tag == "g_find":
+                self.asked.append(args[0])
+            request(src, tag, args)
+
+        glob._db.request = counting  # type: ignore[method-assign]
+
+
+@pytest.fixture
+async def attached() -> AsyncIterator[tuple[aemp.Node, aemp.Node]]:
+    async with aemp.Node(  # noqa: SIM117
+        nodeid="g", binds=["127.0.0.1:0"], secret=SECRET, monitor_timeout=2
+    ) as g:
+        async with aemp.Node(nodeid="n", seeds=g.listeners, secret=SECRET, monitor_timeout=2) as n:
+            async with asyncio.timeout(5):
+                while n.master != "g":
+                    await asyncio.sleep(0.005)
+            yield g, n
+
+
+@pytest.mark.parametrize("port", ["ghost#p", "ghost"])
+async def test_a_monitor_rearmed_on_an_unknown_node_backs_off(
+    attached: tuple[aemp.Node, aemp.Node], port: str
+) -> None:
+    g, n = attached
+    finds = _Finds(g)
+    fired: list[tuple[float, tuple[Any, ...]]] = []
+    loop = asyncio.get_running_loop()
+
+    def arm() -> None:
+        n.mon(port, lambda *reason: (fired.append((loop.time(), reason)), arm()))
+
+    arm()
+    await asyncio.sleep(1.0)
+    # without a back-off: thousands of each; with it: 0, 0.05, 0.15, 0.35, 0.75 s
+    assert 3 <= len(fired) <= 8, len(fired)
+    assert 3 <= len(finds.asked) <= 8, len(finds.asked)
+    assert set(finds.asked) == {"ghost"}
+    assert {r for _, r in fired} == {("transport_error", "ghost", "no known address")}
+    # every firing came promptly: never later than the back-off's cap of 1 s
+    times = [loop.time() - 1.0] + [t for t, _ in fired]
+    assert max(b - a for a, b in itertools.pairwise(times)) < 1.0 + 0.3
+
+    # the node appears (attached to the same global): it is reached by the
+    # next attempt, at most the cap of 1 s later
+    got: list[Any] = []
+    async with aemp.Node(
+        nodeid="ghost", binds=["127.0.0.1:0"], seeds=g.listeners, secret=SECRET
+    ) as ghost:
+        p = ghost.port(lambda *m: got.append(m))
+        async with asyncio.timeout(5):
+            while "ghost" not in g._db.glob.merged.get("'l", {}):  # type: ignore[union-attr]
+                await asyncio.sleep(0.005)
+        appeared = loop.time()
+        n.snd(p, "hello")
+        async with asyncio.timeout(3):
+            while not got:
+                await asyncio.sleep(0.005)
+        assert loop.time() - appeared < 1.5
+        assert n.node_is_up("ghost")
+        assert got == [("hello",)]
+        settled = len(fired)
+        await asyncio.sleep(0.2)
+        if port == "ghost":
+            assert len(fired) == settled  # the node is up: its monitor holds
+
+
+async def test_back_off_without_a_network() -> None:
+    async with aemp.Node(nodeid="lonely") as n:  # no network: nothing is ever reachable
+        fired = 0
+
+        def again(*reason: Any) -> None:
+            nonlocal fired
+            fired += 1
+            if fired < 100:  # bounded: without a back-off this chain never yields
+                n.mon("elsewhere#p", again)
+
+        n.mon("elsewhere#p", again)
+        await asyncio.sleep(0.5)
+        assert 2 <= fired <= 6, fired  # it was about 10,000 a second
+        assert "elsewhere" in n._unreachable
+
+
+async def test_a_connection_from_the_node_ends_its_back_off(
+    attached: tuple[aemp.Node, aemp.Node],
+) -> None:
+    g, _ = attached
+    loop = asyncio.get_running_loop()
+    fired: list[asyncio.Future[None]] = [loop.create_future()]
+
+    def arm() -> None:
+        def again(*reason: Any) -> None:
+            fired[-1].set_result(None)
+            fired.append(loop.create_future())
+            arm()
+
+        g.mon("late", again)  # the global itself looks "late" up in its own database
+
+    arm()
+    async with asyncio.timeout(5):
+        while g._unreachable.get("late", (0.0, 0.0))[1] < 1.0:  # the wait is at its cap
+            await fired[-1]
+        await fired[-1]  # a failure just now: the next attempt waits a whole second
+    start = loop.time()
+    async with aemp.Node(nodeid="late", seeds=g.listeners, secret=SECRET):
+        async with asyncio.timeout(3):
+            while not g.node_is_up("late"):
+                await asyncio.sleep(0.005)
+        assert loop.time() - start < 0.5  # it dialled us: no waiting for the attempt
+        assert "late" not in g._unreachable
+        assert not g._connect_waits
+        assert not fired[-1].done()  # and the re-armed monitor holds
