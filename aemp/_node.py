@@ -714,6 +714,22 @@ class Node:
             remote = self._remotes[nodeid] = Remote(self, nodeid, self._connect_remote)
         return remote
 
+    def _forget_remote(self, remote: Remote) -> None:
+        """Drop an IDLE Remote that nothing waits on (see _remote.py)."""
+        if self._remotes.get(remote.id) is not remote:
+            return
+        del self._remotes[remote.id]
+        if self._net is not None:
+            self._net.forget(remote.id)
+        for name in remote.watched:  # mon1 that came in while its loss was reported
+            p = self._by_name.get(name)
+            if p is not None and p.watchers is not None:
+                p.watchers.discard(remote.id)
+        remote.watched = set()
+        routes = self._routes
+        for port in [port for port, route in routes.items() if route[0] is remote]:
+            del routes[port]
+
     def _connect_remote(self, remote: Remote) -> None:
         """Start an attempt to reach `remote`, or wait out its back-off first."""
         failed = self._unreachable.get(remote.id)

@@ -486,6 +486,11 @@ class Network:
         self._dials[remote.id] = task
         task.add_done_callback(lambda t: self._dials.pop(remote.id, None))
 
+    def forget(self, nodeid: str) -> None:
+        """The node forgot a departed peer: so do we, but for a seed's address."""
+        if nodeid not in self.seeds.values():
+            self.addresses.pop(nodeid, None)
+
     def _changed(self) -> None:
         """Wake the dials waiting for a seed's or a node's identity."""
         self._pulse.set()

@@ -4,7 +4,9 @@ unknown nodes that back off, and the state of departed nodes forgotten."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
+import tracemalloc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 
 import aemp
 from aemp._config import Config, check_value
+from aemp._remote import State
 
 SECRET = "test-secret"
 
@@ -291,3 +294,151 @@ async def test_a_connection_from_the_node_ends_its_back_off(
         assert "late" not in g._unreachable
         assert not g._connect_waits
         assert not fired[-1].done()  # and the re-armed monitor holds
+
+
+# ---------------------------------------------------------------- 12: forgetting
+
+
+def _routes_are_live(node: aemp.Node) -> bool:
+    return all(node._remotes.get(r.id) is r for r, _ in node._routes.values())
+
+
+async def test_departed_clients_are_forgotten() -> None:
+    """One-shot clients, each with a fresh node ID, as `aemp cal` makes them:
+    the seed keeps no state for them once they are gone."""
+    async with aemp.Node(nodeid="seed", binds=["127.0.0.1:0"], secret=SECRET) as seed:
+        echo = seed.port(lambda *m: seed.snd(m[-1], *m[:-1]))
+
+        async def client(i: int) -> None:
+            async with aemp.Node(nodeid=f"client/{i}", seeds=seed.listeners, secret=SECRET) as c:
+                assert await c.cal(echo, "hi", i, timeout=5) == ("hi", i)
+                c.mon(echo, lambda *r: None)  # the seed watches echo for it
+                c.db_set("clients", c.id)  # and holds an entry of it
+            async with asyncio.timeout(5):  # its loss is reported and done with
+                while (r := seed._remotes.get(f"client/{i}")) and r.state is not State.IDLE:
+                    await asyncio.sleep(0.001)
+
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i in range(100):
+            await client(i)
+        tracemalloc.start()
+        try:
+            for i in range(100, 400):
+                await client(i)
+            gc.collect()  # closed connections are cycles: count only what stays
+            before = tracemalloc.get_traced_memory()[0]
+            for i in range(400, 1000):
+                await client(i)
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert loop.time() - start < 60
+        assert len(seed._remotes) <= 1, seed._remotes
+        assert _routes_are_live(seed)
+        assert not seed._unreachable
+        assert echo in seed._ports and not seed._ports[echo].watchers
+        # a Remote kept for each client, with its dicts and its route, was
+        # about 900 bytes a client: 540 KB for these 600
+        assert grown < 600 * 100, f"{grown / 600:.0f} bytes per client"
+
+
+async def test_a_forgotten_node_comes_back_and_works() -> None:
+    async with aemp.Node(nodeid="seed", binds=["127.0.0.1:0"], secret=SECRET) as seed:
+        forgotten: list[str] = []
+        forget = seed._forget_remote
+
+        def recording(remote: Any) -> None:
+            forget(remote)
+            forgotten.append(remote.id)
+
+        seed._forget_remote = recording  # type: ignore[method-assign]
+        got: list[Any] = []
+        c = aemp.Node(nodeid="c", seeds=seed.listeners, secret=SECRET)
+        await c.start()
+        try:
+            await wait_up(seed, "c")
+            pc = c.port(lambda *m: got.append(m))
+            lost: list[Any] = []
+            seed.snd(pc, "before", 0)  # the seed now has a route to pc
+            seed.mon(pc, lambda *r: lost.append(r))
+            async with asyncio.timeout(5):
+                while not got:
+                    await asyncio.sleep(0.005)
+            assert seed._routes[pc][0] is seed._remotes["c"]
+
+            # the link breaks; c's seed loop dials again at once
+            conn = next(x for x in c._net.conns if x.remote_id == "seed")  # type: ignore[union-attr]
+            conn.fail("cut for the test")
+            async with asyncio.timeout(5):
+                while "c" not in forgotten or not seed.node_is_up("c"):
+                    await asyncio.sleep(0.005)
+            assert lost == [("transport_error", "c", "Unexpected end-of-file")]
+            assert _routes_are_live(seed)
+
+            # sends, in order, through the route cache
+            got.clear()
+            for i in range(1000):
+                seed.snd(pc, "n", i)
+            async with asyncio.timeout(5):
+                while len(got) < 1000:
+                    await asyncio.sleep(0.005)
+            assert got == [("n", i) for i in range(1000)]
+            # monitors, both ways
+            died: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
+            seed.mon(pc, lambda *r: died.set_result(r))
+            await seed.cal(c.id, "time", timeout=5)  # a round trip: the mon1 arrived
+            c.kil(pc, "bye")
+            assert await asyncio.wait_for(died, 5) == ("bye",)
+            ps = seed.port(lambda *m: None)
+            died2: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
+            c.mon(ps, lambda *r: died2.set_result(r))
+            await c.cal(seed.id, "time", timeout=5)  # a round trip: the mon1 arrived
+            seed.kil(ps, "gone")
+            assert await asyncio.wait_for(died2, 5) == ("gone",)
+        finally:
+            await c.close()
+
+        # a new incarnation under the same node ID, after the old one was forgotten
+        async with asyncio.timeout(5):
+            while seed.node_is_up("c") or "c" in seed._remotes:
+                await asyncio.sleep(0.005)
+        async with aemp.Node(nodeid="c", seeds=seed.listeners, secret=SECRET) as c2:
+            await wait_up(seed, "c")
+            got2: list[Any] = []
+            pc2 = c2.port(lambda *m: got2.append(m))
+            seed.snd(pc, "to the old port")  # guarantee 4: never delivered
+            old: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
+            seed.mon(pc, lambda *r: old.set_result(r))
+            seed.snd(pc2, "to the new port")
+            assert (await asyncio.wait_for(old, 5))[0] == "no_such_port"
+            async with asyncio.timeout(5):
+                while not got2:
+                    await asyncio.sleep(0.005)
+            assert got2 == [("to the new port",)]
+
+
+async def test_departed_nodes_that_were_dialled_are_forgotten(
+    attached: tuple[aemp.Node, aemp.Node],
+) -> None:
+    g, n = attached
+    for i in range(50):
+        name = f"worker/{i}"
+        async with aemp.Node(
+            nodeid=name, binds=["127.0.0.1:0"], seeds=g.listeners, secret=SECRET
+        ) as w:
+            async with asyncio.timeout(5):
+                while name not in g._db.glob.merged.get("'l", {}):  # type: ignore[union-attr]
+                    await asyncio.sleep(0.002)
+            got: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
+            p = w.port(lambda *m, got=got: got.set_result(m))
+            n.snd(p, "work", i)  # n dials the worker at the address g tells it
+            assert await asyncio.wait_for(got, 5) == ("work", i)
+            assert name in n._net.addresses  # type: ignore[union-attr]
+        async with asyncio.timeout(5):
+            while (r := n._remotes.get(name)) and r.state is not State.IDLE:
+                await asyncio.sleep(0.002)
+    assert set(n._remotes) <= {"g"}, n._remotes
+    assert set(n._net.addresses) <= {"g"}, n._net.addresses  # type: ignore[union-attr]
+    assert _routes_are_live(n)
