@@ -63,6 +63,8 @@ async def test_too_deep_to_a_remote_port_is_a_message_error(framing: str, depth:
                 with pytest.raises(aemp.MessageError, match="nested more than 500 levels deep"):
                     b.snd(p, *msg)
                 with pytest.raises(aemp.MessageError, match="nested more than 500 levels deep"):
+                    b.cal(p, *msg)
+                with pytest.raises(aemp.MessageError, match="nested more than 500 levels deep"):
                     a.snd(p, *msg)  # the local path says the same
             b.snd(p, "still", "fine")  # the link was not harmed
             async with asyncio.timeout(5):
