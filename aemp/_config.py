@@ -96,9 +96,22 @@ def _choice_list(allowed: tuple[str, ...]) -> Any:
     return check
 
 
-def _positive(key: str, v: Any) -> float:
+# Sane bounds of the numeric keys. Heartbeats go out every monitor_timeout/4,
+# never faster than every 0.05 s, so a shorter timeout would take healthy
+# links for dead ones; a day is far beyond any useful timeout or connect
+# attempt; and no msgpack str or bin can be longer than 4 GiB - 1 bytes.
+SECONDS_BOUNDS = {"monitor_timeout": (0.1, 86400.0), "connect_interval": (0.01, 86400.0)}
+MAX_PACKET_BOUNDS = (1024, 2**32 - 1)
+
+
+def _seconds(key: str, v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
         raise ConfigError(f"{key!r} must be a positive number of seconds (got {v!r})")
+    low, high = SECONDS_BOUNDS[key]
+    if not low <= v <= high:  # inf and nan too
+        raise ConfigError(
+            f"{key!r} must be a finite number of seconds from {low:g} to {high:g} (got {v!r})"
+        )
     return float(v)
 
 
@@ -109,9 +122,31 @@ def _flag(key: str, v: Any) -> bool:
 
 
 def _size(key: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1024:
-        raise ConfigError(f"{key!r} must be an int of at least 1024 bytes (got {v!r})")
+    low, high = MAX_PACKET_BOUNDS
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise ConfigError(f"{key!r} must be an int of at least {low} bytes (got {v!r})")
+    if v > high:
+        raise ConfigError(f"{key!r} must be at most {high} bytes (4 GiB - 1) (got {v!r})")
     return v
+
+
+def _nodeid(key: str, v: Any) -> str | None:
+    if v == "":
+        raise ConfigError(
+            f"{key!r} must not be empty (got {v!r}): give a node ID or template, "
+            "or leave it out (None) for an anonymous node"
+        )
+    return _opt_str(key, v)
+
+
+def _addresses(key: str, v: Any) -> tuple[str, ...]:
+    from ._transport import parse_address, parse_bind  # the one parser of addresses
+
+    out = _str_list(key, v)
+    parse = parse_bind if key == "binds" else parse_address
+    for addr in out:
+        parse(addr, f"{key!r} entry")
+    return out
 
 
 _NAME = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
@@ -147,14 +182,14 @@ def _spawn_allow(key: str, v: Any) -> tuple[str, ...] | None:
 
 
 _CHECKS: dict[str, Any] = {
-    "nodeid": _opt_str,
-    "binds": _str_list,
-    "seeds": _str_list,
+    "nodeid": _nodeid,
+    "binds": _addresses,
+    "seeds": _addresses,
     "secret": _opt_str,
     "cert": _opt_str,
     "services": _services,
-    "monitor_timeout": _positive,
-    "connect_interval": _positive,
+    "monitor_timeout": _seconds,
+    "connect_interval": _seconds,
     "framing_format": _choice_list(FRAMINGS),
     "auth_offer": _choice_list(AUTH_METHODS),
     "auth_accept": _choice_list(AUTH_METHODS),
@@ -171,9 +206,9 @@ _CHECKS: dict[str, Any] = {
 def check_value(key: str, value: Any) -> Any:
     """Check one value as the file holds it; return it in the form the file keeps.
 
-    Beyond the Config checks, addresses must parse, a node ID template must
-    expand and a certificate must load, so that the aemp command refuses a
-    bad value before it reaches the file.
+    Beyond the Config checks, a node ID template must expand and a
+    certificate must load, so that the aemp command refuses a bad value
+    before it reaches the file.
     """
     check = _CHECKS.get(key)
     if check is None:
@@ -181,12 +216,7 @@ def check_value(key: str, value: Any) -> Any:
             f"unknown configuration key {key!r}: known keys are {', '.join(sorted(_CHECKS))}"
         )
     checked = check(key, value)
-    if key in ("binds", "seeds"):
-        from ._transport import parse_address, parse_bind
-
-        for addr in checked:
-            (parse_bind if key == "binds" else parse_address)(addr)
-    elif key == "nodeid" and checked is not None:
+    if key == "nodeid" and checked is not None:
         from ._ids import expand_nodeid
 
         expand_nodeid(checked)

@@ -42,7 +42,7 @@ from ._ids import (
 )
 from ._message import check_message
 from ._port import _BUSY, _DEAD, _SYS, _Port
-from ._remote import Link, Remote
+from ._remote import Link, Remote, State
 from ._requests import handle_node_request
 from ._runtime import CURRENT, SELF
 from ._spawn import SpawnBook, SpawnPolicy, parse_spawn_target, resolve_spawn_target, show
@@ -55,6 +55,18 @@ _BUDGET = 2048  # deliveries per drain before the loop gets a turn
 # each call's reply port once, and a cache that stays in the CPU's cache
 # made such a server 1.5 times faster than one of 100,000 entries.
 MAX_ROUTES = 1024
+# A node that could not be reached (no known address, or no connection
+# within connect_interval) is not tried again at once: the next attempt
+# waits BACKOFF_FIRST after the failure, doubling with each failure in a
+# row up to BACKOFF_MAX (and at most half of monitor_timeout, so that
+# guarantee 3 holds). Packets and monitors wait meanwhile; the monitors
+# fire when that attempt fails. A monitor re-armed from its own callback
+# thus costs a lookup a second, not one per run-queue turn. A connection
+# from the node, or a failure longer than BACKOFF_FORGET ago, starts over.
+BACKOFF_FIRST = 0.05  # seconds
+BACKOFF_MAX = 1.0  # seconds
+BACKOFF_FORGET = 30.0  # seconds
+MAX_UNREACHABLE = 4096  # nodes remembered as unreachable; the oldest go first
 _RESUME = ("resume",)  # posted to a busy port when its async callback ended
 
 Callback = Callable[..., Any]
@@ -105,7 +117,8 @@ class Node:
                 "aemp.Node must be created inside a running event loop "
                 "(for example in a coroutine run by aemp.run())"
             ) from None
-        self.id: str = expand_nodeid(self.config.nodeid or "anon/")
+        nodeid = self.config.nodeid
+        self.id: str = expand_nodeid("anon/" if nodeid is None else nodeid)
         self.implicit = _implicit
         self.closed = False
         self._ports: dict[str, _Port] = {}
@@ -128,6 +141,9 @@ class Node:
         self._by_name: dict[str, _Port] = {}  # the same ports, by name, for packets
         self._routes: dict[str, tuple[Remote, str]] = {}  # remote port ID -> (node, name)
         self._remotes: dict[str, Remote] = {}
+        # node ID -> (loop time of the last failed attempt, wait after it), oldest first
+        self._unreachable: dict[str, tuple[float, float]] = {}
+        self._connect_waits: dict[str, Timer] = {}  # attempts waiting out their back-off
         self._net: Network | None = None
         self._node_watchers: dict[NodeWatch, None] = {}
         self._db = Db(self)
@@ -678,13 +694,63 @@ class Node:
             remote = self._remotes[nodeid] = Remote(self, nodeid, self._connect_remote)
         return remote
 
+    def _forget_remote(self, remote: Remote) -> None:
+        """Drop an IDLE Remote that nothing waits on (see _remote.py)."""
+        if self._remotes.get(remote.id) is not remote:
+            return
+        del self._remotes[remote.id]
+        if self._net is not None:
+            self._net.forget(remote.id)
+        for name in remote.watched:  # mon1 that came in while its loss was reported
+            p = self._by_name.get(name)
+            if p is not None and p.watchers is not None:
+                p.watchers.discard(remote.id)
+        remote.watched = set()
+        routes = self._routes
+        for port in [port for port, route in routes.items() if route[0] is remote]:
+            del routes[port]
+
     def _connect_remote(self, remote: Remote) -> None:
+        """Start an attempt to reach `remote`, or wait out its back-off first."""
+        failed = self._unreachable.get(remote.id)
+        if failed is not None:
+            wait = failed[0] + failed[1] - self.loop.time()
+            if wait > 0:
+                timer = Timer(self, wait, lambda: self._connect_waited(remote))
+                self._timers.add(timer)
+                self._connect_waits[remote.id] = timer
+                return
+        self._connect_now(remote)
+
+    def _connect_waited(self, remote: Remote) -> None:
+        self._connect_waits.pop(remote.id, None)
+        if remote.state is State.CONNECTING and remote.link is None:
+            self._connect_now(remote)
+
+    def _connect_now(self, remote: Remote) -> None:
         if self._net is None:
             remote.lost("no known address")
         else:
             self._net.connect(remote)
 
+    def _backoff(self, nodeid: str) -> None:
+        """An attempt to reach nodeid failed: the next one waits (see BACKOFF_FIRST)."""
+        now = self.loop.time()
+        cap = min(BACKOFF_MAX, self.config.monitor_timeout / 2)
+        last = self._unreachable.pop(nodeid, None)
+        if last is None or now - last[0] > BACKOFF_FORGET:
+            delay = min(BACKOFF_FIRST, cap)
+        else:
+            delay = min(last[1] * 2, cap)
+        self._unreachable[nodeid] = (now, delay)
+        if len(self._unreachable) > MAX_UNREACHABLE:
+            del self._unreachable[next(iter(self._unreachable))]
+
     def _link_up(self, nodeid: str, link: Link) -> Remote:
+        self._unreachable.pop(nodeid, None)
+        waiting = self._connect_waits.pop(nodeid, None)
+        if waiting is not None:
+            waiting.cancel()
         remote = self._remote(nodeid)
         remote.up(link)
         for w in list(self._node_watchers):
@@ -693,6 +759,11 @@ class Node:
         return remote
 
     def _remote_lost(self, remote: Remote, why: str, was_up: bool, watched: set[str]) -> None:
+        waiting = self._connect_waits.pop(remote.id, None)
+        if waiting is not None:
+            waiting.cancel()
+        if not was_up:
+            self._backoff(remote.id)
         for name in watched:
             p = self._ports.get(self._prefix + name)
             if p is not None and p.watchers is not None:

@@ -9,6 +9,15 @@
 # monitor that reports the loss has run. A new link that comes up while
 # they wait (the peer dialled back at once) fires them on the spot, before
 # any packet takes the new link.
+#
+# A Remote back in IDLE with nothing waiting (no packets, no monitors) is
+# forgotten: the node drops it, and the route cache entries that point at
+# it, so a node that served many short-lived peers (one-shot `aemp cal`
+# clients, each with a fresh node ID) does not keep one per peer forever.
+# Nothing here serves guarantee 4 (a port ID is never reused because each
+# incarnation names its ports with a fresh random prefix), and guarantee 2
+# is kept by forgetting only after every monitor of the loss has fired. A
+# node that comes back gets a fresh Remote, as on first contact.
 
 from __future__ import annotations
 
@@ -186,5 +195,7 @@ class Remote:
         self._fire_lost()
         if self.state is State.FIRING:
             self.state = State.IDLE
-            if self.pending:
+            if self.pending or self.monitors:  # sent or monitored while firing
                 self.start_connect()
+            else:
+                self.node._forget_remote(self)

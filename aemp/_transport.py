@@ -38,25 +38,40 @@ CHUNK_PACKETS = 256  # a burst is written in parts of this many packets
 LONE_GAP = 0.001  # seconds after a write at once that a packet is taken to be lone
 
 
-def parse_bind(bind: str) -> tuple[str | None, int]:
-    """ "host:port", "*:port", "[::1]:port"; port "*" or "0" is any free port."""
-    host, sep, port = bind.rpartition(":")
+def _split(addr: str) -> tuple[str | None, int] | None:
+    host, sep, port = addr.rpartition(":")
     if not sep:
-        host, port = bind, "*"
+        host, port = addr, "*"
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if port in ("*", ""):
         port = "0"
     if not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"bind {bind!r} is not valid: expected 'host:port', '*:port' or 'host:*'")
+        return None
     return (None if host in ("*", "") else host), int(port)
 
 
-def parse_address(addr: str) -> tuple[str, int]:
-    host, port = parse_bind(addr)
-    if host is None or port == 0:
-        raise ConfigError(f"address {addr!r} is not valid: expected 'host:port'")
-    return host, port
+def parse_bind(bind: str, what: str = "bind") -> tuple[str | None, int]:
+    """ "host:port", "*:port", "[::1]:port"; port "*" or "0" is any free port.
+
+    ``what`` names the value in the error: "'binds' entry" for configuration.
+    """
+    parsed = _split(bind)
+    if parsed is None:
+        raise ConfigError(
+            f"{what} {bind!r} is not valid: expected 'host:port', '*:port' or 'host:*'"
+        )
+    return parsed
+
+
+def parse_address(addr: str, what: str = "address") -> tuple[str, int]:
+    """ "host:port" or "[::1]:port" of a node to dial; ``what`` names it in the error."""
+    parsed = _split(addr)
+    if parsed is None or parsed[0] is None or parsed[1] == 0:
+        raise ConfigError(
+            f"{what} {addr!r} is not valid: expected 'host:port' (a port from 1 to 65535)"
+        )
+    return parsed[0], parsed[1]
 
 
 def format_address(host: str, port: int) -> str:
@@ -387,7 +402,7 @@ class Network:
         loop = self.node.loop
         found: list[tuple[bool, str]] = []
         for bind in binds:
-            host, port = parse_bind(bind)
+            host, port = parse_bind(bind, "'binds' entry")
             try:
                 server = await loop.create_server(
                     lambda: _Conn(self, peeraddr="?"), host, port, reuse_address=True
@@ -471,6 +486,11 @@ class Network:
         self._dials[remote.id] = task
         task.add_done_callback(lambda t: self._dials.pop(remote.id, None))
 
+    def forget(self, nodeid: str) -> None:
+        """The node forgot a departed peer: so do we, but for a seed's address."""
+        if nodeid not in self.seeds.values():
+            self.addresses.pop(nodeid, None)
+
     def _changed(self) -> None:
         """Wake the dials waiting for a seed's or a node's identity."""
         self._pulse.set()
@@ -526,7 +546,7 @@ class Network:
 
     def keep_seed(self, addr: str) -> None:
         """Stay connected to a seed address for as long as the node lives."""
-        parse_address(addr)
+        parse_address(addr, "'seeds' entry")
         if addr not in self.seeds:
             self.seeds[addr] = ""
             self._seeds_pending.add(addr)

@@ -331,8 +331,8 @@ MISTAKES = [
     ),
     (["secret", '"open'], "secret: argument '\"open' is not valid JSON"),
     (["setseeds", "[1]"], "setseeds: 'seeds' must be a list of str (got [1], a list)"),
-    (["setseeds", "localhost"], "address 'localhost' is not valid: expected 'host:port'"),
-    (["setbinds", "127.0.0.1:99999"], "bind '127.0.0.1:99999' is not valid"),
+    (["setseeds", "localhost"], "'seeds' entry 'localhost' is not valid: expected 'host:port'"),
+    (["setbinds", "127.0.0.1:99999"], "'binds' entry '127.0.0.1:99999' is not valid"),
     (
         ["setmonitor_timeout", "-1"],
         "'monitor_timeout' must be a positive number of seconds (got -1)",

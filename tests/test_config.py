@@ -138,7 +138,7 @@ def test_values_in_the_file_are_checked_with_their_place(cfg: Path) -> None:
     with pytest.raises(aemp.ConfigError, match=r"default section: unknown configuration key"):
         effective_keys("other", {})
     write(cfg, {"profile": {"p": {"binds": ["127.0.0.1:99999"]}}})
-    with pytest.raises(aemp.ConfigError, match=r"profile 'p': bind '127.0.0.1:99999'"):
+    with pytest.raises(aemp.ConfigError, match=r"profile 'p': 'binds' entry '127.0.0.1:99999'"):
         effective_keys("p", {})
 
 

@@ -31,11 +31,58 @@ DEFAULT_MAX_PACKET = 64 * 1024 * 1024
 Packet = list[Any]
 
 
+class _Enough(Exception):
+    """brief() has written its limit."""
+
+
+def brief(value: Any, limit: int) -> str:
+    """repr(value), cut after `limit` characters, in time and stack depth
+    bounded by `limit`: repr() itself would walk all of a huge value, and
+    recurse without bound into one nested hundreds of levels deep, before
+    an error message could cut it short."""
+    out: list[str] = []
+    left = limit
+
+    def put(text: str) -> None:
+        nonlocal left
+        out.append(text[:left])
+        left -= len(text)
+        if left <= 0:
+            raise _Enough
+
+    def walk(v: Any) -> None:  # every level writes a bracket first: depth <= limit
+        if isinstance(v, list | tuple):
+            put("[" if isinstance(v, list) else "(")
+            for i, item in enumerate(v):
+                if i:
+                    put(", ")
+                walk(item)
+            put("]" if isinstance(v, list) else ("," if len(v) == 1 else "") + ")")
+        elif isinstance(v, dict):
+            put("{")
+            for i, (k, item) in enumerate(v.items()):
+                put(", " if i else "")
+                walk(k)
+                put(": ")
+                walk(item)
+            put("}")
+        elif isinstance(v, str | bytes | bytearray) and len(v) > limit:
+            put(repr(v[:limit]))  # only a head is shown: repr no more than that
+        else:
+            put(repr(v))
+
+    try:
+        walk(value)
+    except _Enough:
+        pass
+    return "".join(out)
+
+
 def _bad_packet(packet: Any) -> RemoteProtocolError:
     if not isinstance(packet, list):
-        return RemoteProtocolError(f"packet is not an array: {packet!r:.100}")
+        return RemoteProtocolError(f"packet is not an array: {brief(packet, 100)}")
     return RemoteProtocolError(
-        f"packet does not start with a port name (a string): {packet!r:.100}"
+        f"packet does not start with a port name (a string): {brief(packet, 100)}"
     )
 
 

@@ -21,7 +21,7 @@ import msgpack
 
 from .._errors import MessageError, RemoteProtocolError
 from ._decoding import DEFAULT_MAX_PACKET as DEFAULT_MAX_PACKET
-from ._decoding import JSON, MSGPACK, JsonDecoder, MsgpackDecoder, Packet
+from ._decoding import JSON, MSGPACK, JsonDecoder, MsgpackDecoder, Packet, brief
 
 FRAMINGS = (MSGPACK, JSON)
 DEFAULT_FRAMINGS = (MSGPACK, JSON)
@@ -117,7 +117,7 @@ def _problem(
             return None
         return value, "binary data, which the json framing cannot carry (send str)"
     if depth >= MAX_DEPTH:
-        return value, f"nested more than {MAX_DEPTH} deep"
+        return value, f"nested more than {MAX_DEPTH} levels deep"
     if isinstance(value, (list, tuple)) and not isinstance(value, msgpack.ExtType):
         for item in value:
             problem = _problem(item, binary, depth + 1, text)
@@ -149,7 +149,9 @@ def _utf8_ok(value: str) -> bool:
 
 
 def _cannot_send(packet: Any, value: Any, reason: str) -> MessageError:
-    return MessageError(f"cannot send {value!r:.100}: it is {reason}; in packet {packet!r:.200}")
+    return MessageError(
+        f"cannot send {brief(value, 100)}: it is {reason}; in packet {brief(packet, 200)}"
+    )
 
 
 def _check_packet(packet: Any, scalars: frozenset[type], binary: bool) -> None:
@@ -158,12 +160,13 @@ def _check_packet(packet: Any, scalars: frozenset[type], binary: bool) -> None:
         not isinstance(packet, (list, tuple)) or isinstance(packet, msgpack.ExtType)
     ):
         raise MessageError(
-            f"a packet must be a list [portname, *message] (got {packet!r:.100}, a {kind.__name__})"
+            f"a packet must be a list [portname, *message] "
+            f"(got {brief(packet, 100)}, a {kind.__name__})"
         )
     if packet and not isinstance(packet[0], str):
         raise MessageError(
-            f"a packet must start with the port name, a str (got {packet[0]!r:.100}, "
-            f"a {type(packet[0]).__name__}); in packet {packet!r:.200}"
+            f"a packet must start with the port name, a str (got {brief(packet[0], 100)}, "
+            f"a {type(packet[0]).__name__}); in packet {brief(packet, 200)}"
         )
     for item in packet:
         if type(item) not in scalars:
@@ -176,12 +179,12 @@ def _explain(packet: Any, binary: bool, exc: Exception) -> MessageError:
     problem = _problem(packet, binary, text=True)
     if problem:
         return _cannot_send(packet, *problem)
-    return MessageError(f"cannot encode packet {packet!r:.200}: {exc}")
+    return MessageError(f"cannot encode packet {brief(packet, 200)}: {exc}")
 
 
 def _too_large(packet: Any, size: int, limit: int) -> MessageError:
     return MessageError(
-        f"packet of {size} bytes exceeds max_packet ({limit} bytes): {packet!r:.100}"
+        f"packet of {size} bytes exceeds max_packet ({limit} bytes): {brief(packet, 100)}"
     )
 
 
