@@ -269,6 +269,10 @@ class Db:
         self._master_set(self.id)
         for nodeid in self.node.up_nodes():
             glob.node_up(nodeid)
+            if nodeid in self.known_globals:
+                # it announced itself while we were not global and will not
+                # do so again on this link: mesh with it from our side too
+                glob.meet(nodeid)
         glob.start()
 
     # ------------------------------------------------------------ events

@@ -202,9 +202,20 @@ class Global:
             self.slaves.discard(src)
             for family in [f for f, subs in self.subs.items() if src in subs]:
                 self._mon0(src, family)
-            self.globals.add(src)
-        self.db.set_internal("'g", src, None)
-        self._send(src, ["", "g_set", self.own_view()])
+        self.meet(src)
+
+    def meet(self, nodeid: str) -> None:
+        """Mesh with global node `nodeid`: list it in 'g and send it our view.
+
+        Called when it announces itself (g_global), and when this node
+        becomes global while connected to a node that had announced itself
+        before (as Perl's g_global_connect): without that, the node that
+        became global later would never count the other as a global, and
+        its slaves' changes would reach nobody.
+        """
+        self.globals.add(nodeid)
+        self.db.set_internal("'g", nodeid, None)
+        self._send(nodeid, ["", "g_set", self.own_view()])
 
     def _find(self, src: str, nodeid: Any) -> None:
         if type(nodeid) is not str:
