@@ -17,6 +17,10 @@
 # one of their port IDs) leave such a view at once, and stay out of the
 # next master's first answer.
 #
+# Answers (g_chg1, g_chg2, g_reply, g_found) are taken from the current
+# master only, and query IDs are random: no other peer can answer this
+# node's questions, nor guess what to answer.
+#
 # A node with no seeds is its own master: it becomes global at once, so the
 # database works on a single node too.
 
@@ -26,6 +30,7 @@ import asyncio
 import logging
 import random
 import re
+import secrets
 import types
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -33,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from ._call import Pending
 from ._errors import DbTimeout, InvalidFamily, NodeClosed
 from ._handles import Handle
-from ._ids import check_port_id, counter_names
+from ._ids import check_port_id
 from ._message import check_message
 from ._runtime import SELF
 
@@ -105,7 +110,6 @@ class Db:
         # nodes seen to go down while some view was not current: their keys
         # are kept out of the views until every family is current again
         self.gone: dict[str, None] = {}
-        self._qids = counter_names("")
         self._gen = 0
         self._gens: dict[tuple[str, str], int] = {}  # which db_set wrote a local key last
 
@@ -183,7 +187,8 @@ class Db:
     ) -> Query:
         family = check_family(family, write=False)
         self.node._check_open()
-        q = Query(self, kind, family, next(self._qids), timeout, cb, err)
+        # a query ID that cannot be guessed from earlier ones (12 random bytes)
+        q = Query(self, kind, family, secrets.token_urlsafe(12), timeout, cb, err)
         self.queries[q.id] = q
         if self.master is not None:
             self._to_master(q.packet)
@@ -389,6 +394,8 @@ class Db:
             raise ValueError(f"{tag!r} is for global nodes, and this node is not one")
 
     def from_master(self, src: str, tag: str, args: list[Any]) -> None:
+        if src != self.master:
+            return  # a late word from a former master, or a forgery
         if tag == "g_reply":
             qid, result = args
             q = self.queries.get(qid) if type(qid) is str else None
@@ -402,8 +409,6 @@ class Db:
                 if not fut.done():
                     fut.set_result(found)
             return
-        if src != self.master:
-            return  # a late word from a former master
         if tag == "g_chg1":
             family, data = args
             self._chg1(family, {} if data is None else data)
