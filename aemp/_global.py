@@ -15,8 +15,9 @@
 # nothing): an entry lands in its sender's shard, so it is the sender's and
 # goes when the sender goes. The reserved families ('l listeners, 'g global
 # nodes, any other '...) say something about a node, so a node that is not
-# one of our globals may write them only under its own node ID; other
-# subkeys are refused (logged, dropped; the rest of the packet applies).
+# one of our globals may write them only under its own node ID, and 'g not
+# at all; the rest is refused (logged, dropped; the rest of the packet
+# applies).
 # Globals relay their slaves' 'l records and their list of globals, so what
 # they send is taken, but in 'l a node's own record, when we hold one,
 # shows over anything others say about that node.
@@ -241,15 +242,17 @@ class Global:
         """`entries` of `family` less what `src` may not write: see the header."""
         if not family.startswith("'"):
             return entries
-        refused = [k for k in entries if k != src]
+        # 'g says who is global: a node says so with g_global, never here
+        refused = {k for k in entries if k != src or family == "'g"}
         if not refused:
             return entries
         for k in refused:
             log.warning(
-                "node %s: refused %s from %s: %s/%s is not its own entry",
+                "node %s: refused %s from %s: %s/%s (a slave writes reserved families "
+                "only under its own node ID, and 'g never)",
                 self.id, tag, src, family, k[:80],
             )  # fmt: skip
-        return {k: v for k, v in entries.items() if k == src}
+        return {k: v for k, v in entries.items() if k not in refused}
 
     def _find(self, src: str, nodeid: Any) -> None:
         if type(nodeid) is not str:

@@ -95,17 +95,18 @@ async def test_a_slave_cannot_write_another_nodes_listeners(
     # (g_set and g_slave replace the sender's whole share: g_slave comes last)
     evil.snd(g.id, "g_set", {"'l": {"victim": fake}, "'g": {"ghost": None}})
     evil.snd(g.id, "g_upd", "'l", {"victim": fake, "ghost": fake})
-    evil.snd(g.id, "g_upd", "'g", {"ghost": None})
+    evil.snd(g.id, "g_upd", "'g", {"ghost": None, "evil": None})
     evil.snd(g.id, "g_slave", {"'l": {"victim": fake, "evil": fake}, "svc": {"mine": 1}})
     await evil.db_keys("svc", timeout=5)  # answered after all of the above
 
     assert g._db.glob is not None
     merged = g._db.glob.merged
     assert merged["'l"]["victim"] == victim.listeners
-    assert "ghost" not in merged["'l"] and "ghost" not in merged["'g"]
+    assert "ghost" not in merged["'l"] and set(merged["'g"]) == {"g"}
     assert merged["svc"]["mine"] == 1, "the rest of a packet still applies"
     said = refusals(caplog, "evil")
-    assert any("'l/victim" in m for m in said) and any("'g/ghost" in m for m in said), said
+    for key in ("'l/victim", "'l/ghost", "'g/ghost", "'g/evil"):
+        assert any(key in m for m in said), (key, said)
     await reaches_victim(stack, addr, victim, vport)
 
 
