@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import aemp
+from aemp import wire
 from tests.conftest import Recorder
 
 SECRET = "db-views-secret"
@@ -139,3 +140,96 @@ async def test_reattach_without_a_difference_still_says_so(stack: AsyncExitStack
     await until(lambda: mon.current, limit=10)
     assert w.events[seen:] == [(set(), set(), set())]
     assert w.view == {"k": 1}
+
+
+class FakeMaster:
+    """A seed spoken by hand, that answers with whatever the test tells it.
+
+    It stands for a master that has not yet noticed a node going down.
+    """
+
+    def __init__(self, nodeid: str) -> None:
+        self.nodeid = nodeid
+        self.families: dict[str, dict[str, Any]] = {}
+        self.addresses: dict[str, list[str]] = {}
+        self.port = 0
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def open(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return f"127.0.0.1:{self.port}"
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            for w in self.writers:
+                w.close()
+            await self.server.wait_closed()
+            self.writers.clear()
+            self.server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        conn = wire.Connection(
+            wire.Settings(nodeid=self.nodeid, provider="test", secret=SECRET), peeraddr="x"
+        )
+        conn.start()
+        writer.write(conn.data_to_send())
+        try:
+            while True:
+                ev = conn.next_event()
+                if isinstance(ev, wire.Packets):
+                    conn.send_packets([a for p in ev.packets for a in self._answer(p)])
+                writer.write(conn.data_to_send())
+                if ev is wire.NEED_DATA:
+                    data = await reader.read(65536)
+                    if not data:
+                        return
+                    conn.receive_data(data)
+        except (ConnectionError, aemp.AempError):
+            return
+        finally:
+            writer.close()
+
+    def _answer(self, packet: list[Any]) -> list[list[Any]]:
+        if packet[:2] == ["", "g_mon1"]:
+            return [["", "g_chg1", packet[2], self.families.get(packet[2])]]
+        if packet[:2] == ["", "g_find"]:
+            return [["", "g_found", packet[2], self.addresses.get(packet[2])]]
+        return []
+
+
+async def test_a_node_seen_going_down_stays_out_of_the_next_masters_view(
+    stack: AsyncExitStack,
+) -> None:
+    master = FakeMaster("m")
+    stack.push_async_callback(master.close)
+    addr = await master.open()
+    nowhere = f"127.0.0.1:{free_port()}"
+    worker = await start(stack, nodeid="w/%u", binds=["127.0.0.1:0"], seeds=[nowhere])
+    wport = worker.port(lambda *m: None)
+    master.families["svc"] = {wport: 1, "k": 1}
+    master.addresses[worker.id] = worker.listeners
+    obs = await start(stack, nodeid="obs/%u", seeds=[addr])
+    w = Watch()
+    mon = obs.db_mon("svc", w)
+    await until(lambda: mon.current and w.view == {wport: 1, "k": 1})
+    lost = Recorder()
+    obs.mon(wport, lost)
+    await until(lambda: obs.node_is_up(worker.id), what="connected to the worker")
+
+    await master.close()
+    await until(lambda: obs.master is None, what="masterless")
+    await worker.close()
+    await lost.wait()
+    await until(lambda: wport not in w.view, what="the dead worker gone")
+    seen = len(w.events)
+
+    # the master is back, but has not heard that the worker went
+    master.families["svc"] = {wport: 1, "k": 1, "new": 2}
+    await master.open()
+    await until(lambda: mon.current, limit=10, what="the view current again")
+    assert w.events[seen:] == [({"new"}, set(), set())]
+    assert w.view == {"k": 1, "new": 2}
