@@ -327,8 +327,7 @@ class Db:
         self.known_globals.pop(nodeid, None)
         if self.glob is not None:
             self.glob.node_down(nodeid)
-        if self.glob is not None:
-            return
+            return  # its own master: its views follow the merged database
         if nodeid == self.master:
             log.info("node %s: lost its master %s", self.id, nodeid)
             self.master = None
