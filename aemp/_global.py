@@ -17,10 +17,9 @@
 # nodes, any other '...) say something about a node, so a node that is not
 # one of our globals may write them only under its own node ID, and 'g not
 # at all; the rest is refused (logged, dropped; the rest of the packet
-# applies).
-# Globals relay their slaves' 'l records and their list of globals, so what
-# they send is taken, but in 'l a node's own record, when we hold one,
-# shows over anything others say about that node.
+# applies). Globals relay their slaves' 'l records and their list of
+# globals, so what they send is taken, but in 'l a node's own record, when
+# we hold one, shows over anything others say about that node.
 #
 # Nothing here calls user code: answers to this node's own client side go
 # through the run queue like any packet would.
