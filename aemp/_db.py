@@ -7,7 +7,19 @@
 # queues its queries and monitors; when it attaches to a master (at start,
 # or again after losing one) it sends its whole local database and re-opens
 # every monitor, so writes made meanwhile are not lost and each db_mon
-# callback is told the difference between what it saw and what is now.
+# callback gets one call with the difference between what it saw and what
+# is now.
+#
+# While no master vouches for a monitored family (none reachable, or the new
+# one has not answered yet) its view is kept as it was and is marked not
+# current: a registry that is away for a while is not the loss of every
+# service. Only the keys of nodes this node saw go down (their node ID, or
+# one of their port IDs) leave such a view at once, and stay out of the
+# next master's first answer.
+#
+# Answers (g_chg1, g_chg2, g_reply, g_found) are taken from the current
+# master only, and query IDs are random: no other peer can answer this
+# node's questions, nor guess what to answer.
 #
 # A node with no seeds is its own master: it becomes global at once, so the
 # database works on a single node too.
@@ -18,6 +30,7 @@ import asyncio
 import logging
 import random
 import re
+import secrets
 import types
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -25,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from ._call import Pending
 from ._errors import DbTimeout, InvalidFamily, NodeClosed
 from ._handles import Handle
-from ._ids import check_port_id, counter_names
+from ._ids import check_port_id
 from ._message import check_message
 from ._runtime import SELF
 
@@ -71,12 +84,13 @@ def _check_subkey(key: object) -> str:
 class _Family:
     """One monitored family: the view from the master and who watches it."""
 
-    __slots__ = ("data", "synced", "view", "watchers")
+    __slots__ = ("current", "data", "filled", "view", "watchers")
 
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
         self.view = types.MappingProxyType(self.data)
-        self.synced = False  # True once the master sent the whole family
+        self.filled = False  # True once a master sent the whole family
+        self.current = False  # ... and that master is still ours
         self.watchers: dict[DbMonitor, None] = {}
 
 
@@ -93,7 +107,9 @@ class Db:
         self.queries: dict[str, Query] = {}
         self.finds: dict[str, list[asyncio.Future[list[str]]]] = {}
         self.known_globals: dict[str, None] = {}
-        self._qids = counter_names("")
+        # nodes seen to go down while some view was not current: their keys
+        # are kept out of the views until every family is current again
+        self.gone: dict[str, None] = {}
         self._gen = 0
         self._gens: dict[tuple[str, str], int] = {}  # which db_set wrote a local key last
 
@@ -171,7 +187,8 @@ class Db:
     ) -> Query:
         family = check_family(family, write=False)
         self.node._check_open()
-        q = Query(self, kind, family, next(self._qids), timeout, cb, err)
+        # a query ID that cannot be guessed from earlier ones (12 random bytes)
+        q = Query(self, kind, family, secrets.token_urlsafe(12), timeout, cb, err)
         self.queries[q.id] = q
         if self.master is not None:
             self._to_master(q.packet)
@@ -189,7 +206,7 @@ class Db:
             if self.master is not None:
                 self._to_master(["", "g_mon1", family])
         fam.watchers[m] = None
-        if fam.synced:
+        if fam.filled:
             self.node._post(self._first_call, fam, m)
         return m
 
@@ -240,7 +257,8 @@ class Db:
         self.master = master
         if master != self.id:
             self._to_master(["", "g_slave", {f: dict(kv) for f, kv in self.local.items()}])
-        for family in self.families:
+        for family, fam in self.families.items():
+            fam.current = False  # until the new master's g_chg1
             self._to_master(["", "g_mon1", family])
         for nodeid in self.finds:
             self._to_master(["", "g_find", nodeid])
@@ -269,6 +287,10 @@ class Db:
         self._master_set(self.id)
         for nodeid in self.node.up_nodes():
             glob.node_up(nodeid)
+            if nodeid in self.known_globals:
+                # it announced itself while we were not global and will not
+                # do so again on this link: mesh with it from our side too
+                glob.meet(nodeid)
         glob.start()
 
     # ------------------------------------------------------------ events
@@ -280,6 +302,7 @@ class Db:
             self.glob.start()
 
     def node_up(self, nodeid: str) -> None:
+        self.gone.pop(nodeid, None)
         if self.glob is not None:
             self.glob.node_up(nodeid)
         self.seed_known(nodeid)
@@ -304,26 +327,42 @@ class Db:
         self.known_globals.pop(nodeid, None)
         if self.glob is not None:
             self.glob.node_down(nodeid)
-        if nodeid != self.master:
-            return
-        log.info("node %s: lost its master %s", self.id, nodeid)
-        self.master = None
-        self._master_search()
-        if self.master is None:
-            self.node._post(self._forget_views)
+            return  # its own master: its views follow the merged database
+        if nodeid == self.master:
+            log.info("node %s: lost its master %s", self.id, nodeid)
+            self.master = None
+            for fam in self.families.values():
+                fam.current = False
+            self._master_search()
+        self.node._post(self._prune, nodeid)
 
-    def _forget_views(self) -> None:
-        """No global node to ask: what we saw can no longer be vouched for."""
-        if self.master is not None:
+    def _prune(self, nodeid: str) -> None:
+        """`nodeid` went down: take its keys out of the views no master vouches for.
+
+        A view that is not current is kept as it was (a registry that is away
+        for a while is not the loss of every service), but the entries of a
+        node this node saw go down are dropped at once: keys that are its
+        node ID or one of its port IDs. The next g_chg1 is filtered the same
+        way, in case the new master has not yet noticed.
+        """
+        if self.glob is not None or self.node.closed or self.node.node_is_up(nodeid):
             return
-        for fam in self.families.values():
-            fam.synced = False
-            if fam.data:
-                gone = list(fam.data)
-                fam.data.clear()
+        stale = [fam for fam in self.families.values() if not fam.current]
+        if not stale:
+            return  # the master reports the node's keys deleted itself
+        self.gone[nodeid] = None
+        prefix = nodeid + "#"
+        for fam in stale:
+            dead = [k for k in fam.data if k == nodeid or k.startswith(prefix)]
+            if dead:
+                for k in dead:
+                    del fam.data[k]
                 for m in list(fam.watchers):
                     if m.primed:
-                        m._notify(fam.view, [], [], gone)
+                        m._notify(fam.view, [], [], dead)
+
+    def _of_gone(self, key: str) -> bool:
+        return key.partition("#")[0] in self.gone
 
     def close(self) -> None:
         for q in list(self.queries.values()):
@@ -354,6 +393,8 @@ class Db:
             raise ValueError(f"{tag!r} is for global nodes, and this node is not one")
 
     def from_master(self, src: str, tag: str, args: list[Any]) -> None:
+        if src != self.master:
+            return  # a late word from a former master, or a forgery
         if tag == "g_reply":
             qid, result = args
             q = self.queries.get(qid) if type(qid) is str else None
@@ -367,8 +408,6 @@ class Db:
                 if not fut.done():
                     fut.set_result(found)
             return
-        if src != self.master:
-            return  # a late word from a former master
         if tag == "g_chg1":
             family, data = args
             self._chg1(family, {} if data is None else data)
@@ -382,24 +421,30 @@ class Db:
         fam = self.families.get(family) if type(family) is str else None
         if fam is None:
             return
+        if self.gone:
+            data = {k: v for k, v in data.items() if not self._of_gone(k)}
         old = fam.data
         added = [k for k in data if k not in old]
         changed = [k for k, v in data.items() if k in old and old[k] != v]
         deleted = [k for k in old if k not in data]
         old.clear()
         old.update(data)
-        fam.synced = True
+        fam.filled = fam.current = True
+        if self.gone and all(f.current for f in self.families.values()):
+            self.gone.clear()
+        # one call per attach: the first with everything, later ones with
+        # the difference to the view kept meanwhile (perhaps none at all)
         for m in list(fam.watchers):
             if not m.primed:
                 m._notify(fam.view, list(old), [], [])
-            elif added or changed or deleted:
+            else:
                 m._notify(fam.view, added, changed, deleted)
 
     def _chg2(self, family: Any, sets: Any, dels: Any) -> None:
         if type(sets) is not dict or type(dels) is not list:
             raise TypeError(f"g_chg2 wants an object and a list, got {sets!r:.60}, {dels!r:.60}")
         fam = self.families.get(family) if type(family) is str else None
-        if fam is None or not fam.synced:
+        if fam is None or not fam.current:
             return
         data = fam.data
         added: list[str] = []
@@ -481,6 +526,18 @@ class DbMonitor(Handle):
             return
         self.primed = True
         node._call_in(self._owner, self._cb, (view, added, changed, deleted))
+
+    @property
+    def current(self) -> bool:
+        """True while the master this node is attached to vouches for the view.
+
+        False before the first call, while the node has no master (the view
+        is the last one it had, less the entries of nodes seen to go down)
+        and after a change of master until the new master's answer; the call
+        that reports the difference comes when it is current again.
+        """
+        fam = self._db.families.get(self.family)
+        return fam is not None and fam.current and self in fam.watchers
 
     def _undo(self) -> None:
         self._db._unmon(self)

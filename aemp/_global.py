@@ -11,6 +11,16 @@
 # other global nodes; changes that come from other global nodes are not, so
 # every change crosses the mesh once.
 #
+# Who may write what (the wire does not say; PROTOCOL Part B 4.3 checks
+# nothing): an entry lands in its sender's shard, so it is the sender's and
+# goes when the sender goes. The reserved families ('l listeners, 'g global
+# nodes, any other '...) say something about a node, so a node that is not
+# one of our globals may write them only under its own node ID, and 'g not
+# at all; the rest is refused (logged, dropped; the rest of the packet
+# applies). Globals relay their slaves' 'l records and their list of
+# globals, so what they send is taken, but in 'l a node's own record, when
+# we hold one, shows over anything others say about that node.
+#
 # Nothing here calls user code: answers to this node's own client side go
 # through the run queue like any packet would.
 
@@ -74,6 +84,7 @@ class Global:
         fwd_set: dict[str, Any] = {}
         fwd_del: list[str] = []
         forward = src not in self.globals
+        listeners = family == "'l"
         if sets:
             for k, v in sets.items():
                 fam[k] = v
@@ -83,7 +94,9 @@ class Global:
                 else:
                     hs.pop(src, None)
                 hs[src] = None  # the newest writer is last
-                if k not in merged or merged[k] != v:
+                if listeners and k != src and k in hs:
+                    pass  # the node's own record of its listeners stands
+                elif k not in merged or merged[k] != v:
                     merged[k] = v
                     eff_set[k] = v
                 if forward:
@@ -97,7 +110,7 @@ class Global:
                 del hs[src]
                 if hs:
                     # another source still holds the key: its newest value shows
-                    v = self.shards[next(reversed(hs))][family][k]
+                    v = self.shards[_shown(family, k, hs)][family][k]
                     if merged[k] != v:
                         merged[k] = v
                         eff_set[k] = v
@@ -109,7 +122,7 @@ class Global:
                     # what this node's own view (itself and its slaves) now says
                     mine = [h for h in hs if h not in self.globals]
                     if mine:
-                        fwd_set[k] = self.shards[mine[-1]][family][k]
+                        fwd_set[k] = self.shards[_shown(family, k, mine)][family][k]
                     else:
                         fwd_del.append(k)
         if not fam:
@@ -154,7 +167,7 @@ class Global:
             for k, hs in keys.items():
                 mine = [h for h in hs if h not in self.globals]
                 if mine:
-                    out.setdefault(family, {})[k] = self.shards[mine[-1]][family][k]
+                    out.setdefault(family, {})[k] = self.shards[_shown(family, k, mine)][family][k]
         return out
 
     # ------------------------------------------------------------ requests
@@ -170,6 +183,8 @@ class Global:
         if not db:
             return  # "become global": we are already
         shard = _check_shard(db[0])
+        if src not in self.globals:
+            shard = {f: self._own(src, "g_slave", f, kv) for f, kv in shard.items()}
         self.slaves.add(src)
         self.replace(src, shard)
 
@@ -181,10 +196,15 @@ class Global:
             _check_keys(dels)
         if src not in self.globals:
             self.slaves.add(src)
+            if sets:
+                sets = self._own(src, "g_upd", family, sets)
         self.update(src, family, sets, dels)
 
     def _set(self, src: str, db: Any) -> None:
         shard = _check_shard(db)
+        if src not in self.globals:
+            # g_set without g_global first: no relay, a node's own entries only
+            shard = {f: self._own(src, "g_set", f, kv) for f, kv in shard.items()}
         self.replace(src, shard)
         # a global's listeners go into our own database, so that every
         # global node and every slave of ours can reach it
@@ -202,9 +222,36 @@ class Global:
             self.slaves.discard(src)
             for family in [f for f, subs in self.subs.items() if src in subs]:
                 self._mon0(src, family)
-            self.globals.add(src)
-        self.db.set_internal("'g", src, None)
-        self._send(src, ["", "g_set", self.own_view()])
+        self.meet(src)
+
+    def meet(self, nodeid: str) -> None:
+        """Mesh with global node `nodeid`: list it in 'g and send it our view.
+
+        Called when it announces itself (g_global), and when this node
+        becomes global while connected to a node that had announced itself
+        before (as Perl's g_global_connect): without that, the node that
+        became global later would never count the other as a global, and
+        its slaves' changes would reach nobody.
+        """
+        self.globals.add(nodeid)
+        self.db.set_internal("'g", nodeid, None)
+        self._send(nodeid, ["", "g_set", self.own_view()])
+
+    def _own(self, src: str, tag: str, family: str, entries: dict[str, Any]) -> dict[str, Any]:
+        """`entries` of `family` less what `src` may not write: see the header."""
+        if not family.startswith("'"):
+            return entries
+        # 'g says who is global: a node says so with g_global, never here
+        refused = {k for k in entries if k != src or family == "'g"}
+        if not refused:
+            return entries
+        for k in refused:
+            log.warning(
+                "node %s: refused %s from %s: %s/%s (a slave writes reserved families "
+                "only under its own node ID, and 'g never)",
+                self.id, tag, src, family, k[:80],
+            )  # fmt: skip
+        return {k: v for k, v in entries.items() if k not in refused}
 
     def _find(self, src: str, nodeid: Any) -> None:
         if type(nodeid) is not str:
@@ -301,6 +348,14 @@ class Global:
                     await self._mesh_wake.wait()
             except TimeoutError:
                 pass
+
+
+def _shown(family: str, key: str, holders: dict[str, None] | list[str]) -> str:
+    """Which of the sources holding `key` the merged view shows: the newest
+    writer, but in 'l the node itself when it is one of them."""
+    if family == "'l" and key in holders:
+        return key
+    return next(reversed(holders))
 
 
 def _check_family(family: Any) -> str:

@@ -118,12 +118,10 @@ async def test_one_seed_killed_and_restarted(procs: Callable[..., Any]) -> None:
     ports = {n.port for n in nodes}
     await all_until(nodes, lambda p: p.view == ports)
     seed.kill9()
-    await all_until(nodes, lambda p: p.view == set(), limit=TIMEOUT + 3)
+    await all_until(nodes, lambda p: p.master is None, limit=TIMEOUT + 3)
+    assert all(n.view == ports for n in nodes), "the views are kept while masterless"
     await procs(**seed_spec)
     await all_until(nodes, lambda p: p.view == ports and p.master == "seed", limit=15)
-    for n in nodes:
-        assert n.deleted >= ports - {n.port}, "each node saw the others' entries go"
-        assert n.added >= ports
 
 
 async def test_two_seeds_one_killed(procs: Callable[..., Any]) -> None:
