@@ -11,6 +11,17 @@
 # out every 256 packets, so that the peer, which waits for them, can work
 # on the first while we make the rest. Heartbeats and limits live here:
 # the core has no clock.
+#
+# A connection that fails after the handshake is aborted (reset, its
+# unsent data dropped): its monitors fire, so nothing queued on it may
+# arrive later. Only a close on purpose writes out what is queued.
+#
+# Two nodes that dial each other at once get two connections. Closing one
+# on which we sent our auth line could lose what the peer sends on it, so
+# none is closed for being second: a connection that authenticates while
+# another to the same node is under way waits (Network._settle), and the
+# link is the one left, or between aemp nodes the one with the smaller
+# nonce, or, with a Perl peer, the one it keeps (docs/protocol.md, 11).
 
 from __future__ import annotations
 
