@@ -601,7 +601,8 @@ class Network:
         return []
 
     async def dial(self, addr: str, expect: str | None = None) -> _Conn:
-        """Connect to addr and finish the handshake."""
+        """Connect to addr and wait until the connection is the link (it
+        may wait for a twin first; ConnectionError if it is closed instead)."""
         host, port = parse_address(addr)
         loop = self.node.loop
         _, conn = await loop.create_connection(
