@@ -49,6 +49,8 @@ class Link(Protocol):
 
     def close(self, reason: str) -> None: ...
 
+    def fail(self, reason: str) -> None: ...
+
 
 class State(enum.Enum):
     IDLE = "idle"
@@ -175,7 +177,7 @@ class Remote:
         self.pending = []
         watched, self.watched = self.watched, set()
         if link is not None:
-            link.close(why)
+            link.fail(why)  # nothing still queued on it may arrive after the monitors fired
         monitors, self.monitors = self.monitors, {}
         self.idle = 0
         self._firing = (monitors, ("transport_error", self.id, why))

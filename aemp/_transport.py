@@ -11,6 +11,17 @@
 # out every 256 packets, so that the peer, which waits for them, can work
 # on the first while we make the rest. Heartbeats and limits live here:
 # the core has no clock.
+#
+# A connection that fails after the handshake is aborted (reset, its
+# unsent data dropped): its monitors fire, so nothing queued on it may
+# arrive later. Only a close on purpose writes out what is queued.
+#
+# Two nodes that dial each other at once get two connections. Closing one
+# on which we sent our auth line could lose what the peer sends on it, so
+# none is closed for being second: a connection that authenticates while
+# another to the same node is under way waits (Network._settle), and the
+# link is the one left, or between aemp nodes the one with the smaller
+# nonce, or, with a Perl peer, the one it keeps (docs/protocol.md, 11).
 
 from __future__ import annotations
 
@@ -19,6 +30,7 @@ import ipaddress
 import logging
 import random
 import socket
+import struct
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
@@ -36,6 +48,7 @@ log = logging.getLogger("aemp.transport")
 SEND_BUFFER_LIMIT = 256 * 1024 * 1024  # bytes written but not taken by the peer
 CHUNK_PACKETS = 256  # a burst is written in parts of this many packets
 LONE_GAP = 0.001  # seconds after a write at once that a packet is taken to be lone
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close drops the send queue, sends RST
 
 
 def _split(addr: str) -> tuple[str | None, int] | None:
@@ -112,6 +125,9 @@ class _Conn(asyncio.Protocol):
         self._hb: float | None = None
         self._hb_timeout = 0.0
         self._greeted_as = ""
+        self.tiebreak = False  # the peer settles twin connections by the nonce rule
+        # resolved when this connection becomes the node's link (not merely
+        # authenticated: it may wait for a twin, see Network._settle)
         self.authenticated: asyncio.Future[str] = net.node.loop.create_future()
         self.finished: asyncio.Future[str] = net.node.loop.create_future()
 
@@ -205,12 +221,15 @@ class _Conn(asyncio.Protocol):
         encoder.out = self._chunks
         self._append = encoder.append_message
         self.remote_id = ev.remote_nodeid
+        self.tiebreak = ev.greeting.tiebreak
         own_hb = self.net.settings.heartbeat
         if own_hb is not None and ev.remote_heartbeat is not None:
-            self._hb = own_hb
-            timeout = self.node.config.monitor_timeout
-            self._hb_timeout = max(timeout, 2 * ev.remote_heartbeat)
-            self._timer = self.node.loop.call_later(own_hb, self._heartbeat)
+            # we write often enough for the stricter of the two sides, and
+            # give up on our own clock: what the peer announced (within the
+            # limits the greeting check enforces) cannot make us wait longer
+            self._hb = min(own_hb, ev.remote_heartbeat)
+            self._hb_timeout = self.node.config.monitor_timeout
+            self._timer = self.node.loop.call_later(self._hb, self._heartbeat)
         log.debug(
             "node %s: connected to %s (%s, %s/%s%s)",
             self.node.id,
@@ -221,8 +240,6 @@ class _Conn(asyncio.Protocol):
             ", tls" if ev.tls else "",
         )
         self.net.authenticated(self)
-        if not self.authenticated.done():
-            self.authenticated.set_result(self.remote_id)
         # bytes that arrived right behind the auth line are packets already
         ev2 = self.wire.next_event()
         if isinstance(ev2, wire.Packets) and self.remote is not None and not self.closed:
@@ -235,13 +252,16 @@ class _Conn(asyncio.Protocol):
 
     def _heartbeat(self) -> None:
         now = time.monotonic()
-        if now - self._last_in > self._hb_timeout:
+        silent = now - self._last_in
+        if silent >= self._hb_timeout:
             self.fail("heartbeat timeout")
             return
         assert self._hb is not None
         if now - self._last_out >= self._hb and not self._chunks:
             self.send([""])
-        self._timer = self.node.loop.call_later(self._hb, self._heartbeat)
+        # look again after hb, or at the deadline if that comes first
+        wait = min(self._hb, self._hb_timeout - silent)
+        self._timer = self.node.loop.call_later(wait, self._heartbeat)
 
     # -- sending ----------------------------------------------------------
 
@@ -347,7 +367,13 @@ class _Conn(asyncio.Protocol):
         self._shutdown(reason)
 
     def fail(self, reason: str) -> None:
-        """The connection broke; whatever was not written is lost."""
+        """The connection broke; whatever was not written is lost.
+
+        In the data phase the connection is aborted: monitors fire for what
+        was sent on it, so nothing still buffered may reach the peer later
+        (a retry after the monitor fired would run twice). The asyncio
+        buffer is dropped, and SO_LINGER 0 drops the kernel's send queue
+        too and resets the connection, so the peer fires its monitors."""
         if self.closed:
             return
         if not self.open:
@@ -358,9 +384,11 @@ class _Conn(asyncio.Protocol):
             log.warning(
                 "node %s: connection with %s failed: %s", self.node.id, self.describe(), reason
             )
-        self._shutdown(reason)
+            self._shutdown(reason)
+            return
+        self._shutdown(reason, abort=True)
 
-    def _shutdown(self, reason: str) -> None:
+    def _shutdown(self, reason: str, abort: bool = False) -> None:
         self.closed = True
         self._receive = None
         self.send_message = self._send_message  # which drops what comes now
@@ -370,8 +398,17 @@ class _Conn(asyncio.Protocol):
             self._timer.cancel()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is not None:
+            if abort and not transport.is_closing():
+                sock = transport.get_extra_info("socket")
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                except (OSError, AttributeError):  # pragma: no cover - not a TCP socket
+                    pass
+                transport.abort()
+            else:
+                transport.close()
         self.net.conns.discard(self)
         self.finished.set_result(reason)
         if not self.authenticated.done():
@@ -381,6 +418,14 @@ class _Conn(asyncio.Protocol):
 
     def describe(self) -> str:
         return self.remote_id or self.expect or self.peeraddr
+
+    def leads_to(self, nodeid: str) -> bool:
+        """Alive and with `nodeid` at the other end, as far as we know yet."""
+        if self.closed:
+            return False
+        if self._greeted_as:
+            return self._greeted_as == nodeid
+        return self.expect == nodeid
 
 
 class Network:
@@ -397,6 +442,9 @@ class Network:
         self.seeds: dict[str, str] = {}  # seed address -> node ID once greeted ("" before)
         self._pulse = asyncio.Event()
         self._seeds_pending: set[str] = set()  # seeds whose first dial has not ended
+        # node ID -> the deadline for a peer to close one of two connections
+        self._undecided: dict[str, asyncio.TimerHandle] = {}
+        self._closing = False
 
     async def listen(self, binds: tuple[str, ...]) -> None:
         loop = self.node.loop
@@ -441,21 +489,13 @@ class Network:
         remote = self.node._remotes.get(nodeid)
         if remote is not None and remote.link is not None:
             return f"{nodeid} already connected, not connecting again."
-        # two nodes dialling each other at once: both keep the connection that
-        # the node with the smaller ID made, and so agree without a message
-        for other in list(self.conns):
-            if (
-                other is not conn
-                and other.remote_id == ""
-                and not other.closed
-                and nodeid in (other.expect, other._greeted_as)
-            ):
-                mine_outgoing = conn.expect is not None or conn.peeraddr in self.seeds
-                keep_outgoing = self.node.id < nodeid
-                if mine_outgoing != keep_outgoing:
-                    return f"{nodeid} is being connected already (simultaneous connect)"
-                other.close(f"{nodeid}: simultaneous connect, the other connection wins")
+        # Another connection to the same node may be under way (both nodes
+        # dialled): this one goes on too, since the other may have carried
+        # our auth line already, and closing that would lose what the peer
+        # sends on it. _settle picks one when both are through.
         conn._greeted_as = nodeid
+        if conn.expect is not None and conn.expect != nodeid:
+            self._settle(conn.expect)  # not the node we dialled for after all
         return None
 
     def authenticated(self, conn: _Conn) -> None:
@@ -466,17 +506,63 @@ class Network:
                 self.addresses[nodeid].insert(0, conn.peeraddr)
         remote = self.node._remotes.get(nodeid)
         if remote is not None and remote.link is not None:
-            # a second handshake finished in the same instant as the first:
-            # the first one stays; the peer sees this one close
+            # cannot happen while greeted() refuses a node that has a link
+            # and _settle waits for every connection under way; kept so
+            # that a link is never replaced under the packets sent on it
             log.warning("node %s: second connection to %s closed", self.node.id, nodeid)
             conn.close(f"{nodeid} already connected (switched connections)")
             return
-        conn.remote = self.node._link_up(nodeid, conn)
+        conn.remote = self.node._remote(nodeid)  # what arrives on it is delivered
+        self._settle(nodeid)
+
+    def _settle(self, nodeid: str, force: bool = False) -> None:
+        """Make the link to `nodeid` once it is clear which connection it is.
+
+        A connection that authenticated while another one to the same node
+        is still in its handshake waits, sending nothing but heartbeats
+        (packets for the node wait in Remote.pending), while what arrives
+        on it is delivered: a peer sends on one connection only. When the
+        others are gone it becomes the link. When several authenticated, an
+        aemp peer (tiebreak=nonce) picks the same one as we do, the one
+        with the smaller pair_key, and both close the others, on which
+        neither side sent anything. Any other peer (AnyEvent::MP keeps the
+        connection that authenticated first on its side and closes the
+        later one) chooses for us: we wait for it to close the others, for
+        at most monitor_timeout."""
+        if force:
+            self._undecided.pop(nodeid, None)
+        remote = self.node._remotes.get(nodeid)
+        if self._closing or remote is None or remote.link is not None:
+            return
+        group = [c for c in self.conns if c.leads_to(nodeid)]
+        ready = [c for c in group if c.open]
+        if not ready or len(ready) < len(group):
+            return  # none through yet, or one still in its handshake
+        if len(ready) > 1 and not force and not all(c.tiebreak for c in ready):
+            if nodeid not in self._undecided:
+                timeout = self.node.config.monitor_timeout
+                loop = self.node.loop
+                self._undecided[nodeid] = loop.call_later(timeout, self._settle, nodeid, True)
+            return
+        timer = self._undecided.pop(nodeid, None)
+        if timer is not None:
+            timer.cancel()
+        link = min(ready, key=lambda c: c.wire.pair_key)
+        link.remote = self.node._link_up(nodeid, link)
+        if not link.authenticated.done():
+            link.authenticated.set_result(nodeid)
+        for other in ready:
+            if other is not link:
+                other.close(f"{nodeid}: simultaneous connect, the other connection won")
         self._changed()
 
     def closed(self, conn: _Conn, reason: str) -> None:
         if conn.remote is not None and conn.remote.link is conn:
             conn.remote.lost(reason)
+            return
+        nodeid = conn._greeted_as or conn.expect
+        if nodeid:
+            self._settle(nodeid)  # a connection the others waited for is gone
 
     # -- dialling ------------------------------------------------------------
 
@@ -535,7 +621,8 @@ class Network:
         return []
 
     async def dial(self, addr: str, expect: str | None = None) -> _Conn:
-        """Connect to addr and finish the handshake."""
+        """Connect to addr and wait until the connection is the link (it
+        may wait for a twin first; ConnectionError if it is closed instead)."""
         host, port = parse_address(addr)
         loop = self.node.loop
         _, conn = await loop.create_connection(
@@ -577,6 +664,10 @@ class Network:
             await asyncio.sleep(delay)
 
     async def close(self) -> None:
+        self._closing = True
+        for timer in self._undecided.values():
+            timer.cancel()
+        self._undecided.clear()
         for server in self.servers:
             server.close()
         for conn in list(self.conns):
@@ -609,7 +700,7 @@ def make_settings(node: Node, version: str) -> wire.Settings:
             auth_accept=cfg.auth_accept,
             framing_format=cfg.framing_format,
             max_packet=cfg.max_packet,
-            heartbeat=max(0.05, cfg.monitor_timeout / 4),
+            heartbeat=min(wire.MAX_HEARTBEAT, max(wire.MIN_HEARTBEAT, cfg.monitor_timeout / 4)),
         )
     except MessageError as e:  # pragma: no cover - Settings raises ConfigError
         raise ConfigError(str(e)) from e

@@ -554,6 +554,9 @@ class FakeLink:
     def close(self, reason: str) -> None:
         self.closed = reason
 
+    def fail(self, reason: str) -> None:
+        self.closed = reason
+
 
 async def test_link_back_up_before_the_loss_is_reported() -> None:
     """The peer dials back while the monitors of the lost link still wait

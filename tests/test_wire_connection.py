@@ -196,7 +196,7 @@ def test_greeting_lines_are_exactly_as_specified() -> None:
     assert rest == b""
     assert line1 == (
         b"aemp;1;node/x;tls_sha3_512,hmac_sha3_512;msgpack,json;provider=aemp-py-test;"
-        b"peeraddr=127.0.0.1:4040;mproto=1;gproto=1;hb=15"
+        b"peeraddr=127.0.0.1:4040;mproto=1;gproto=1;hb=15;tiebreak=nonce"
     )
     other = Connection(make_settings("A", heartbeat=15), peeraddr="127.0.0.1:4040")
     other.start()
@@ -513,12 +513,12 @@ def test_a_greeting_line_of_exactly_4096_bytes_is_fine() -> None:
 def test_greeting_options_parse_like_perl() -> None:
     conn = Connection(make_settings("A"), peeraddr="p:1")
     conn.start()
-    conn.receive_data(b"aemp;1;p;hmac_sha3_512;json;bare;k=v=w;;=x;tls=1.0;hb=x\nn\n")
+    conn.receive_data(b"aemp;1;p;hmac_sha3_512;json;bare;k=v=w;;=x;tls=1.0;hb=2.5\nn\n")
     event = conn.next_event()
     assert isinstance(event, GreetingReceived)
     g = event.greeting
-    assert g.options == {"bare": None, "k": "v=w", "tls": "1.0", "hb": "x"}
-    assert g.tls and g.heartbeat is None and g.framings == ("json",)
+    assert g.options == {"bare": None, "k": "v=w", "tls": "1.0", "hb": "2.5"}
+    assert g.tls and g.heartbeat == 2.5 and g.framings == ("json",) and not g.tiebreak
 
 
 def test_eof_during_the_greeting() -> None:

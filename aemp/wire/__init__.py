@@ -45,7 +45,15 @@ from ._framing import (
     make_decoder,
     make_encoder,
 )
-from ._greeting import MAX_LINE, PROTOCOL_VERSION, Greeting, parse_greeting, take_line
+from ._greeting import (
+    MAX_HEARTBEAT,
+    MAX_LINE,
+    MIN_HEARTBEAT,
+    PROTOCOL_VERSION,
+    Greeting,
+    parse_greeting,
+    take_line,
+)
 from ._settings import Settings
 
 __all__ = [
@@ -55,7 +63,9 @@ __all__ = [
     "DEFAULT_MAX_PACKET",
     "FRAMINGS",
     "HANDSHAKE_STATES",
+    "MAX_HEARTBEAT",
     "MAX_LINE",
+    "MIN_HEARTBEAT",
     "NEED_DATA",
     "PROTOCOL_VERSION",
     "AuthLine",

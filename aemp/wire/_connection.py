@@ -31,6 +31,7 @@ from ._events import (
 )
 from ._framing import Decoder, Encoder, choose_framing, make_decoder, make_encoder
 from ._greeting import (
+    TIEBREAK,
     Greeting,
     check_line_start,
     make_line1,
@@ -137,6 +138,16 @@ class Connection:
         return self._greeting
 
     @property
+    def pair_key(self) -> bytes:
+        """The smaller of the two nonce lines, once the peer's greeting is in:
+        the same on both ends of this connection and unlike any other
+        connection's, so two nodes with two connections between them pick
+        the same one by it without a word (docs/protocol.md section 11)."""
+        if self._greeting is None:
+            raise LocalProtocolError("pair_key needs the peer's greeting")
+        return min(self._line2, self._remote_line2)
+
+    @property
     def tls_version(self) -> str | None:
         """The negotiated TLS version, None without TLS."""
         return self._tls.version if self._tls is not None else None
@@ -169,6 +180,7 @@ class Connection:
         if s.heartbeat is not None:
             hb = s.heartbeat
             options.append(("hb", str(int(hb)) if hb == int(hb) else repr(float(hb))))
+        options.append(("tiebreak", TIEBREAK))
         self._line1 = make_line1(s.nodeid, s.auth_accept, s.framing_format, options)
         self._line2 = make_nonce()
         self._wbuf += self._line1 + b"\n" + self._line2 + b"\n"

@@ -25,9 +25,19 @@ PROTOCOL_VERSION = "1"
 # that does not fit is not a greeting but an attack or a wrong port.
 MAX_LINE = 4096
 NONCE_BYTES = 66
+# What a heartbeat interval (the aemp key hb) may be: more often than every
+# 50 ms would keep a peer busy with heartbeats, and a peer that asks for
+# less than one a day is asking not to be watched at all. A node that wants
+# more than that announces the maximum (it then only hears more often).
+MIN_HEARTBEAT = 0.05
+MAX_HEARTBEAT = 86400.0
+# The aemp key that says how a node settles two connections that both
+# authenticated (docs/protocol.md, "One connection per pair of nodes").
+TIEBREAK = "nonce"
 
 _OPTION = re.compile(r"([^=]+)(?:=(.*))?", re.DOTALL)
 _PERL_INT = re.compile(rb"\s*([+-]?\d+)")
+_DECIMAL = re.compile(r"\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
 
 
 @dataclass(frozen=True)
@@ -61,19 +71,29 @@ class Greeting:
 
     @property
     def heartbeat(self) -> float | None:
-        """The peer's ``hb`` interval in seconds; None if absent or unusable.
-
-        ``hb`` is an aemp extension that Perl nodes never send, so a value we
-        cannot use is treated as absent rather than as an error.
-        """
+        """The peer's ``hb`` interval in seconds; None if it sent none (a Perl
+        node). parse_greeting() has checked the value."""
         value = self.options.get("hb")
-        if value is None:
-            return None
-        try:
-            seconds = float(value)
-        except ValueError:
-            return None
-        return seconds if math.isfinite(seconds) and seconds > 0 else None
+        return None if value is None else float(value)
+
+    @property
+    def tiebreak(self) -> bool:
+        """True if the peer settles two authenticated connections by the
+        nonce rule (``tiebreak=nonce``, aemp only)."""
+        return self.options.get("tiebreak") == TIEBREAK
+
+
+def check_heartbeat(value: str | None) -> None:
+    """Refuse an ``hb`` that is not a plain decimal number of seconds between
+    MIN_HEARTBEAT and MAX_HEARTBEAT (inf, nan, negative, 1e300, ...)."""
+    if value is None:
+        return
+    seconds = float(value) if _DECIMAL.fullmatch(value) else math.nan
+    if not MIN_HEARTBEAT <= seconds <= MAX_HEARTBEAT:
+        raise RemoteProtocolError(
+            f"greeting key hb={value[:40]!r} is not a heartbeat interval: expected seconds "
+            f"from {MIN_HEARTBEAT:g} to {MAX_HEARTBEAT:g}, as a decimal number"
+        )
 
 
 def perl_int(value: str | None) -> int:
@@ -184,6 +204,7 @@ def parse_greeting(line1: bytes, line2: bytes) -> Greeting:
         m = _OPTION.match(item)
         if m:  # Perl skips what does not match, e.g. an empty field
             options[m.group(1)] = m.group(2)
+    check_heartbeat(options.get("hb"))
     return Greeting(
         nodeid=fields[2],
         auth_accept=_split_list(fields[3]),

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import ConfigError
 from ._auth import AUTH_METHODS, DEFAULT_AUTH
 from ._framing import DEFAULT_FRAMINGS, DEFAULT_MAX_PACKET, FRAMINGS
+from ._greeting import MAX_HEARTBEAT, MIN_HEARTBEAT
 
 if TYPE_CHECKING:
     import ssl
@@ -90,9 +91,12 @@ class Settings:
             isinstance(hb, (int, float))
             and not isinstance(hb, bool)
             and math.isfinite(hb)
-            and hb > 0
+            and MIN_HEARTBEAT <= hb <= MAX_HEARTBEAT
         ):
-            raise ConfigError(f"'heartbeat' must be positive seconds or None ({_got(hb)})")
+            raise ConfigError(
+                f"'heartbeat' must be seconds from {MIN_HEARTBEAT:g} to {MAX_HEARTBEAT:g}, "
+                f"or None ({_got(hb)})"
+            )
         if secret is None and not self.tls:
             raise ConfigError(
                 f"node {self.nodeid!r} has neither a shared secret nor a certificate and "
