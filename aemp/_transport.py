@@ -700,7 +700,9 @@ def make_settings(node: Node, version: str) -> wire.Settings:
             auth_accept=cfg.auth_accept,
             framing_format=cfg.framing_format,
             max_packet=cfg.max_packet,
-            heartbeat=min(wire.MAX_HEARTBEAT, max(wire.MIN_HEARTBEAT, cfg.monitor_timeout / 4)),
+            heartbeat=max(
+                wire.MIN_HEARTBEAT, cfg.monitor_timeout / 4
+            ),  # 'monitor_timeout' <= 86400
         )
     except MessageError as e:  # pragma: no cover - Settings raises ConfigError
         raise ConfigError(str(e)) from e

@@ -51,9 +51,11 @@ def test_settings_refuse_a_heartbeat_out_of_range(hb: float) -> None:
         wire.Settings("A", "test", secret=SECRET, heartbeat=hb)
 
 
-async def test_a_long_monitor_timeout_announces_the_largest_heartbeat() -> None:
-    async with aemp.Node(nodeid="n", secret=SECRET, monitor_timeout=1e7) as n:
-        assert n._net is not None and n._net.settings.heartbeat == wire.MAX_HEARTBEAT
+async def test_the_extreme_monitor_timeouts_announce_a_heartbeat_the_greeting_accepts() -> None:
+    for timeout, hb in ((86400, 21600), (0.1, wire.MIN_HEARTBEAT)):
+        async with aemp.Node(nodeid="n", secret=SECRET, monitor_timeout=timeout) as n:
+            assert n._net is not None and n._net.settings.heartbeat == hb
+            assert wire.MIN_HEARTBEAT <= hb <= wire.MAX_HEARTBEAT
 
 
 class HostilePeer:
