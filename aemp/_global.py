@@ -56,6 +56,7 @@ class Global:
         self.holders: dict[str, dict[str, dict[str, None]]] = {}
         self.globals: set[str] = set()  # other global nodes we exchanged g_global with
         self.slaves: set[str] = set()
+        self.synced: set[str] = set()  # globals whose g_set we hold
         self.subs: dict[str, dict[str, None]] = {}  # family -> subscribed node IDs
         self._mesh_task: asyncio.Future[Any] | None = None
         self._mesh_wake = asyncio.Event()
@@ -142,6 +143,8 @@ class Global:
                     self._send(n, pkt)
             if family == "'g":
                 self._mesh_wake.set()
+                if self.db._sync is not None:
+                    self.node._post(self.db.sync_check)
         return eff_set, eff_del
 
     def replace(self, src: str, shard: Shard) -> None:
@@ -159,6 +162,13 @@ class Global:
         """Forget everything `src` held."""
         self.replace(src, {})
         self.shards.pop(src, None)
+
+    def unsynced_ids(self) -> list[str]:
+        """The globals listed in 'g whose view (g_set) we do not hold yet."""
+        return [g for g in self.merged.get("'g", {}) if g != self.id and g not in self.synced]
+
+    def unsynced(self) -> bool:
+        return bool(self.unsynced_ids())
 
     def own_view(self) -> Shard:
         """This node's and its slaves' entries: what other global nodes get as g_set."""
@@ -211,6 +221,9 @@ class Global:
         addrs = shard.get("'l", {}).get(src)
         if addrs is not None:
             self.db.set_internal("'l", src, addrs)
+        if src in self.globals:
+            self.synced.add(src)
+            self.db.sync_check()
 
     def _global(self, src: str) -> None:
         if src == self.id:
@@ -299,6 +312,7 @@ class Global:
         # themselves, so only a slave's loss is forwarded to them
         self.drop(nodeid)
         self.globals.discard(nodeid)
+        self.synced.discard(nodeid)
         self.slaves.discard(nodeid)
         if was_global or nodeid in self.db.local.get("'g", {}):
             self.db.del_internal("'g", nodeid)
