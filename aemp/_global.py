@@ -32,7 +32,7 @@ import random
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._db import Db, valid_peer_family
+from ._db import MAX_FAMILY, Db, valid_peer_family
 from ._errors import MessageError
 
 if TYPE_CHECKING:
@@ -268,7 +268,7 @@ class Global:
 
     def _find(self, src: str, nodeid: Any) -> None:
         if type(nodeid) is not str:
-            raise TypeError(f"g_find wants a node ID, got {nodeid!r}")
+            raise TypeError(f"g_find wants a node ID, got {nodeid!r:.80}")
         self._send(src, ["", "g_found", nodeid, self.merged.get("'l", {}).get(nodeid)])
 
     def _mon1(self, src: str, family: Any) -> None:
@@ -374,7 +374,9 @@ def _shown(family: str, key: str, holders: dict[str, None] | list[str]) -> str:
 
 def _check_family(family: Any) -> str:
     if not valid_peer_family(family):
-        raise ValueError(f"{family!r} is not a family name")
+        raise ValueError(
+            f"{family!r:.80} is not a family name (a string of 1 to {MAX_FAMILY} characters)"
+        )
     return str(family)
 
 
@@ -383,7 +385,7 @@ def _check_entries(entries: Any) -> None:
         raise TypeError(f"expected a {{subkey: value}} object, got {entries!r:.80}")
     for k in entries:
         if type(k) is not str:
-            raise TypeError(f"subkey {k!r} is not a string")
+            raise TypeError(f"subkey {k!r:.80} is not a string")
 
 
 def _check_keys(keys: Any) -> None:

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
+import msgpack
 import pytest
 
 import aemp
@@ -272,3 +273,41 @@ async def test_monitors_cancelled_or_made_while_masterless(stack: AsyncExitStack
     assert kept.events[1:] == [(set(), set(), {"k"})] and kept.view == {}
     assert len(cancelled.events) == 1 and len(with_port.events) == 1
     assert not m_cancelled.current
+
+
+async def test_oversized_database_requests_are_logged_in_short(
+    stack: AsyncExitStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hostile peer's huge family name, subkey or lookup: refused with a log
+    line that shows a bounded head of the value; the connection and the
+    database carry on."""
+    from tests.test_bad_input import SECRET as RAW_SECRET
+    from tests.test_bad_input import handshaken
+
+    srv = aemp.Node(nodeid="srv", binds=["127.0.0.1:0"], secret=RAW_SECRET)
+    stack.push_async_callback(srv.close)
+    await srv.start()
+    srv.db_set("svc", "k", 1)
+    reader, writer = await handshaken(srv)
+    huge = "f" * 100_000
+    bad = [
+        ["", "g_upd", huge, {"a": 1}],
+        ["", "g_upd", "svc", {b"x" * 100_000: 1}],
+        ["", "g_find", [huge]],
+        ["", "g_mon1", huge],
+    ]
+    writer.write(b"".join(msgpack.packb(p) for p in bad))
+    writer.write(msgpack.packb(["", "g_db_family", "svc", "q1"]))
+    unpacker = msgpack.Unpacker(raw=False)
+    async with asyncio.timeout(5):
+        replies: list[Any] = []
+        while not replies:
+            data = await reader.read(65536)
+            assert data, "the node closed the connection"
+            unpacker.feed(data)
+            replies = [p for p in unpacker if p[:2] == ["", "g_reply"]]
+    writer.close()
+    assert replies == [["", "g_reply", "q1", {"k": 1}]]
+    logged = [r.getMessage() for r in caplog.records if "from raw" in r.getMessage()]
+    assert len(logged) == len(bad), logged
+    assert all(len(m) < 400 for m in logged), [m[:200] for m in logged]
