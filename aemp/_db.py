@@ -14,15 +14,23 @@
 # one has not answered yet) its view is kept as it was and is marked not
 # current: a registry that is away for a while is not the loss of every
 # service. Only the keys of nodes this node saw go down (their node ID, or
-# one of their port IDs) leave such a view at once, and stay out of the
-# next master's first answer.
+# one of their port IDs) leave such a view at once. Those very keys are
+# held back from the next master's first answer, in case that master has
+# not noticed yet, until it reports them deleted or for monitor_timeout at
+# most: after that what the master lists stands (the node may be alive and
+# only its link to this node broke). Other keys of the same node ID, as a
+# restarted node's new port IDs, show at once.
 #
 # Answers (g_chg1, g_chg2, g_reply, g_found) are taken from the current
 # master only, and query IDs are random: no other peer can answer this
 # node's questions, nor guess what to answer.
 #
 # A node with no seeds is its own master: it becomes global at once, so the
-# database works on a single node too.
+# database works on a single node too. A node that becomes global while it
+# knows other globals (it was a slave, say) is its own master only once
+# every global listed in 'g has sent its view (g_set), or monitor_timeout
+# has passed: until then its merged view holds little more than its own
+# entries, so its views stay as they were, not current, and its queries wait.
 
 from __future__ import annotations
 
@@ -84,7 +92,7 @@ def _check_subkey(key: object) -> str:
 class _Family:
     """One monitored family: the view from the master and who watches it."""
 
-    __slots__ = ("current", "data", "filled", "view", "watchers")
+    __slots__ = ("current", "data", "filled", "hidden", "pruned", "reveal", "view", "watchers")
 
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
@@ -92,6 +100,21 @@ class _Family:
         self.filled = False  # True once a master sent the whole family
         self.current = False  # ... and that master is still ours
         self.watchers: dict[DbMonitor, None] = {}
+        # keys of nodes seen going down while not current: held back from
+        # the next g_chg1 (pruned), then while the master still lists them
+        # (hidden, with its values) until `reveal` fires
+        self.pruned: set[str] = set()
+        self.hidden: dict[str, Any] = {}
+        self.reveal: asyncio.TimerHandle | None = None
+
+    def stale(self) -> None:
+        """No master vouches for the view any more (until the next g_chg1)."""
+        self.current = False
+        self.pruned.update(self.hidden)
+        self.hidden.clear()
+        if self.reveal is not None:
+            self.reveal.cancel()
+            self.reveal = None
 
 
 class Db:
@@ -107,11 +130,10 @@ class Db:
         self.queries: dict[str, Query] = {}
         self.finds: dict[str, list[asyncio.Future[list[str]]]] = {}
         self.known_globals: dict[str, None] = {}
-        # nodes seen to go down while some view was not current: their keys
-        # are kept out of the views until every family is current again
-        self.gone: dict[str, None] = {}
         self._gen = 0
         self._gens: dict[tuple[str, str], int] = {}  # which db_set wrote a local key last
+        # becoming global: waiting for the g_set of every global in 'g (see become_global)
+        self._sync: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------ writes
 
@@ -221,6 +243,7 @@ class Db:
         del fam.watchers[m]
         if fam.watchers:
             return
+        fam.stale()
         del self.families[m.family]
         if self.master is not None:
             self._to_master(["", "g_mon0", m.family])
@@ -258,7 +281,7 @@ class Db:
         if master != self.id:
             self._to_master(["", "g_slave", {f: dict(kv) for f, kv in self.local.items()}])
         for family, fam in self.families.items():
-            fam.current = False  # until the new master's g_chg1
+            fam.stale()  # until the new master's g_chg1
             self._to_master(["", "g_mon1", family])
         for nodeid in self.finds:
             self._to_master(["", "g_find", nodeid])
@@ -284,7 +307,6 @@ class Db:
         glob = self.glob = Global(self.node, self)
         glob.replace(self.id, {f: dict(kv) for f, kv in self.local.items()})
         self._set("'g", self.id, None)
-        self._master_set(self.id)
         for nodeid in self.node.up_nodes():
             glob.node_up(nodeid)
             if nodeid in self.known_globals:
@@ -292,6 +314,33 @@ class Db:
                 # do so again on this link: mesh with it from our side too
                 glob.meet(nodeid)
         glob.start()
+        if not glob.unsynced():
+            self._master_set(self.id)
+            return
+        # Our merged view holds only our own entries until the other globals'
+        # g_set arrive: answering our own monitors and queries from it now
+        # would report every other node's entries deleted (and soon added
+        # back). Views stay as they are, not current, until every global in
+        # 'g has sent its view or monitor_timeout has passed.
+        self.master = None
+        for fam in self.families.values():
+            fam.stale()
+        self._sync = self.node.loop.call_later(self.node.config.monitor_timeout, self._synced, True)
+
+    def sync_check(self) -> None:
+        """Becoming global: is every other global's view in? Then serve ourselves."""
+        if self._sync is not None and self.glob is not None and not self.glob.unsynced():
+            self._synced(False)
+
+    def _synced(self, late: bool) -> None:
+        if self._sync is None or self.node.closed:
+            return
+        self._sync.cancel()
+        self._sync = None
+        if late and self.glob is not None:
+            log.info("node %s: global without the view of %s", self.id,
+                     ", ".join(sorted(self.glob.unsynced_ids())))  # fmt: skip
+        self._master_set(self.id)
 
     # ------------------------------------------------------------ events
 
@@ -302,7 +351,6 @@ class Db:
             self.glob.start()
 
     def node_up(self, nodeid: str) -> None:
-        self.gone.pop(nodeid, None)
         if self.glob is not None:
             self.glob.node_up(nodeid)
         self.seed_known(nodeid)
@@ -332,7 +380,7 @@ class Db:
             log.info("node %s: lost its master %s", self.id, nodeid)
             self.master = None
             for fam in self.families.values():
-                fam.current = False
+                fam.stale()
             self._master_search()
         self.node._post(self._prune, nodeid)
 
@@ -342,29 +390,43 @@ class Db:
         A view that is not current is kept as it was (a registry that is away
         for a while is not the loss of every service), but the entries of a
         node this node saw go down are dropped at once: keys that are its
-        node ID or one of its port IDs. The next g_chg1 is filtered the same
-        way, in case the new master has not yet noticed.
+        node ID or one of its port IDs. These keys are held back from the
+        next g_chg1 (see _chg1), in case the new master has not yet noticed.
         """
         if self.glob is not None or self.node.closed or self.node.node_is_up(nodeid):
             return
-        stale = [fam for fam in self.families.values() if not fam.current]
-        if not stale:
-            return  # the master reports the node's keys deleted itself
-        self.gone[nodeid] = None
         prefix = nodeid + "#"
-        for fam in stale:
+        for fam in self.families.values():
+            if fam.current:
+                continue  # the master reports the node's keys deleted itself
             dead = [k for k in fam.data if k == nodeid or k.startswith(prefix)]
             if dead:
+                fam.pruned.update(dead)
                 for k in dead:
                     del fam.data[k]
                 for m in list(fam.watchers):
                     if m.primed:
                         m._notify(fam.view, [], [], dead)
 
-    def _of_gone(self, key: str) -> bool:
-        return key.partition("#")[0] in self.gone
+    def _reveal(self, fam: _Family) -> None:
+        """monitor_timeout after a g_chg1, the master still lists keys we held
+        back: it would have noticed their node's death by now, so they stand."""
+        fam.reveal = None
+        hidden = fam.hidden
+        if not hidden or not fam.current or self.node.closed:
+            return
+        fam.hidden = {}
+        fam.data.update(hidden)
+        for m in list(fam.watchers):
+            if m.primed:
+                m._notify(fam.view, list(hidden), [], [])
 
     def close(self) -> None:
+        if self._sync is not None:
+            self._sync.cancel()
+            self._sync = None
+        for fam in self.families.values():
+            fam.stale()
         for q in list(self.queries.values()):
             q._fail(NodeClosed(f"node {self.id!r} was closed"))
         for waiting in self.finds.values():
@@ -421,8 +483,15 @@ class Db:
         fam = self.families.get(family) if type(family) is str else None
         if fam is None:
             return
-        if self.gone:
-            data = {k: v for k, v in data.items() if not self._of_gone(k)}
+        fam.stale()
+        held = {k: data[k] for k in fam.pruned if k in data}
+        fam.pruned.clear()
+        if held:
+            data = {k: v for k, v in data.items() if k not in held}
+            fam.hidden = held
+            fam.reveal = self.node.loop.call_later(
+                self.node.config.monitor_timeout, self._reveal, fam
+            )
         old = fam.data
         added = [k for k in data if k not in old]
         changed = [k for k, v in data.items() if k in old and old[k] != v]
@@ -430,8 +499,6 @@ class Db:
         old.clear()
         old.update(data)
         fam.filled = fam.current = True
-        if self.gone and all(f.current for f in self.families.values()):
-            self.gone.clear()
         # one call per attach: the first with everything, later ones with
         # the difference to the view kept meanwhile (perhaps none at all)
         for m in list(fam.watchers):
@@ -447,9 +514,18 @@ class Db:
         if fam is None or not fam.current:
             return
         data = fam.data
+        hidden = fam.hidden
         added: list[str] = []
         changed: list[str] = []
         deleted: list[str] = []
+        if hidden:
+            # the master's word on a key held back: a delete was reported
+            # already, a new value shows
+            for k in dels:
+                if type(k) is str:
+                    hidden.pop(k, None)
+            for k in sets:
+                hidden.pop(k, None)
         for k, v in sets.items():
             if k not in data:
                 added.append(k)

@@ -32,7 +32,7 @@ import random
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._db import Db, valid_peer_family
+from ._db import MAX_FAMILY, Db, valid_peer_family
 from ._errors import MessageError
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ class Global:
         self.holders: dict[str, dict[str, dict[str, None]]] = {}
         self.globals: set[str] = set()  # other global nodes we exchanged g_global with
         self.slaves: set[str] = set()
+        self.synced: set[str] = set()  # globals whose g_set we hold
         self.subs: dict[str, dict[str, None]] = {}  # family -> subscribed node IDs
         self._mesh_task: asyncio.Future[Any] | None = None
         self._mesh_wake = asyncio.Event()
@@ -142,6 +143,8 @@ class Global:
                     self._send(n, pkt)
             if family == "'g":
                 self._mesh_wake.set()
+                if self.db._sync is not None:
+                    self.node._post(self.db.sync_check)
         return eff_set, eff_del
 
     def replace(self, src: str, shard: Shard) -> None:
@@ -159,6 +162,13 @@ class Global:
         """Forget everything `src` held."""
         self.replace(src, {})
         self.shards.pop(src, None)
+
+    def unsynced_ids(self) -> list[str]:
+        """The globals listed in 'g whose view (g_set) we do not hold yet."""
+        return [g for g in self.merged.get("'g", {}) if g != self.id and g not in self.synced]
+
+    def unsynced(self) -> bool:
+        return bool(self.unsynced_ids())
 
     def own_view(self) -> Shard:
         """This node's and its slaves' entries: what other global nodes get as g_set."""
@@ -211,6 +221,9 @@ class Global:
         addrs = shard.get("'l", {}).get(src)
         if addrs is not None:
             self.db.set_internal("'l", src, addrs)
+        if src in self.globals:
+            self.synced.add(src)
+            self.db.sync_check()
 
     def _global(self, src: str) -> None:
         if src == self.id:
@@ -255,7 +268,7 @@ class Global:
 
     def _find(self, src: str, nodeid: Any) -> None:
         if type(nodeid) is not str:
-            raise TypeError(f"g_find wants a node ID, got {nodeid!r}")
+            raise TypeError(f"g_find wants a node ID, got {nodeid!r:.80}")
         self._send(src, ["", "g_found", nodeid, self.merged.get("'l", {}).get(nodeid)])
 
     def _mon1(self, src: str, family: Any) -> None:
@@ -299,6 +312,7 @@ class Global:
         # themselves, so only a slave's loss is forwarded to them
         self.drop(nodeid)
         self.globals.discard(nodeid)
+        self.synced.discard(nodeid)
         self.slaves.discard(nodeid)
         if was_global or nodeid in self.db.local.get("'g", {}):
             self.db.del_internal("'g", nodeid)
@@ -360,7 +374,9 @@ def _shown(family: str, key: str, holders: dict[str, None] | list[str]) -> str:
 
 def _check_family(family: Any) -> str:
     if not valid_peer_family(family):
-        raise ValueError(f"{family!r} is not a family name")
+        raise ValueError(
+            f"{family!r:.80} is not a family name (a string of 1 to {MAX_FAMILY} characters)"
+        )
     return str(family)
 
 
@@ -369,7 +385,7 @@ def _check_entries(entries: Any) -> None:
         raise TypeError(f"expected a {{subkey: value}} object, got {entries!r:.80}")
     for k in entries:
         if type(k) is not str:
-            raise TypeError(f"subkey {k!r} is not a string")
+            raise TypeError(f"subkey {k!r:.80} is not a string")
 
 
 def _check_keys(keys: Any) -> None:
