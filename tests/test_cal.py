@@ -9,6 +9,7 @@ import pytest
 from conftest import Recorder, settle
 
 import aemp
+from aemp import lowlevel
 
 
 def adder(node: aemp.Node) -> str:
@@ -223,16 +224,19 @@ async def test_cal_from_async_handler(node: aemp.Node) -> None:
 
 
 async def test_cal_bad_arguments(node: aemp.Node) -> None:
-    with pytest.raises(TypeError, match="timeout must be a positive number"):
+    with pytest.raises(aemp.OutOfRange, match="timeout must be a positive number"):
         node.cal(node.port(), "x", timeout=0)
     with pytest.raises(aemp.MessageError):
         node.cal(node.port(), object())
     with pytest.raises(aemp.InvalidID):
         node.cal("", "x")
-    for bad in (True, -1, "5", float("nan")):
-        with pytest.raises(TypeError, match="timeout must be a positive number"):
+    for bad in (True, "5"):  # not a number: a TypeError
+        with pytest.raises(aemp.InvalidArgument, match="timeout must be a positive number"):
             node.cal(node.port(), "x", timeout=bad)
-    assert not node._calls
+    for bad in (-1, float("nan")):  # a number out of range: a ValueError
+        with pytest.raises(ValueError, match="timeout must be a positive number"):
+            node.cal(node.port(), "x", timeout=bad)
+    assert lowlevel.statistics(node)["calls"] == 0
 
 
 async def test_pending_calls_to_one_port_share_one_monitor(node: aemp.Node) -> None:
