@@ -15,6 +15,7 @@ from typing import Any
 
 from ._call import Call
 from ._config import effective_keys
+from ._current import current_node, process_node, run, set_process_node
 from ._db import DbEntry, DbMonitor, Query
 from ._errors import (
     AempError,
@@ -22,6 +23,7 @@ from ._errors import (
     CallTimeout,
     ConfigError,
     DbTimeout,
+    InvalidArgument,
     InvalidFamily,
     InvalidID,
     LocalProtocolError,
@@ -29,21 +31,19 @@ from ._errors import (
     NoCurrentNode,
     NodeClosed,
     NotLocalPort,
+    OutOfRange,
     PortDead,
     RemoteProtocolError,
     SpawnError,
     SpawnRefused,
-    TransportError,
 )
-from ._handles import Handle, Monitor, NodeWatch, Timer
 from ._ids import node_of
-from ._message import check_message
 from ._node import Node
-from ._runtime import CURRENT, SELF, current_node, process_node, run, set_process_node
+from ._runtime import CURRENT, SELF
 from ._services import start_services
 from ._spawn import spawnable
-
-__version__ = "0.1.0"
+from ._version import __version__
+from .kernel import Handle, Monitor, NodeWatch, Timer, make_snd
 
 __all__ = [
     "NODE",
@@ -58,6 +58,7 @@ __all__ = [
     "DbTimeout",
     "Handle",
     "InvalidFamily",
+    "InvalidArgument",
     "InvalidID",
     "LocalProtocolError",
     "MessageError",
@@ -67,13 +68,13 @@ __all__ = [
     "Node",
     "NodeClosed",
     "NotLocalPort",
+    "OutOfRange",
     "PortDead",
     "Query",
     "RemoteProtocolError",
     "SpawnError",
     "SpawnRefused",
     "Timer",
-    "TransportError",
     "__version__",
     "after",
     "cal",
@@ -162,24 +163,7 @@ def rcv(
     return node.rcv(port, default, **tags)
 
 
-def snd(port: str, *msg: Any) -> None:
-    """Send a message to a port; returns at once, never blocks."""
-    node = CURRENT.get() or current_node()
-    # Node._send, inlined: this is the hottest call in aemp
-    p = node._ports.get(port)
-    if p is not None and msg:
-        check_message(msg)
-        node._queue.append((p, msg))
-        if node._drain_handle is None:
-            node._drain_handle = node.loop.call_soon(node._drain)
-        return
-    route = node._routes.get(port)
-    if route is not None and msg:
-        link = route[0].link
-        if link is not None:
-            link.send_message(route[1], msg)  # the encoder checks the message
-            return
-    node._send_slow(port, msg)
+snd = make_snd(current_node)  # Node.snd on the current node, inlined: aemp/kernel/_kernel.py
 
 
 def kil(port: str, *reason: Any) -> None:

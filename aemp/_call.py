@@ -26,12 +26,10 @@ from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._errors import CallTimeout, NodeClosed, PortDead
-from ._handles import Monitor, Timer
-from ._port import _DEAD, _Port
 from ._runtime import SELF
 
 if TYPE_CHECKING:
-    from ._node import Node
+    from .kernel import Kernel, Monitor
 
 log = logging.getLogger("aemp.node")
 
@@ -107,24 +105,25 @@ class Pending:
 class Call(Pending):
     """A pending ``cal``: await it for the reply tuple, or cancel() it."""
 
-    __slots__ = ("_bucket", "_node", "_reply", "_target", "_timeout", "port")
+    __slots__ = ("_bucket", "_node", "_reply", "_table", "_target", "_timeout", "port")
     _target: _Target  # set by CallTable.add
     _bucket: dict[Call, None] | None
     _result: tuple[Any, ...]
 
     def __init__(
         self,
-        node: Node,
+        node: Kernel,
+        table: CallTable,
         port: str,
         msg: tuple[Any, ...],
         timeout: float | None,
         cb: Callable[..., Any] | None,
         err: Callable[[Exception], Any] | None,
         owner: str | None,
-        reply: _Port,
     ) -> None:
-        """Start a call with ``reply``, a new port of ``node`` (made by Node.cal)."""
+        """Start a call of ``node`` (made by Node.cal, which checked the arguments)."""
         self._node = node
+        self._table = table
         self.port = port
         self._cb = cb
         self._err = err
@@ -134,16 +133,10 @@ class Call(Pending):
         self._result = ()
         self._exc = None
         self._future = None
-        self._reply = reply
-        reply.default = self._on_reply
-        node._calls.add(self, port, timeout)
+        self._reply = reply = node.reply_port(self._on_reply)
+        table.add(self, port, timeout)
         try:
-            route = node._routes.get(port)  # node._send, inlined for a known route
-            link = route[0].link if route is not None else None
-            if link is not None:
-                link.send_message(route[1], (*msg, reply.id))  # type: ignore[index]
-            else:
-                node._send(port, (*msg, reply.id))
+            node.send(port, (*msg, reply.id))
         except BaseException:
             self._finish(None)  # undo everything, quietly
             raise
@@ -157,9 +150,8 @@ class Call(Pending):
         return self._reply.id
 
     def _on_reply(self, *reply: Any) -> None:
-        # The common end of a call, with CallTable.remove, Node._kill and
-        # Node._call_in inlined for the usual case: a reply port nobody
-        # monitors, a callback that returns nothing.
+        # The common end of a call, with CallTable.remove and Kernel.call_in
+        # inlined for the usual case: a callback that returns nothing.
         if self._done:
             return
         self._done = True
@@ -167,17 +159,10 @@ class Call(Pending):
         calls = self._target.calls
         del calls[self]
         if not calls:
-            node._calls.removed(self)
+            self._table.removed(self)
         elif self._bucket is not None:
             del self._bucket[self]
-        p = self._reply
-        if p.monitors or p.watchers or p.gate is not None:
-            node._kill(p, ())
-        else:
-            p.gate = _DEAD
-            p.default = None
-            del node._ports[p.id]
-            del node._by_name[p.id[node._prefix_len :]]
+        node.drop_port(self._reply)
         self._result = reply
         if self._future is not None and not self._future.done():
             self._future.set_result(None)
@@ -187,14 +172,14 @@ class Call(Pending):
             # runs as the caller. After it, SELF stays the caller's: the reply
             # port is dead, so whoever delivered sets SELF again for the next.
             owner = self._owner
-            SELF.set(owner if owner is None or owner in node._ports else None)
+            SELF.set(owner if owner is None or node.port_alive(owner) else None)
             try:
                 r = cb(*reply)
             except Exception as e:
-                node._failed_in(owner, cb, e)
+                node.callback_failed(owner, cb, e)
             else:
                 if r is not None:
-                    node._awaited_in(owner, r)
+                    node.callback_result(owner, r)
 
     def _on_death(self, reason: tuple[Any, ...]) -> None:
         self._finish(PortDead(self.port, reason))
@@ -211,12 +196,12 @@ class Call(Pending):
         if self._done:
             return
         node = self._node
-        node._calls.remove(self)
-        node._kill(self._reply, ())
+        self._table.remove(self)
+        node.drop_port(self._reply)
         self._settle(exc)
         run = self._callback(exc, ()) if exc is not None else None
         if run is not None:
-            node._call_in(self._owner, *run)
+            node.call_in(self._owner, *run)
 
 
 def _raise(exc: Exception) -> None:
@@ -257,7 +242,7 @@ class CallTable:
 
     __slots__ = ("_idle", "_node", "_open", "_targets")
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Kernel) -> None:
         self._node = node
         self._targets: dict[str, _Target] = {}  # every pending call is in one
         # Targets on other nodes stay a while after their last call ends,
@@ -308,8 +293,7 @@ class CallTable:
         return bucket
 
     def _later(self, delay: float, fn: Callable[[], None]) -> None:
-        node = self._node
-        node._timers.add(Timer(node, delay, fn))  # so that close() cancels it
+        self._node.timer(delay, fn)  # a node's timer: close() cancels it
 
     def _seal(self, key: float, bucket: dict[Call, None]) -> None:
         if self._open.get(key) is bucket:

@@ -76,7 +76,7 @@ class _Logging:
 
 
 def _aemp_run(main: Coroutine[Any, Any, int]) -> int:
-    from ._runtime import run
+    from ._current import run
 
     try:
         return run(main)

@@ -35,6 +35,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import re
@@ -45,15 +46,15 @@ from typing import TYPE_CHECKING, Any
 
 from ._call import Pending
 from ._errors import DbTimeout, InvalidFamily, NodeClosed
-from ._handles import Handle
 from ._ids import check_port_id
 from ._message import check_message
 from ._runtime import SELF
+from .kernel import Handle
 
 if TYPE_CHECKING:
     from ._global import Global
-    from ._handles import Monitor
     from ._node import Node
+    from .kernel import Monitor
 
 log = logging.getLogger("aemp.db")
 
@@ -134,6 +135,40 @@ class Db:
         self._gens: dict[tuple[str, str], int] = {}  # which db_set wrote a local key last
         # becoming global: waiting for the g_set of every global in 'g (see become_global)
         self._sync: asyncio.TimerHandle | None = None
+        # g_* requests added with aemp.lowlevel.handle_global: tag -> fn(sender, *args)
+        self.global_handlers: dict[str, Callable[..., None]] = {}
+        from ._global import GLOBAL_TAGS
+
+        for tag in (*GLOBAL_TAGS, *_FROM_MASTER):  # every g_* tag this node speaks
+            node.handle(tag, functools.partial(self._request_from, tag))
+
+    def _request_from(self, tag: str, sender: str | None, *args: Any) -> None:
+        """The node request `tag` (a g_* request), from node `sender`."""
+        if sender is None:
+            # this node's own code writes with db_set and friends; a g_* request
+            # it sends to its own node port is one it passed on for someone else
+            raise ValueError("this node's own code sent it to its own node port")
+        self.request(sender, tag, list(args))
+
+    def add_global_handler(self, tag: str, fn: Callable[..., None]) -> None:
+        """Answer the global-node request `tag` with fn(sender, *args) while global."""
+        from ._global import GLOBAL_TAGS
+
+        if tag in GLOBAL_TAGS or tag in _FROM_MASTER or tag in self.global_handlers:
+            raise ValueError(f"handle_global: the request {tag!r} is handled already")
+        self.node.handle(tag, functools.partial(self._request_from, tag))
+        self.global_handlers[tag] = fn
+
+    def statistics(self) -> dict[str, Any]:
+        """Counts: this node's entries, the families it watches and their monitors."""
+        return {
+            "entries": sum(len(kv) for kv in self.local.values()),
+            "families": len(self.families),
+            "monitors": sum(len(fam.watchers) for fam in self.families.values()),
+            "queries": len(self.queries),
+            "global": self.glob is not None,
+            "merged": sum(len(kv) for kv in self.glob.merged.values()) if self.glob else 0,
+        }
 
     # ------------------------------------------------------------ writes
 
@@ -208,7 +243,7 @@ class Db:
         err: Callable[[Exception], Any] | None,
     ) -> Query:
         family = check_family(family, write=False)
-        self.node._check_open()
+        self.node.check_open()
         # a query ID that cannot be guessed from earlier ones (12 random bytes)
         q = Query(self, kind, family, secrets.token_urlsafe(12), timeout, cb, err)
         self.queries[q.id] = q
@@ -220,7 +255,7 @@ class Db:
         family = check_family(family, write=False)
         if not callable(cb):
             raise TypeError(f"db_mon callback must be callable, got {cb!r}")
-        self.node._check_open()
+        self.node.check_open()
         m = DbMonitor(self, family, cb, SELF.get())
         fam = self.families.get(family)
         if fam is None:
@@ -229,7 +264,7 @@ class Db:
                 self._to_master(["", "g_mon1", family])
         fam.watchers[m] = None
         if fam.filled:
-            self.node._post(self._first_call, fam, m)
+            self.node.post(self._first_call, fam, m)
         return m
 
     def _first_call(self, fam: _Family, m: DbMonitor) -> None:
@@ -272,7 +307,7 @@ class Db:
             assert self.glob is not None
             self.glob.request(self.id, pkt[1], pkt[2:])
         elif self.master is not None:
-            self.node._remote(self.master).send(pkt)
+            self.node.request(self.master, *pkt[1:])
 
     def _master_set(self, master: str) -> None:
         if master != self.id:
@@ -365,7 +400,7 @@ class Db:
             or not self.node.node_is_up(nodeid)
         ):
             return
-        self.node._remote(nodeid).send(["", "g_slave"])  # makes the seed global
+        self.node.request(nodeid, "g_slave")  # makes the seed global
         if self.master is None:
             self._master_set(nodeid)
 
@@ -382,7 +417,7 @@ class Db:
             for fam in self.families.values():
                 fam.stale()
             self._master_search()
-        self.node._post(self._prune, nodeid)
+        self.node.post(self._prune, nodeid)
 
     def _prune(self, nodeid: str) -> None:
         """`nodeid` went down: take its keys out of the views no master vouches for.
@@ -597,11 +632,11 @@ class DbMonitor(Handle):
         if not self._active:
             return
         node = self._db.node
-        if self._owner is not None and self._owner not in node._ports:
+        if self._owner is not None and not node.port_alive(self._owner):
             self.cancel()  # the port that asked is gone
             return
         self.primed = True
-        node._call_in(self._owner, self._cb, (view, added, changed, deleted))
+        node.call_in(self._owner, self._cb, (view, added, changed, deleted))
 
     @property
     def current(self) -> bool:
@@ -685,4 +720,4 @@ class Query(Pending):
         run = self._callback(exc, (result,))
         if run is not None:
             node = db.node
-            node._post(node._call_in, self._owner, *run)
+            node.post(node.call_in, self._owner, *run)

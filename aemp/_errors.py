@@ -25,6 +25,15 @@ class NotLocalPort(AempError, ValueError):
     """An operation that needs a port of this node was given another node's port."""
 
 
+class InvalidArgument(AempError, TypeError):
+    """An argument is of the wrong kind: a callback that is not callable, a
+    tag that is not a str, a timeout or delay that is not a number."""
+
+
+class OutOfRange(AempError, ValueError):
+    """A number argument is outside its range: a negative delay, a timeout <= 0."""
+
+
 class MessageError(AempError, TypeError):
     """A message is empty or holds a value that cannot cross the wire."""
 
@@ -51,10 +60,6 @@ class RemoteProtocolError(AempError, ValueError):
 
 class AuthError(RemoteProtocolError):
     """The peer failed authentication (wrong secret, bad token, refused method)."""
-
-
-class TransportError(AempError, ConnectionError):
-    """A connection to another node failed or was lost."""
 
 
 class NodeClosed(AempError, RuntimeError):

@@ -144,7 +144,7 @@ class Global:
             if family == "'g":
                 self._mesh_wake.set()
                 if self.db._sync is not None:
-                    self.node._post(self.db.sync_check)
+                    self.node.post(self.db.sync_check)
         return eff_set, eff_del
 
     def replace(self, src: str, shard: Shard) -> None:
@@ -186,7 +186,11 @@ class Global:
         """A g_* request from `src` (this node's own client side included)."""
         handler = _HANDLERS.get(tag)
         if handler is None:
-            raise ValueError(f"{tag!r} is not a request a global node answers")
+            extra = self.db.global_handlers.get(tag)
+            if extra is None:
+                raise ValueError(f"{tag!r} is not a request a global node answers")
+            extra(src, *args)
+            return
         handler(self, src, *args)
 
     def _slave(self, src: str, *db: Any) -> None:
@@ -301,7 +305,7 @@ class Global:
     # ------------------------------------------------------------ nodes
 
     def node_up(self, nodeid: str) -> None:
-        self.node._remote(nodeid).send(["", "g_global"])
+        self.node.request(nodeid, "g_global")
 
     def node_down(self, nodeid: str) -> None:
         """A node we were connected to is gone: its entries go with it."""
@@ -321,12 +325,11 @@ class Global:
 
     def _send(self, nodeid: str, pkt: list[Any]) -> None:
         if nodeid == self.id:
-            self.node._post(self.db.from_master, self.id, pkt[1], pkt[2:])
+            self.node.post(self.db.from_master, self.id, pkt[1], pkt[2:])
             return
-        remote = self.node._remotes.get(nodeid)
-        if remote is not None and remote.is_up():
+        if self.node.node_is_up(nodeid):
             try:
-                remote.send(pkt)
+                self.node.request(nodeid, *pkt[1:])
             except MessageError as e:
                 # bytes set by a msgpack node cannot reach a json one
                 log.warning("node %s: %s not sent to %s: %s", self.id, pkt[1], nodeid, e)
@@ -349,7 +352,7 @@ class Global:
                 g for g in self.merged.get("'g", {}) if g != self.id and not self.node.node_is_up(g)
             ]
             for g in missing:
-                self.node._remote(g).start_connect()
+                self.node.connect(g)
             if not missing:
                 delay = 0.0
                 self._mesh_wake.clear()
@@ -414,3 +417,5 @@ _HANDLERS: dict[str, Any] = {
     "g_db_keys": lambda g, src, f, qid: g._query("keys", src, f, qid),
     "g_db_values": lambda g, src, f, qid: g._query("values", src, f, qid),
 }
+
+GLOBAL_TAGS = tuple(_HANDLERS)  # the g_* requests a global node answers

@@ -1,87 +1,14 @@
-# Which node a module-level call acts on, and how a program is run.
-#
-# The current node is the node whose port callback is running (a context
-# variable, set by the node while it delivers), else the node that
-# configure() made the process's node, else an anonymous private node that
-# is made on first use for the running event loop. That last registry is
-# the only module-level mutable state aemp keeps.
+# The context variables: which port's callback is running (SELF) and
+# which node is delivering (CURRENT). The process-node registry and run()
+# are in aemp/_current.py.
 
 from __future__ import annotations
 
-import asyncio
-import sys
-from collections.abc import Coroutine
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, TypeVar
-
-from ._errors import NoCurrentNode
-
-if TYPE_CHECKING:
-    from ._node import Node
-
-T = TypeVar("T")
+from typing import Any
 
 SELF: ContextVar[str | None] = ContextVar("aemp.SELF", default=None)
 """The port ID whose callback is running, or None outside any port."""
 
-CURRENT: ContextVar[Node | None] = ContextVar("aemp.node", default=None)
-
-_process_node: Node | None = None
-
-
-def current_node() -> Node:
-    """The node module-level calls act on (see the comment at the top)."""
-    node = CURRENT.get()
-    if node is not None:
-        return node
-    node = _process_node
-    # an implicit node belongs to the loop it was made for; a later
-    # asyncio.run() gets a fresh one instead of a node on a dead loop
-    if node is not None and not node.closed and (not node.implicit or node.loop is _running_loop()):
-        return node
-    return _implicit_node()
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def _implicit_node() -> Node:
-    global _process_node
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        raise NoCurrentNode(
-            "no current node: call this from code running in an event loop "
-            "(aemp.run(main()) or asyncio.run(main())), or use a Node's methods"
-        ) from None
-    from ._node import Node
-
-    _process_node = Node(_implicit=True)
-    return _process_node
-
-
-def set_process_node(node: Node | None) -> None:
-    global _process_node
-    _process_node = node
-
-
-def process_node() -> Node | None:
-    return _process_node
-
-
-def run(main: Coroutine[Any, Any, T], *, debug: bool | None = None) -> T:
-    """Run a coroutine to completion like asyncio.run, on uvloop when it is installed."""
-    factory = None
-    if sys.platform != "win32":
-        try:
-            import uvloop
-
-            factory = uvloop.new_event_loop
-        except ImportError:  # pragma: no cover - uvloop is a dependency
-            factory = None
-    with asyncio.Runner(debug=debug, loop_factory=factory) as runner:
-        return runner.run(main)
+CURRENT: ContextVar[Any] = ContextVar("aemp.node", default=None)
+"""The node (an aemp.Node) delivering to the running callback, or None."""

@@ -1,7 +1,7 @@
 # Spawn: finding the function a spawn names, deciding whether a request
 # from another node may run it, and keeping spawned port names unique.
 #
-# What may run (DESIGN section 6). Code of this node spawns whatever it
+# What may run (docs/api.md, spawn). Code of this node spawns whatever it
 # names: it could call the function itself. A spawn request from another
 # node runs a function only if the function is marked with @spawnable or a
 # spawn_allow entry names it: "pkg.mod:func" that function, "pkg.mod:*" the
@@ -41,14 +41,23 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import re
 import string
 import sys
 import types
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import SpawnError, SpawnRefused
+from ._ids import check_port_id, counter_names
+from ._message import check_message
+from .kernel import die_reason
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+log = logging.getLogger("aemp.node")
 
 Callback = Callable[..., Any]
 F = TypeVar("F")
@@ -57,6 +66,7 @@ MAX_SPAWN_PREFIXES = 65_536  # spawner prefixes (one per spawning node's run) re
 MAX_SPAWN_NAME = 128  # characters in a spawned port's name
 MAX_SPAWN_DEATHS = 1024  # recent reasons of spawns that failed at once, for a late mon1
 MAX_DEATH_TEXT = 400  # characters of such a reason's text that are kept
+SPAWN = "AnyEvent::MP::_spawn"  # the node request of a spawn
 MAX_SHOWN = 100  # characters of a target shown in an error message or log
 
 _MARK = "__aemp_spawnable__"
@@ -271,3 +281,89 @@ class SpawnBook:
         """Why the spawn of `name` failed, if node `nodeid` asked for it; else None."""
         seen = self.deaths.get(name)
         return seen[1] if seen is not None and seen[0] == nodeid else None
+
+
+class Spawner:
+    """A node's spawn: spawn() of its own code, and the spawn request of other nodes.
+
+    A spawned port is a gated port of the kernel: what is sent to it waits
+    until its init function has run (or, for an async one, ended).
+    """
+
+    __slots__ = ("_kernel", "_names", "_prefix", "book", "policy")
+
+    def __init__(self, kernel: Kernel, secure: bool, allow: Iterable[str] | None) -> None:
+        self._kernel = kernel
+        self.policy = SpawnPolicy(secure, allow)
+        self.book = SpawnBook(kernel.prefixes)
+        self._prefix = kernel.id + "#"
+        self._names = counter_names(f"{self._prefix}{kernel.prefixes[1]}")
+        kernel.handle(SPAWN, self._request)
+
+    def spawn(self, node: str, target: str, args: tuple[Any, ...]) -> str:
+        """Node.spawn: start target(*args) on `node` in a new port; its ID."""
+        kernel = self._kernel
+        kernel.check_open()
+        parse_spawn_target(target)
+        check_message((target, *args))
+        node_id = node.partition("#")[0] if isinstance(node, str) else node
+        check_port_id(node_id)
+        pid = next(self._names)
+        name = pid[len(self._prefix) :]
+        if node_id != kernel.id:
+            kernel.request(node_id, SPAWN, name, target, *args)
+            return f"{node_id}#{name}"
+        self._start(pid, target, args)
+        return pid
+
+    def _request(self, sender: str | None, name: Any, target: Any, *args: Any) -> None:
+        """A spawn request to the node port, from `sender` (None: sent by this node).
+
+        The name must be new (see the top of this module), and the function
+        one the spawn policy allows, whoever sent the request: this node's
+        own code spawns with spawn(), so a request that it sent to its own
+        node port was a reply or relay that another node built. A refusal
+        is remembered, so that the spawner's monitor learns the reason.
+        """
+        if type(name) is not str or "#" in name:
+            raise TypeError(f"expected a port name, got {name!r}")
+        who = sender if sender is not None else self._kernel.id
+        taken, why = self.book.take(name, who)
+        if not taken:
+            log.warning("node %s: refused spawn of %s as %r from %s: %s", self._kernel.id,
+                        show(target), name, who, why or "the name was taken before")  # fmt: skip
+            if why is not None:
+                self.book.died(name, ("die", f"SpawnRefused: {why}"), who)
+            return
+        try:
+            init = self.policy.resolve(target, self._kernel.id)
+        except (Exception, SystemExit) as e:  # an allowed module may exit on import
+            log.warning("node %s: refused spawn of %s from %s: %s: %s", self._kernel.id,
+                        show(target), who, type(e).__name__, e)  # fmt: skip
+            self.book.died(name, die_reason(e), who)
+            return
+        self._start(self._prefix + name, init, args)
+
+    def _start(self, pid: str, init: Callback | str, args: tuple[Any, ...]) -> None:
+        kernel = self._kernel
+        kernel.gated_port(pid)
+        kernel.post(kernel.release, pid, self._init, pid, init, tuple(args))
+
+    def _init(self, pid: str, init: Callback | str, args: tuple[Any, ...]) -> Any:
+        """Run in the new port's context; a failure is remembered as one of the init."""
+        try:
+            r = (resolve_spawn_target(init) if isinstance(init, str) else init)(*args)
+        except Exception as e:
+            self.book.died(pid[len(self._prefix) :], die_reason(e))
+            raise
+        if r is not None and inspect.isawaitable(r):
+            return self._awaited(pid, r)
+        return None
+
+    async def _awaited(self, pid: str, init: Any) -> Any:
+        """An async init: its failure is remembered as one of the init."""
+        try:
+            return await init
+        except Exception as e:
+            self.book.died(pid[len(self._prefix) :], die_reason(e))
+            raise

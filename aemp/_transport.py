@@ -41,7 +41,7 @@ from ._ifaddrs import host_addresses
 
 if TYPE_CHECKING:
     from ._node import Node
-    from ._remote import Remote
+    from ._seam import Inbox
 
 log = logging.getLogger("aemp.transport")
 
@@ -100,7 +100,7 @@ class _Conn(asyncio.Protocol):
         self.peeraddr = peeraddr
         self.expect = expect  # the node ID we dialled for, if any
         self.remote_id = ""
-        self.remote: Remote | None = None
+        self.remote: Inbox | None = None  # where what we read goes, once authenticated
         self.wire = wire.Connection(net.settings, peeraddr=peeraddr)
         self._encode = self.wire.encode
         self._encode_message = self.wire.encode_message
@@ -125,6 +125,8 @@ class _Conn(asyncio.Protocol):
         self._hb: float | None = None
         self._hb_timeout = 0.0
         self._greeted_as = ""
+        self.is_link = False  # made the node's link (LinkOwner.link_up)
+        self.bytes_in = self.bytes_out = 0
         self.tiebreak = False  # the peer settles twin connections by the nonce rule
         # resolved when this connection becomes the node's link (not merely
         # authenticated: it may wait for a twin, see Network._settle)
@@ -157,6 +159,7 @@ class _Conn(asyncio.Protocol):
         self._timer = self.node.loop.call_later(timeout, self._handshake_timeout)
 
     def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
         self._last_in = time.monotonic()
         receive = self._receive
         if receive is not None:  # the data phase
@@ -164,7 +167,7 @@ class _Conn(asyncio.Protocol):
                 self._wrote = False  # the first reply may go at once
             self._in_read = True
             try:
-                self.node._receive(self.remote, receive(data))  # type: ignore[arg-type]
+                self.remote.receive(receive(data))  # type: ignore[union-attr]
             except RemoteProtocolError as e:
                 self.fail(str(e))
                 return
@@ -243,7 +246,7 @@ class _Conn(asyncio.Protocol):
         # bytes that arrived right behind the auth line are packets already
         ev2 = self.wire.next_event()
         if isinstance(ev2, wire.Packets) and self.remote is not None and not self.closed:
-            self.node._receive(self.remote, ev2.packets)
+            self.remote.receive(ev2.packets)
         if not self.closed and self.remote is not None:
             self._receive, self._wrap = self.wire.data_phase()
 
@@ -322,6 +325,7 @@ class _Conn(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         self._last_out = time.monotonic()
+        self.bytes_out += len(data)
         wrap = self._wrap
         transport.write(data if wrap is None else wrap(data))
         if transport.get_write_buffer_size() > SEND_BUFFER_LIMIT and self._flush_handle is None:
@@ -333,6 +337,7 @@ class _Conn(asyncio.Protocol):
         data = b"".join(self._chunks)
         self._chunks.clear()
         self._last_out = time.monotonic()
+        self.bytes_out += len(data)
         wrap = self._wrap
         assert self.transport is not None
         self.transport.write(data if wrap is None else wrap(data))
@@ -349,6 +354,7 @@ class _Conn(asyncio.Protocol):
             data = b"".join(self._chunks)
             self._chunks.clear()
             self._last_out = time.monotonic()
+            self.bytes_out += len(data)
             wrap = self._wrap
             transport.write(data if wrap is None else wrap(data))
         self._wrote = False
@@ -479,15 +485,14 @@ class Network:
         if conn.expect is None and conn.peeraddr in self.seeds:
             self.seeds[conn.peeraddr] = nodeid
             self._changed()
-            self.node._db.seed_known(nodeid)
+            self.node.seed_greeted(nodeid)
         if nodeid == self.node.id:
             if conn.peeraddr in self.seeds:
                 del self.seeds[conn.peeraddr]  # a seed address that leads to ourselves
                 self._changed()
-                self.node._db.become_global("a seed address leads here")
+                self.node.seed_is_self()
             return "I refuse to talk to myself"
-        remote = self.node._remotes.get(nodeid)
-        if remote is not None and remote.link is not None:
+        if self.node.node_is_up(nodeid):
             return f"{nodeid} already connected, not connecting again."
         # Another connection to the same node may be under way (both nodes
         # dialled): this one goes on too, since the other may have carried
@@ -504,15 +509,14 @@ class Network:
             self.addresses.setdefault(nodeid, [])
             if conn.peeraddr not in self.addresses[nodeid]:
                 self.addresses[nodeid].insert(0, conn.peeraddr)
-        remote = self.node._remotes.get(nodeid)
-        if remote is not None and remote.link is not None:
+        if self.node.node_is_up(nodeid):
             # cannot happen while greeted() refuses a node that has a link
             # and _settle waits for every connection under way; kept so
             # that a link is never replaced under the packets sent on it
             log.warning("node %s: second connection to %s closed", self.node.id, nodeid)
             conn.close(f"{nodeid} already connected (switched connections)")
             return
-        conn.remote = self.node._remote(nodeid)  # what arrives on it is delivered
+        conn.remote = self.node.inbox(nodeid)  # what arrives on it is delivered
         self._settle(nodeid)
 
     def _settle(self, nodeid: str, force: bool = False) -> None:
@@ -531,8 +535,7 @@ class Network:
         at most monitor_timeout."""
         if force:
             self._undecided.pop(nodeid, None)
-        remote = self.node._remotes.get(nodeid)
-        if self._closing or remote is None or remote.link is not None:
+        if self._closing or self.node.node_is_up(nodeid):
             return
         group = [c for c in self.conns if c.leads_to(nodeid)]
         ready = [c for c in group if c.open]
@@ -548,7 +551,9 @@ class Network:
         if timer is not None:
             timer.cancel()
         link = min(ready, key=lambda c: c.wire.pair_key)
-        link.remote = self.node._link_up(nodeid, link)
+        link.remote = self.node.inbox(nodeid)
+        link.is_link = True
+        self.node.link_up(nodeid, link)
         if not link.authenticated.done():
             link.authenticated.set_result(nodeid)
         for other in ready:
@@ -557,8 +562,8 @@ class Network:
         self._changed()
 
     def closed(self, conn: _Conn, reason: str) -> None:
-        if conn.remote is not None and conn.remote.link is conn:
-            conn.remote.lost(reason)
+        if conn.is_link and self.node.node_is_up(conn.remote_id):
+            self.node.link_lost(conn.remote_id, conn, reason)  # the kernel drops its link
             return
         nodeid = conn._greeted_as or conn.expect
         if nodeid:
@@ -566,11 +571,11 @@ class Network:
 
     # -- dialling ------------------------------------------------------------
 
-    def connect(self, remote: Remote) -> None:
-        """Start connecting to a remote node known by ID."""
-        task = self.node.spawn_task(self._dial_node(remote))
-        self._dials[remote.id] = task
-        task.add_done_callback(lambda t: self._dials.pop(remote.id, None))
+    def connect(self, nodeid: str) -> None:
+        """Start connecting to a remote node known by ID (the kernel's Connector)."""
+        task = self.node.spawn_task(self._dial_node(nodeid))
+        self._dials[nodeid] = task
+        task.add_done_callback(lambda t: self._dials.pop(nodeid, None))
 
     def forget(self, nodeid: str) -> None:
         """The node forgot a departed peer: so do we, but for a seed's address."""
@@ -582,37 +587,38 @@ class Network:
         self._pulse.set()
         self._pulse = asyncio.Event()
 
-    async def _dial_node(self, remote: Remote) -> None:
+    async def _dial_node(self, nodeid: str) -> None:
         interval = self.node.config.connect_interval
+        is_up = self.node.node_is_up
         try:
             async with asyncio.timeout(interval):
-                addrs = await self._addresses_of(remote)
+                addrs = await self._addresses_of(nodeid)
                 if not addrs:
-                    if not remote.is_up():
-                        remote.lost("no known address")
+                    if not is_up(nodeid):
+                        self.node.unreachable(nodeid, "no known address")
                     return
-                while not remote.is_up():
+                while not is_up(nodeid):
                     for addr in addrs:
                         try:
-                            conn = await self.dial(addr, expect=remote.id)
+                            conn = await self.dial(addr, expect=nodeid)
                         except (OSError, ConnectionError) as e:
                             log.debug("node %s: dial %s failed: %s", self.node.id, addr, e)
-                            if remote.is_up():
+                            if is_up(nodeid):
                                 return  # connected the other way round meanwhile
                             continue
-                        if conn.remote_id == remote.id or remote.is_up():
+                        if conn.remote_id == nodeid or is_up(nodeid):
                             return
                     await asyncio.sleep(min(0.4, interval / 4) * random.uniform(0.9, 1.0))
         except TimeoutError:
             pass
-        if not remote.is_up():
-            remote.lost("connect timeout")
+        if not is_up(nodeid):
+            self.node.unreachable(nodeid, "connect timeout")
 
-    async def _addresses_of(self, remote: Remote) -> list[str]:
+    async def _addresses_of(self, nodeid: str) -> list[str]:
         """Where a node listens: what we dialled before, else what the database knows."""
-        while not remote.is_up():
-            addrs = list(self.addresses.get(remote.id) or ())
-            for addr in await self.node._db.lookup(remote.id):
+        while not self.node.node_is_up(nodeid):
+            addrs = list(self.addresses.get(nodeid) or ())
+            for addr in await self.node.lookup(nodeid):
                 if addr not in addrs:
                     addrs.append(addr)
             if addrs or not self._seeds_pending:
@@ -662,6 +668,15 @@ class Network:
                 continue
             delay = min(cap, delay * 2 if delay else 1.2 * (1 + random.random()))
             await asyncio.sleep(delay)
+
+    def statistics(self) -> dict[str, dict[str, Any]]:
+        """The links, by node ID: the peer's address and the bytes read and
+        written in the data phase (packets as encoded, before TLS)."""
+        return {
+            c.remote_id: {"address": c.peeraddr, "bytes_in": c.bytes_in, "bytes_out": c.bytes_out}
+            for c in self.conns
+            if c.is_link and not c.closed
+        }
 
     async def close(self) -> None:
         self._closing = True

@@ -9,6 +9,7 @@ import pytest
 from conftest import Recorder, settle
 
 import aemp
+from aemp import lowlevel
 
 
 def adder(node: aemp.Node) -> str:
@@ -74,7 +75,7 @@ async def test_cal_leaves_no_port_or_monitor_behind(node: aemp.Node) -> None:
     assert set(node._ports) == before | {silent}
     assert not node._ports[srv].monitors
     assert not node._ports[silent].monitors
-    assert not node._calls
+    assert lowlevel.statistics(node)["calls"] == 0
 
 
 async def test_reply_after_timeout_is_dropped(node: aemp.Node) -> None:
@@ -190,7 +191,7 @@ async def test_cancel_call(node: aemp.Node) -> None:
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
-    assert not node._calls
+    assert lowlevel.statistics(node)["calls"] == 0
 
 
 async def test_cancelling_the_awaiting_task_cancels_the_call(node: aemp.Node) -> None:
@@ -200,7 +201,7 @@ async def test_cancelling_the_awaiting_task_cancels_the_call(node: aemp.Node) ->
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert not node._calls
+    assert lowlevel.statistics(node)["calls"] == 0
 
 
 async def test_await_twice_and_late(node: aemp.Node) -> None:
@@ -223,16 +224,19 @@ async def test_cal_from_async_handler(node: aemp.Node) -> None:
 
 
 async def test_cal_bad_arguments(node: aemp.Node) -> None:
-    with pytest.raises(TypeError, match="timeout must be a positive number"):
+    with pytest.raises(aemp.OutOfRange, match="timeout must be a positive number"):
         node.cal(node.port(), "x", timeout=0)
     with pytest.raises(aemp.MessageError):
         node.cal(node.port(), object())
     with pytest.raises(aemp.InvalidID):
         node.cal("", "x")
-    for bad in (True, -1, "5", float("nan")):
-        with pytest.raises(TypeError, match="timeout must be a positive number"):
+    for bad in (True, "5"):  # not a number: a TypeError
+        with pytest.raises(aemp.InvalidArgument, match="timeout must be a positive number"):
             node.cal(node.port(), "x", timeout=bad)
-    assert not node._calls
+    for bad in (-1, float("nan")):  # a number out of range: a ValueError
+        with pytest.raises(ValueError, match="timeout must be a positive number"):
+            node.cal(node.port(), "x", timeout=bad)
+    assert lowlevel.statistics(node)["calls"] == 0
 
 
 async def test_pending_calls_to_one_port_share_one_monitor(node: aemp.Node) -> None:
@@ -258,7 +262,7 @@ async def test_pending_calls_to_one_port_share_one_monitor(node: aemp.Node) -> N
             await call
         assert ei.value.reason == ("gone", 1)
     calls[100].cancel()
-    assert not node._calls and not node._ports[other].monitors
+    assert lowlevel.statistics(node)["calls"] == 0 and not node._ports[other].monitors
 
 
 async def test_calls_to_a_remote_port_share_one_subscription() -> None:
@@ -279,7 +283,7 @@ async def test_calls_to_a_remote_port_share_one_subscription() -> None:
         for reply in held:
             a.snd(reply, "ok")
         assert [await c for c in calls] == [("ok",)] * 200
-        assert not b._calls
+        assert lowlevel.statistics(b)["calls"] == 0
         # the monitor stays for the next call to this port, unseen by users
         assert len(b._remotes["a"].monitors[name]) == 1
         # a death reaches every pending call at once
@@ -293,7 +297,7 @@ async def test_calls_to_a_remote_port_share_one_subscription() -> None:
         for call in calls:
             with pytest.raises(aemp.PortDead, match="bye"):
                 await call
-        assert not b._calls and name not in b._remotes["a"].monitors
+        assert lowlevel.statistics(b)["calls"] == 0 and name not in b._remotes["a"].monitors
 
 
 async def test_idle_remote_targets_are_bounded() -> None:
@@ -314,7 +318,7 @@ async def test_idle_remote_targets_are_bounded() -> None:
         async with asyncio.timeout(5):
             while servers[-1] in b._calls._targets:
                 await asyncio.sleep(0.005)
-        assert not b._calls
+        assert lowlevel.statistics(b)["calls"] == 0
 
 
 async def test_timeouts_are_never_early_and_barely_late(node: aemp.Node) -> None:
@@ -334,7 +338,7 @@ async def test_timeouts_are_never_early_and_barely_late(node: aemp.Node) -> None
         assert timeout - 0.002 <= took < timeout + 0.15, (timeout, took)  # slack for slow CI
     assert not long.done()
     long.cancel()
-    assert not node._calls
+    assert lowlevel.statistics(node)["calls"] == 0
 
 
 async def test_a_send_that_raises_leaves_no_call_behind() -> None:
@@ -348,5 +352,5 @@ async def test_a_send_that_raises_leaves_no_call_behind() -> None:
         ports = set(b._ports)
         with pytest.raises(aemp.MessageError, match="binary"):
             b.cal(srv, "echo", b"json cannot carry bytes")
-        assert not b._calls and set(b._ports) == ports
+        assert lowlevel.statistics(b)["calls"] == 0 and set(b._ports) == ports
         assert len(b._remotes["a"].monitors[srv.partition("#")[2]]) == 1  # the idle one

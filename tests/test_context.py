@@ -110,8 +110,13 @@ async def test_after_callback_error_kills_caller_port(node: aemp.Node) -> None:
 
 
 async def test_after_bad_arguments(node: aemp.Node) -> None:
-    with pytest.raises(TypeError, match="seconds must be a number"):
-        node.after(-1, node.port(), "x")
+    for bad in (-1, -0.5, float("nan")):  # a delay out of range is a ValueError
+        with pytest.raises(aemp.OutOfRange, match="seconds must be a number >= 0") as ei:
+            node.after(bad, node.port(), "x")
+        assert isinstance(ei.value, ValueError) and not isinstance(ei.value, TypeError)
+    for bad in ("1", None, True):  # not a number at all: a TypeError
+        with pytest.raises(aemp.InvalidArgument, match="seconds must be a number"):
+            node.after(bad, node.port(), "x")
     with pytest.raises(aemp.InvalidID):
         node.after(1, "", "x")
 

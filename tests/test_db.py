@@ -170,10 +170,12 @@ async def test_bad_values_and_keys_raise_at_once(node: aemp.Node) -> None:
     assert node._db.local == {} or "fam" not in node._db.local
 
 
-@pytest.mark.parametrize("bad", [0, -1.5, True, "5"])
-async def test_bad_query_timeout_raises_at_once(node: aemp.Node, bad: Any) -> None:
+@pytest.mark.parametrize(
+    "bad, error", [(0, ValueError), (-1.5, ValueError), (True, TypeError), ("5", TypeError)]
+)
+async def test_bad_query_timeout_raises_at_once(node: aemp.Node, bad: Any, error: type) -> None:
     with pytest.raises(
-        TypeError, match=rf"db_keys: timeout must be a positive number or None \(got {bad!r}\)"
+        error, match=rf"db_keys: timeout must be a positive number or None \(got {bad!r}\)"
     ):
         node.db_keys("fam", timeout=bad)
 

@@ -41,11 +41,12 @@ def keep_first_authenticated(node: aemp.Node) -> None:
         return None
 
     def authenticated(conn: Any) -> None:
-        remote = node._remotes.get(conn.remote_id)
-        if remote is not None and remote.link is not None:
+        if node.node_is_up(conn.remote_id):
             conn.close(f"{conn.remote_id} already connected")
             return
-        conn.remote = node._link_up(conn.remote_id, conn)
+        conn.remote = node.inbox(conn.remote_id)
+        conn.is_link = True
+        node.link_up(conn.remote_id, conn)
         conn.authenticated.set_result(conn.remote_id)
 
     net.greeted = greeted  # type: ignore[method-assign]

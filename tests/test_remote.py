@@ -217,7 +217,7 @@ async def test_bytearray_arrives_as_bytes(pair: tuple[aemp.Node, aemp.Node]) -> 
 async def test_route_cache_stays_small_and_sends_stay_right(
     pair: tuple[aemp.Node, aemp.Node],
 ) -> None:
-    from aemp._node import MAX_ROUTES
+    from aemp.kernel._kernel import MAX_ROUTES
 
     a, b = pair
     got: list[tuple[int, int]] = []
@@ -321,7 +321,7 @@ async def test_cancelled_remote_monitor_stays_quiet(pair: tuple[aemp.Node, aemp.
 async def test_idle_remote_subscriptions_are_bounded(
     pair: tuple[aemp.Node, aemp.Node], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aemp import _remote
+    from aemp.kernel import _remote
 
     monkeypatch.setattr(_remote, "MAX_IDLE_SUBSCRIPTIONS", 10)
     a, b = pair
@@ -518,7 +518,7 @@ async def test_mon1_and_message_to_a_port_not_there_yet() -> None:
         aemp.Node(nodeid="a", seeds=[addr], secret="s") as a,
     ):
         assert await a.cal("b", "time", timeout=5)  # connected both ways
-        name = next(a._spawn_names).partition("#")[2]  # a name nobody has used
+        name = next(a._spawner._names).partition("#")[2]  # a name nobody has used
         port = f"b#{name}"
         died = Recorder()
         a.mon(port, died)
@@ -531,7 +531,7 @@ async def test_mon1_and_message_to_a_port_not_there_yet() -> None:
             [name, "echo", "hello", reply],
             ["", "AnyEvent::MP::_spawn", name, "spawn_targets:echo_init", "T"],
         ]
-        b._receive(b._remotes["a"], batch)
+        b.inbox("a").receive(batch)
         async with asyncio.timeout(2):
             while not died.calls and not replies.calls:
                 await asyncio.sleep(0.01)
@@ -564,14 +564,14 @@ async def test_link_back_up_before_the_loss_is_reported() -> None:
     second loss is reported like the first."""
     async with aemp.Node(nodeid="n", secret=SECRET) as n:
         first, second = FakeLink("p"), FakeLink("p")
-        n._link_up("p", first)
+        n.link_up("p", first)
         rec1 = Recorder()
         n.mon("p#w1", rec1)
         assert ["", "mon1", "w1"] in first.sent
 
-        n._remotes["p"].lost("reset by peer")
+        n.link_lost("p", first, "reset by peer")
         n.snd("p#w1", "after the loss")  # waits: the loss is not reported yet
-        n._link_up("p", second)  # before the run queue reached the loss
+        n.link_up("p", second)  # before the run queue reached the loss
         assert rec1.calls == [("transport_error", "p", "reset by peer")]
         assert ["w1", "after the loss"] in second.sent
 

@@ -69,7 +69,7 @@ def successor(name: str) -> str:
 
 def fresh_name(peer: aemp.Node) -> str:
     """A spawn name the peer has not used: what its next spawn() would send."""
-    return next(peer._spawn_names).partition("#")[2]
+    return next(peer._spawner._names).partition("#")[2]
 
 
 async def death_of(peer: aemp.Node, port: str) -> tuple[Any, ...]:
@@ -470,7 +470,7 @@ async def test_a_spawn_cannot_bring_a_dead_port_back(pair: tuple[aemp.Node, aemp
 async def test_a_spawn_cannot_take_the_nodes_own_names(pair: tuple[aemp.Node, aemp.Node]) -> None:
     """The next local port, spawn and reply port names of the victim stay its own."""
     victim, peer = pair
-    taken = [successor(victim.port()), next(victim._spawn_names), next(victim._reply_names)]
+    taken = [successor(victim.port()), next(victim._spawner._names), next(victim._reply_names)]
     for pid in taken:
         peer.snd("victim", SPAWN, pid.partition("#")[2], "spawn_targets:echo_init", "hijack")
     await sync(peer)
@@ -483,7 +483,7 @@ async def test_a_peer_cannot_fill_the_name_book_silently(
     import aemp._spawn
 
     victim, peer = pair
-    monkeypatch.setattr(aemp._spawn, "MAX_SPAWN_PREFIXES", len(victim._spawn_book.marks) + 1)
+    monkeypatch.setattr(aemp._spawn, "MAX_SPAWN_PREFIXES", len(victim._spawner.book.marks) + 1)
     first = peer.spawn("victim", "spawn_targets:echo_init", "fits")
     assert await peer.cal(first, "echo", timeout=5) == ("fits",)
     peer.snd("victim", SPAWN, "OtherPrefiXa", "spawn_targets:echo_init", "full")

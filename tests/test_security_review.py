@@ -333,7 +333,9 @@ async def death_of_raw(peer: aemp.Node, name: str) -> tuple[Any, ...]:
     remote = peer._remotes["victim"]
     got = Recorder()
     remote.monitors[name] = {}  # as peer.mon would have it, without the ID check
-    m = aemp._handles.Monitor(peer, f"victim#{name}", aemp._handles.MON_CALL, (got,), None)
+    m = aemp.kernel._handles.Monitor(
+        peer, f"victim#{name}", aemp.kernel._handles.MON_CALL, (got,), None
+    )
     remote.monitors[name][m] = None
     remote.send(["", "mon1", name])
     await got.wait()

@@ -15,7 +15,7 @@ import pytest
 
 import aemp
 from aemp._config import Config, check_value
-from aemp._remote import State
+from aemp.kernel._remote import State
 
 SECRET = "test-secret"
 

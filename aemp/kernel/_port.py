@@ -13,12 +13,12 @@ if TYPE_CHECKING:
 Callback = Callable[..., Any]
 
 # gates: why a port's messages wait (None: they don't)
-_BUSY = "busy"  # an async callback or a spawn init is running
-_DEAD = "dead"  # the port was killed
-_SYS = "sys"  # the pseudo-port that runs node-internal calls in FIFO order
+BUSY = "busy"  # an async callback or a spawn init is running
+DEAD = "dead"  # the port was killed
+SYS = "sys"  # the pseudo-port that runs node-internal calls in FIFO order
 
 
-class _Port:
+class Port:
     __slots__ = ("backlog", "default", "gate", "id", "monitors", "tags", "task", "watchers")
 
     def __init__(self, pid: str) -> None:

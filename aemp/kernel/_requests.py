@@ -1,7 +1,8 @@
 # Requests to the node port ("" as port name), from other nodes or from
 # local code that sends to the node ID.
 #
-# Each request is a small function in one table. A request with arguments
+# The kernel's own requests are small functions in one table, CORE_REQUESTS;
+# the layers above add theirs with Kernel.handle (spawn, the database). A request with arguments
 # of the wrong shape is logged and ignored: nothing a peer sends can crash
 # the node (guarantee 8). Unknown requests are never taken as function
 # names to call, unlike AnyEvent::MP; `eval` is refused. `remote` is the
@@ -21,15 +22,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._errors import AempError
+from .._errors import AempError
 
 if TYPE_CHECKING:
-    from ._node import Node
+    from ._kernel import Kernel
     from ._remote import Remote
 
 log = logging.getLogger("aemp.node")
-
-SPAWN = "AnyEvent::MP::_spawn"
 
 
 def _name(value: Any) -> str:
@@ -38,7 +37,7 @@ def _name(value: Any) -> str:
     return value
 
 
-def _reply(node: Node, reply: tuple[Any, ...], result: Any) -> None:
+def _reply(node: Kernel, reply: tuple[Any, ...], result: Any) -> None:
     # A reply goes to a port. Sent to a node port it would be a request in
     # this node's name (to itself, or to a third node), built by the asker:
     # "can", 0, <node ID>, "AnyEvent::MP::_spawn", ... was a spawn past
@@ -50,7 +49,7 @@ def _reply(node: Node, reply: tuple[Any, ...], result: Any) -> None:
         node.snd(port, *reply[1:], result)
 
 
-def _mon1(node: Node, remote: Remote | None, name: Any) -> None:
+def _mon1(node: Kernel, remote: Remote | None, name: Any) -> None:
     name = _name(name)
     if remote is None:
         return
@@ -58,7 +57,7 @@ def _mon1(node: Node, remote: Remote | None, name: Any) -> None:
     if p is None:
         # a spawn that failed at once says why, even to a mon1 that came late
         # (only to the node that asked for it: the reason may hold its data)
-        reason = node._spawn_book.death(name, remote.id) or (
+        reason = node.dead_port_reason(name, remote.id) or (
             "no_such_port",
             "cannot monitor nonexistent port",
             node._prefix + name,
@@ -71,7 +70,7 @@ def _mon1(node: Node, remote: Remote | None, name: Any) -> None:
     remote.watched.add(name)
 
 
-def _mon0(node: Node, remote: Remote | None, name: Any) -> None:
+def _mon0(node: Kernel, remote: Remote | None, name: Any) -> None:
     name = _name(name)
     p = node._ports.get(node._prefix + name)
     if remote is not None:
@@ -80,23 +79,23 @@ def _mon0(node: Node, remote: Remote | None, name: Any) -> None:
             p.watchers.discard(remote.id)
 
 
-def _kil0(node: Node, remote: Remote | None, name: Any, *reason: Any) -> None:
+def _kil0(node: Kernel, remote: Remote | None, name: Any, *reason: Any) -> None:
     if remote is not None:
         remote.killed(_name(name), reason)
 
 
-def _kil1(node: Node, remote: Remote | None, name: Any, *reason: Any) -> None:
+def _kil1(node: Kernel, remote: Remote | None, name: Any, *reason: Any) -> None:
     p = node._ports.get(node._prefix + _name(name))
     if p is not None:
         node._kill(p, reason)
 
 
-def _snd(node: Node, remote: Remote | None, port: Any, *msg: Any) -> None:
+def _snd(node: Kernel, remote: Remote | None, port: Any, *msg: Any) -> None:
     if remote is None:
         node.snd(port, *msg)
         return
     # A relay carries the authority of the link it came in on, never more
-    # (DESIGN section 6). A request relayed to this node is handled at once,
+    # (docs/protocol.md). A request relayed to this node is handled at once,
     # as one from that link; a chain of such relays (snd relaying snd ...)
     # is unwound in one pass, whatever its length. A request for another
     # node is not relayed, since it would arrive there as this node's own.
@@ -116,23 +115,22 @@ def _snd(node: Node, remote: Remote | None, port: Any, *msg: Any) -> None:
     node.snd(port, *msg[i:])
 
 
-def _can(node: Node, remote: Remote | None, tag: Any, *reply: Any) -> None:
-    _reply(node, reply, isinstance(tag, str) and tag in REQUESTS and tag != "eval")
+def _can(node: Kernel, remote: Remote | None, tag: Any, *reply: Any) -> None:
+    _reply(node, reply, node.handles(tag))
 
 
-def _time(node: Node, remote: Remote | None, *reply: Any) -> None:
+def _time(node: Kernel, remote: Remote | None, *reply: Any) -> None:
     _reply(node, reply, time.time())
 
 
-def _eval(node: Node, remote: Remote | None, *args: Any) -> None:
+def _eval(node: Kernel, remote: Remote | None, *args: Any) -> None:
     log.warning("node %s: refused an 'eval' request from %s", node.id, remote and remote.id)
 
 
-def _spawn(node: Node, remote: Remote | None, name: Any, target: Any, *args: Any) -> None:
-    node._spawn_request(remote, _name(name), target, args)
-
-
-REQUESTS: dict[str, Callable[..., None]] = {
+# The kernel's own requests, handled with its internals: fn(kernel, remote, *args).
+# Everything else (spawn, the database's g_* requests, extensions) registers
+# through Kernel.handle(tag, fn), with fn(sender, *args).
+CORE_REQUESTS: dict[str, Callable[..., None]] = {
     "mon1": _mon1,
     "mon0": _mon0,
     "kil0": _kil0,
@@ -144,38 +142,19 @@ REQUESTS: dict[str, Callable[..., None]] = {
     "eval": _eval,
     "devnull": lambda *_: None,
     "": lambda *_: None,
-    SPAWN: _spawn,
 }
 
 
-def _database(tag: str) -> Callable[..., None]:
-    def handler(node: Node, remote: Remote | None, *args: Any) -> None:
-        if remote is None:
-            # this node's own code writes with db_set and friends; a g_* request
-            # it sends to its own node port is one it passed on for someone else
-            raise ValueError("this node's own code sent it to its own node port")
-        node._db.request(remote.id, tag, list(args))
-
-    return handler
-
-
-for _tag in (
-    "g_slave", "g_upd", "g_set", "g_global", "g_find", "g_found", "g_mon1", "g_mon0",
-    "g_chg1", "g_chg2", "g_db_family", "g_db_keys", "g_db_values", "g_reply",
-):  # fmt: skip
-    REQUESTS[_tag] = _database(_tag)
-
-
-def handle_node_request(node: Node, remote: Remote | None, msg: list[Any]) -> None:
+def handle_node_request(node: Kernel, remote: Remote | None, msg: list[Any]) -> None:
     if not msg:
         return
     tag = msg[0]
-    handler = REQUESTS.get(tag) if type(tag) is str else None
+    handler = node._requests.get(tag) if type(tag) is str else None
     who = remote.id if remote is not None else "this node"
     if handler is None:
         log.warning("node %s: unknown node request %.60r from %s ignored", node.id, tag, who)
         return
     try:
-        handler(node, remote, *msg[1:])
+        handler(remote, *msg[1:])
     except (TypeError, ValueError, AempError) as e:
         log.warning("node %s: malformed %r request from %s ignored: %s", node.id, tag, who, e)

@@ -22,34 +22,22 @@
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from ._errors import MessageError
+from .._errors import MessageError
+from .._seam import Link
 
 if TYPE_CHECKING:
     from ._handles import Monitor
-    from ._node import Node
+    from ._kernel import Kernel
 
 log = logging.getLogger("aemp.remote")
 
 MAX_PENDING = 100_000  # packets queued for a node that is not connected yet
 MAX_IDLE_SUBSCRIPTIONS = 4096  # remote ports we keep monitoring with no local monitor
-
-
-class Link(Protocol):
-    """A connection to one remote node, as the transport provides it."""
-
-    remote_id: str
-
-    def send(self, packet: list[Any]) -> None: ...
-
-    def send_message(self, portname: str, msg: tuple[Any, ...]) -> None: ...
-
-    def close(self, reason: str) -> None: ...
-
-    def fail(self, reason: str) -> None: ...
 
 
 class State(enum.Enum):
@@ -69,14 +57,17 @@ class Remote:
         "monitors",
         "node",
         "pending",
+        "receive",
         "state",
         "watched",
     )
 
-    def __init__(self, node: Node, nodeid: str, connect: Callable[[Remote], None]) -> None:
+    def __init__(self, node: Kernel, nodeid: str, connect: Callable[[Remote], None]) -> None:
         self.node = node
         self.id = nodeid
         self._connect = connect
+        # the node's Inbox (aemp/_seam.py): what the network reads from this node
+        self.receive: Callable[[Any], None] = functools.partial(node._receive, self)
         self.state = State.IDLE
         self.link: Link | None = None
         self.pending: list[list[Any]] = []
@@ -182,7 +173,7 @@ class Remote:
         self.idle = 0
         self._firing = (monitors, ("transport_error", self.id, why))
         self.node._remote_lost(self, why, link is not None, watched)
-        self.node._post(self._fired)
+        self.node.post(self._fired)
 
     def _fire_lost(self) -> None:
         firing, self._firing = self._firing, None

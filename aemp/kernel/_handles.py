@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._node import Node
+    from ._kernel import Kernel
 
 
 class Handle(abc.ABC):
@@ -56,7 +56,7 @@ class Monitor(Handle):
     __slots__ = ("_action", "_args", "_node", "_owner", "port")
 
     def __init__(
-        self, node: Node, port: str, action: int, args: tuple[Any, ...], owner: str | None
+        self, node: Kernel, port: str, action: int, args: tuple[Any, ...], owner: str | None
     ) -> None:
         super().__init__()
         self._node = node
@@ -74,7 +74,7 @@ class Monitor(Handle):
         self._active = False
         node, args = self._node, self._args
         if self._action == MON_CALL:
-            node._call_in(self._owner, args[0], reason)
+            node.call_in(self._owner, args[0], reason)
         elif self._action == MON_KILL:
             if reason:
                 node.kil(args[0], *reason)
@@ -91,7 +91,7 @@ class Timer(Handle):
 
     __slots__ = ("_handle", "_node")
 
-    def __init__(self, node: Node, delay: float, fn: Callable[[], None]) -> None:
+    def __init__(self, node: Kernel, delay: float, fn: Callable[[], None]) -> None:
         super().__init__()
         self._node = node
         self._handle: asyncio.TimerHandle = node.loop.call_later(delay, self._run, fn)
@@ -111,7 +111,7 @@ class NodeWatch(Handle):
 
     __slots__ = ("_cb", "_node", "_owner")
 
-    def __init__(self, node: Node, cb: Callable[..., Any], owner: str | None) -> None:
+    def __init__(self, node: Kernel, cb: Callable[..., Any], owner: str | None) -> None:
         super().__init__()
         self._node = node
         self._cb = cb
@@ -119,7 +119,7 @@ class NodeWatch(Handle):
 
     def _notify(self, nodeid: str, up: bool, reason: tuple[Any, ...]) -> None:
         if self._active:
-            self._node._call_in(self._owner, self._cb, (nodeid, up, *reason))
+            self._node.call_in(self._owner, self._cb, (nodeid, up, *reason))
 
     def _undo(self) -> None:
         self._node._node_watchers.pop(self, None)

@@ -1,0 +1,211 @@
+"""aemp.lowlevel: the interface for code that extends aemp.
+
+Worker pools, supervisors, leases, discovery, control sockets: code that
+builds new capabilities on a node uses these functions and the public API,
+never a Node's private names. Each function takes the node first. They
+are small on purpose and keep the node's guarantees: what runs from the
+run queue runs in FIFO order with the messages, what runs for a port runs
+in its context (SELF) and kills it when it raises.
+
+Documented in docs/lowlevel.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from ._errors import InvalidArgument, NotLocalPort, OutOfRange
+from ._ids import check_port_id
+from .kernel import Handle, Timer, check_callback
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ._node import Node
+
+__all__ = [
+    "call_in",
+    "gated_port",
+    "handle",
+    "handle_global",
+    "on_close",
+    "port_alive",
+    "post",
+    "release",
+    "request",
+    "spawn_task",
+    "statistics",
+    "timer",
+    "watch_links",
+]
+
+
+def post(node: Node, fn: Callable[..., Any], *args: Any) -> None:
+    """Run fn(*args) from the node's run queue, in FIFO order with the messages
+    sent before it, outside any port (SELF is None). An exception is logged."""
+    node.post(node.call_in, None, check_callback("post function", fn), args)
+
+
+def call_in(node: Node, port: str | None, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run fn(*args) now in the context of `port` (SELF), or of no port (None).
+
+    An exception kills the port (or is logged without one) and call_in
+    returns None; an awaitable result runs as a task the node owns, whose
+    failure kills the port too. A port that is dead or of another node
+    counts as no port.
+    """
+    return node.call_in(port, check_callback("call_in function", fn), args)
+
+
+def spawn_task(node: Node, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
+    """Run a coroutine as a task the node owns: close() cancels and awaits it."""
+    return node.spawn_task(coro)
+
+
+def timer(node: Node, seconds: float, fn: Callable[..., Any], *args: Any) -> Timer:
+    """Call fn(*args) after `seconds` on the loop's clock, outside any port.
+
+    Returns the Timer; cancel() stops it, and so does closing the node. An
+    exception from fn is logged. (Node.after is the port-aware form.)
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise InvalidArgument(f"timer: seconds must be a number >= 0 (got {seconds!r})")
+    if not seconds >= 0 or math.isinf(seconds):
+        raise OutOfRange(f"timer: seconds must be a finite number >= 0 (got {seconds!r})")
+    check_callback("timer function", fn)
+    return node.timer(float(seconds), lambda: node.call_in(None, fn, args))
+
+
+def on_close(node: Node, fn: Callable[[], Any]) -> None:
+    """Call fn() when the node closes: after its network and timers stopped,
+    before its ports die and its tasks are cancelled. An exception is logged."""
+    node.on_close(check_callback("on_close function", fn))
+
+
+# ---------------------------------------------------------------- requests
+
+
+def handle(node: Node, tag: str, fn: Callable[..., Any]) -> None:
+    """Answer the node request `tag`: fn(sender, *args) for each request
+    [tag, *args] sent to this node's node port.
+
+    `sender` is the node ID of the link the request came in on, or None
+    when this node's own code sent it to its own node port (most likely a
+    relay a peer built: give it no more authority than a peer). fn runs
+    outside any port; a TypeError or ValueError it raises is logged as a
+    malformed request. `can` answers True for the tag from now on.
+    ValueError if the tag is handled already (the core requests included).
+    """
+    node.handle(tag, check_callback("handle function", fn))
+
+
+def request(node: Node, nodeid: str, tag: str, *args: Any) -> None:
+    """Send the node request [tag, *args] to the node `nodeid` (this one too).
+
+    Like snd to the node port: it returns at once, connects if needed, and
+    nothing says whether the other node handles the tag (ask with the
+    `can` request, or make the handler answer to a port).
+    """
+    node.request(nodeid, tag, *args)
+
+
+def handle_global(node: Node, tag: str, fn: Callable[..., Any]) -> None:
+    """Answer the global-node request `tag`: fn(sender, *args), while this node
+    is a global node.
+
+    A request from the node itself is refused (sender is always another
+    node's ID), as is a request while this node is not global. ValueError
+    if the tag is handled already.
+    """
+    node.handle_global(tag, check_callback("handle_global function", fn))
+
+
+# ---------------------------------------------------------------- links
+
+
+class _LinkWatch(Handle):
+    __slots__ = ("_unsubscribe",)
+
+    def __init__(self, unsubscribe: Callable[[], None]) -> None:
+        super().__init__()
+        self._unsubscribe = unsubscribe
+
+    def _undo(self) -> None:
+        self._unsubscribe()
+
+    def __repr__(self) -> str:
+        return f"<aemp.lowlevel link watch {'active' if self._active else 'done'}>"
+
+
+def watch_links(node: Node, fn: Callable[[str, bool], Any]) -> Handle:
+    """Call fn(nodeid, True) when a link to a node comes up, fn(nodeid, False)
+    when it is lost: at once, from the network's event, outside any port
+    (after the mon_nodes callbacks). cancel() on the returned Handle stops it.
+
+    An exception from fn is logged. Use mon_nodes for a port's view.
+    """
+    check_callback("watch_links function", fn)
+
+    def changed(nodeid: str, up: bool) -> None:
+        node.call_in(None, fn, (nodeid, up))
+
+    return _LinkWatch(node.on_link(changed))
+
+
+# ---------------------------------------------------------------- ports
+
+
+def port_alive(node: Node, port: str) -> bool:
+    """True if `port` is a live port of this node (False for any other node's)."""
+    check_port_id(port)
+    return node.port_alive(port)
+
+
+def gated_port(node: Node) -> str:
+    """Create a port whose messages wait until release(node, port); return its ID.
+
+    What is sent to it meanwhile is kept in order and delivered once it
+    is released (spawn makes its ports so, and runs the init first).
+    """
+    return node.gated_port()
+
+
+def release(node: Node, port: str, fn: Callable[..., Any] | None = None, *args: Any) -> None:
+    """Open a gated port: run fn(*args) in its context first, then deliver
+    what waited.
+
+    If fn returns an awaitable, it runs as the port's task and the port
+    stays gated until it ends; if fn (or that task) raises, the port dies
+    with ("die", "Error: text"). Nothing happens for a dead port;
+    InvalidArgument for a port that is not gated.
+    """
+    check_port_id(port)
+    if not node.port_is_local(port):
+        raise NotLocalPort(f"release needs a port of this node ({node.id!r}), got {port!r}")
+    if fn is not None:
+        check_callback("release function", fn)
+    node.release(port, fn, *args)
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def statistics(node: Node) -> dict[str, Any]:
+    """What the node holds now, as a dict of counts (for tests and for users):
+
+    - ``ports``: live local ports; ``queued``: entries in the run queue;
+      ``backlog``: messages waiting in busy or gated ports;
+    - ``tasks``, ``timers``: node-owned tasks and timers; ``calls``:
+      pending ``cal``s; ``routes``: cached routes to remote ports;
+    - ``remotes``: {node ID: "idle", "connecting", "up" or "firing"} for
+      every other node the kernel keeps state for;
+    - ``links``: {node ID: {"address", "bytes_in", "bytes_out"}} for each
+      connected node (bytes of the data phase);
+    - ``db``: {"entries": this node's own entries, "families": families it
+      watches, "monitors": db_mon callbacks, "queries": pending queries,
+      "global": whether it is a global node, "merged": entries of the
+      merged database if so}.
+    """
+    return node.statistics()
