@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import AempError, ConfigError, SpawnError
-from ._spawn import check_spawn_allow
+from ._targets import check_spawn_allow
 
 AUTH_METHODS = ("tls_sha3_512", "hmac_sha3_512", "tls_anon", "cleartext")
 FRAMINGS = ("msgpack", "json")

@@ -42,7 +42,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-import re
 import string
 import sys
 import types
@@ -52,6 +51,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._errors import SpawnError, SpawnRefused
 from ._ids import check_port_id, counter_names
 from ._message import check_message
+from ._targets import check_spawn_allow, parse_spawn_target, show
 from .kernel import die_reason
 
 if TYPE_CHECKING:
@@ -67,21 +67,8 @@ MAX_SPAWN_NAME = 128  # characters in a spawned port's name
 MAX_SPAWN_DEATHS = 1024  # recent reasons of spawns that failed at once, for a late mon1
 MAX_DEATH_TEXT = 400  # characters of such a reason's text that are kept
 SPAWN = "AnyEvent::MP::_spawn"  # the node request of a spawn
-MAX_SHOWN = 100  # characters of a target shown in an error message or log
 
 _MARK = "__aemp_spawnable__"
-_IDENT = r"[A-Za-z_]\w*"
-_SPAWN_RE = re.compile(rf"{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*\Z")
-_PERL_SPAWN_RE = re.compile(rf"{_IDENT}(::{_IDENT})+\Z")
-_ALLOW_RE = re.compile(rf"{_IDENT}(\.{_IDENT})*:(\*|{_IDENT}(\.{_IDENT})*)\Z")
-_PERL_ALLOW_RE = re.compile(rf"{_IDENT}(::{_IDENT})*::(\*|{_IDENT})\Z")
-_MODULE_RE = re.compile(rf"({_IDENT}(\.{_IDENT})*?)(\.\*|::\*)?\Z")
-
-
-def show(target: object) -> str:
-    """repr(target) for a message, cut to MAX_SHOWN characters: a peer chooses it."""
-    text = repr(target)
-    return text if len(text) <= MAX_SHOWN else f"{text[:MAX_SHOWN]}..."
 
 
 def spawnable(fn: F) -> F:
@@ -107,21 +94,6 @@ def is_spawnable(obj: object) -> bool:
     return inspect.isfunction(obj) and obj.__dict__.get(_MARK) is True
 
 
-def parse_spawn_target(target: object) -> tuple[str, str]:
-    """Split "pkg.mod:func" (or Perl's "pkg::mod::func") into module and function."""
-    if isinstance(target, str):
-        if _SPAWN_RE.match(target):
-            module, _, func = target.partition(":")
-            return module, func
-        if _PERL_SPAWN_RE.match(target):
-            module, _, func = target.rpartition("::")
-            return module.replace("::", "."), func
-    raise SpawnError(
-        f"spawn target {show(target)} is not valid: expected 'package.module:function' "
-        "(or 'package::module::function')"
-    )
-
-
 def resolve_spawn_target(target: str) -> Callback:
     """The function a target names, importing its module: for this node's own code."""
     module_name, func_path = parse_spawn_target(target)
@@ -131,27 +103,6 @@ def resolve_spawn_target(target: str) -> Callback:
     if not callable(obj):
         raise SpawnError(f"spawn target {target!r} names a {type(obj).__name__}, not a function")
     return obj  # type: ignore[no-any-return]
-
-
-def check_spawn_allow(entry: object) -> tuple[str, str]:
-    """One spawn_allow entry as (module, function path or "*"); ("*", "*") for everything."""
-    if entry == "*":
-        return "*", "*"
-    if isinstance(entry, str):
-        if _ALLOW_RE.match(entry):
-            module, _, func = entry.partition(":")
-            return module, func
-        if _PERL_ALLOW_RE.match(entry):
-            module, _, func = entry.rpartition("::")
-            return module.replace("::", "."), func
-    hint = ""
-    m = _MODULE_RE.match(entry) if isinstance(entry, str) else None
-    if m:  # a module name, as spawn_allow took before, or "mod.*"
-        hint = f"; for the functions defined in module {m[1]!r}, write '{m[1]}:*'"
-    raise SpawnError(
-        f"spawn_allow entry {show(entry)} is not valid: expected 'package.module:function', "
-        f"'package.module:*' (the functions defined in that module) or '*' (anything){hint}"
-    )
 
 
 class SpawnPolicy:
