@@ -42,8 +42,7 @@ from ._node import Node
 from ._runtime import CURRENT, SELF, current_node, process_node, run, set_process_node
 from ._services import start_services
 from ._spawn import spawnable
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "NODE",

@@ -47,6 +47,7 @@ from ._requests import handle_node_request
 from ._runtime import CURRENT, SELF
 from ._spawn import SpawnBook, SpawnPolicy, parse_spawn_target, resolve_spawn_target, show
 from ._transport import Network, make_settings
+from ._version import __version__
 
 log = logging.getLogger("aemp.node")
 
@@ -160,8 +161,6 @@ class Node:
         self._check_open()
         cfg = self.config
         if self._net is None and (cfg.binds or cfg.seeds or cfg.secret or cfg.cert):
-            from . import __version__
-
             if self._spawn_policy.anything and not cfg.secure:
                 log.warning("node %s: spawn_allow has '*': every node with the secret may "
                             "run any function here", self.id)  # fmt: skip

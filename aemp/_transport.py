@@ -26,7 +26,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import random
 import socket
@@ -36,8 +35,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from . import wire
+from ._addr import format_address, listen_addresses, parse_address, parse_bind
 from ._errors import ConfigError, MessageError, RemoteProtocolError
-from ._ifaddrs import host_addresses
 
 if TYPE_CHECKING:
     from ._node import Node
@@ -49,46 +48,6 @@ SEND_BUFFER_LIMIT = 256 * 1024 * 1024  # bytes written but not taken by the peer
 CHUNK_PACKETS = 256  # a burst is written in parts of this many packets
 LONE_GAP = 0.001  # seconds after a write at once that a packet is taken to be lone
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close drops the send queue, sends RST
-
-
-def _split(addr: str) -> tuple[str | None, int] | None:
-    host, sep, port = addr.rpartition(":")
-    if not sep:
-        host, port = addr, "*"
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if port in ("*", ""):
-        port = "0"
-    if not port.isdigit() or int(port) > 65535:
-        return None
-    return (None if host in ("*", "") else host), int(port)
-
-
-def parse_bind(bind: str, what: str = "bind") -> tuple[str | None, int]:
-    """ "host:port", "*:port", "[::1]:port"; port "*" or "0" is any free port.
-
-    ``what`` names the value in the error: "'binds' entry" for configuration.
-    """
-    parsed = _split(bind)
-    if parsed is None:
-        raise ConfigError(
-            f"{what} {bind!r} is not valid: expected 'host:port', '*:port' or 'host:*'"
-        )
-    return parsed
-
-
-def parse_address(addr: str, what: str = "address") -> tuple[str, int]:
-    """ "host:port" or "[::1]:port" of a node to dial; ``what`` names it in the error."""
-    parsed = _split(addr)
-    if parsed is None or parsed[0] is None or parsed[1] == 0:
-        raise ConfigError(
-            f"{what} {addr!r} is not valid: expected 'host:port' (a port from 1 to 65535)"
-        )
-    return parsed[0], parsed[1]
-
-
-def format_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _Conn(asyncio.Protocol):
@@ -448,7 +407,7 @@ class Network:
 
     async def listen(self, binds: tuple[str, ...]) -> None:
         loop = self.node.loop
-        found: list[tuple[bool, str]] = []
+        bound: list[tuple[str | None, socket.AddressFamily, str, int]] = []
         for bind in binds:
             host, port = parse_bind(bind, "'binds' entry")
             try:
@@ -460,13 +419,8 @@ class Network:
             self.servers.append(server)
             for sock in server.sockets:
                 addr = sock.getsockname()  # an IP address, whatever the bind named
-                # a wildcard bind is reached through every address of the host
-                shown = [addr[0]] if host is not None else host_addresses(sock.family)
-                for ip in shown:
-                    loopback = ipaddress.ip_address(ip.partition("%")[0]).is_loopback
-                    found.append((loopback, format_address(ip, addr[1])))
-        # the loopback addresses, useful on this host only, go last (a stable sort)
-        self.listeners = [a for _, a in sorted(found, key=lambda f: f[0])]
+                bound.append((host, sock.family, addr[0], addr[1]))
+        self.listeners = listen_addresses(bound)
 
     # -- events from connections -------------------------------------------
 
