@@ -22,7 +22,8 @@ import asyncio
 import inspect
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from . import _runtime
@@ -42,12 +43,12 @@ from ._ids import (
 )
 from ._message import check_message
 from ._port import _BUSY, _DEAD, _SYS, _Port
-from ._remote import Link, Remote, State
+from ._remote import Remote, State
 from ._requests import handle_node_request
 from ._runtime import CURRENT, SELF
+from ._seam import Inbox, Link
 from ._spawn import SpawnBook, SpawnPolicy, parse_spawn_target, resolve_spawn_target, show
-from ._transport import Network, make_settings
-from ._version import __version__
+from .net import Network, make_settings
 
 log = logging.getLogger("aemp.node")
 
@@ -99,6 +100,15 @@ def _check_callback(what: str, cb: object) -> Callback:
     if not callable(cb):
         raise TypeError(f"{what} must be callable or None (got {cb!r}, a {type(cb).__name__})")
     return cb
+
+
+class _Inbox:
+    """Packets from one remote node, into Node._receive (see Node.inbox)."""
+
+    __slots__ = ("receive",)
+
+    def __init__(self, receive: Callable[[Iterable[list[Any]]], None]) -> None:
+        self.receive = receive
 
 
 class Node:
@@ -164,7 +174,7 @@ class Node:
             if self._spawn_policy.anything and not cfg.secure:
                 log.warning("node %s: spawn_allow has '*': every node with the secret may "
                             "run any function here", self.id)  # fmt: skip
-            self._net = Network(self, make_settings(self, __version__))
+            self._net = Network(self, cfg, make_settings(cfg, self.id))
             await self._net.listen(cfg.binds)
             self._db.started(self._net.listeners)
             for seed in cfg.seeds:
@@ -730,7 +740,7 @@ class Node:
         if self._net is None:
             remote.lost("no known address")
         else:
-            self._net.connect(remote)
+            self._net.connect(remote.id)
 
     def _backoff(self, nodeid: str) -> None:
         """An attempt to reach nodeid failed: the next one waits (see BACKOFF_FIRST)."""
@@ -756,6 +766,34 @@ class Node:
             w._notify(nodeid, True, ())
         self._db.node_up(nodeid)
         return remote
+
+    # ------------------------------------------------ what the network asks (LinkOwner)
+    # Thin adapters over the methods above (aemp/_seam.py says what each means).
+
+    def inbox(self, nodeid: str) -> Inbox:
+        return _Inbox(partial(self._receive, self._remote(nodeid)))
+
+    def link_up(self, nodeid: str, link: Link) -> None:
+        self._link_up(nodeid, link)
+
+    def link_lost(self, nodeid: str, link: Link, reason: str) -> None:
+        remote = self._remotes.get(nodeid)
+        if remote is not None and remote.link is link:
+            remote.lost(reason)
+
+    def unreachable(self, nodeid: str, reason: str) -> None:
+        remote = self._remotes.get(nodeid)
+        if remote is not None and remote.link is None:
+            remote.lost(reason)
+
+    def seed_greeted(self, nodeid: str) -> None:
+        self._db.seed_known(nodeid)
+
+    def seed_is_self(self) -> None:
+        self._db.become_global("a seed address leads here")
+
+    def lookup(self, nodeid: str) -> Awaitable[list[str]]:
+        return self._db.lookup(nodeid)
 
     def _remote_lost(self, remote: Remote, why: str, was_up: bool, watched: set[str]) -> None:
         waiting = self._connect_waits.pop(remote.id, None)
