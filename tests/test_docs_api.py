@@ -33,7 +33,11 @@ import aemp
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "api.md"
 # public modules documented on another page instead, with where
-DOCUMENTED_ELSEWHERE = {"aemp.wire": ROOT / "docs" / "protocol.md"}
+DOCUMENTED_ELSEWHERE = {
+    "aemp.wire": ROOT / "docs" / "protocol.md",
+    "aemp.net": ROOT / "docs" / "protocol.md",
+    "aemp.testing": ROOT / "docs" / "testing.md",
+}
 RUN_TIMEOUT = 60
 
 _NAME = re.compile(r"^### `(?:aemp\.)?([A-Za-z_]\w*)")
