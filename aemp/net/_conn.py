@@ -46,10 +46,12 @@ log = logging.getLogger("aemp.transport")
 
 SEND_BUFFER_LIMIT = 256 * 1024 * 1024  # bytes written but not taken by the peer
 CHUNK_PACKETS = 256  # a burst is written in parts of this many packets
-# A packet sent this long (loop time) after a write at once is taken to be
-# lone. uvloop's clock counts whole milliseconds: a write "a millisecond
-# ago" is one made before the clock's last tick.
-LONE_GAP = 0.0005
+# A packet sent more than this long (loop time) after a write at once is
+# taken to be lone: more than a millisecond, as the packets of one burst are
+# made faster than that. uvloop's clock counts whole milliseconds, so this
+# means two ticks (between 1 and 2 ms): never less than a millisecond, or a
+# burst that crossed a tick would be written packet by packet.
+LONE_GAP = 0.0015
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close drops the send queue, sends RST
 
 
