@@ -52,7 +52,7 @@ def _help_cmd(s: Session, args: list[Any]) -> int:
 
 
 def _version_cmd(s: Session, args: list[Any]) -> int:
-    from . import __version__
+    from ._version import __version__
 
     print(f"aemp {__version__}")
     return 0

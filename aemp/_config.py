@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ._addr import parse_address, parse_bind
 from ._errors import AempError, ConfigError, SpawnError
 from ._targets import check_spawn_allow
 
@@ -140,8 +141,6 @@ def _nodeid(key: str, v: Any) -> str | None:
 
 
 def _addresses(key: str, v: Any) -> tuple[str, ...]:
-    from ._transport import parse_address, parse_bind  # the one parser of addresses
-
     out = _str_list(key, v)
     parse = parse_bind if key == "binds" else parse_address
     for addr in out:

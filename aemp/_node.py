@@ -1,5 +1,5 @@
 # aemp.Node: the kernel (aemp/kernel/) with the parts that make it a node,
-# built and wired here: the network (aemp/_transport.py), the database
+# built and wired here: the network (aemp/net/), the database
 # (aemp/_db.py, with the global service), spawn (aemp/_spawn.py) and cal
 # (aemp/_call.py). This is the one module that knows both the kernel and
 # the network; they meet through the Protocols of aemp/_seam.py: the
@@ -24,9 +24,8 @@ from ._ids import check_port_id, expand_nodeid
 from ._message import check_message
 from ._runtime import SELF
 from ._spawn import Spawner
-from ._transport import Network, make_settings
-from ._version import __version__
 from .kernel import Kernel
+from .net import Network, make_settings
 
 log = logging.getLogger("aemp.node")
 
@@ -85,7 +84,7 @@ class Node(Kernel):
             if self._spawner.policy.anything and not cfg.secure:
                 log.warning("node %s: spawn_allow has '*': every node with the secret may "
                             "run any function here", self.id)  # fmt: skip
-            self._net = Network(self, make_settings(self, __version__))
+            self._net = Network(self, cfg, make_settings(cfg, self.id))
             self.set_connector(self._net)
             await self._net.listen(cfg.binds)
             self._db.started(self._net.listeners)

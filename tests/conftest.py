@@ -1,4 +1,5 @@
-"""Shared fixtures: every async test runs on uvloop, the loop aemp uses in production."""
+"""Shared fixtures: every async test runs on uvloop, the loop aemp uses in production,
+but for tests marked virtual_time, which run on aemp.testing.VirtualTimeLoop."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import pytest
 import uvloop
 
 import aemp
+from aemp.testing import VirtualTimeLoop
 
 
 def pytest_asyncio_loop_factories(config: Any, item: Any) -> Mapping[str, Callable[[], Any]]:
+    if item.get_closest_marker("virtual_time"):
+        return {"virtual": VirtualTimeLoop}  # docs/testing.md
     return {"uvloop": uvloop.new_event_loop}
 
 

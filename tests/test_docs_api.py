@@ -37,6 +37,8 @@ DOCUMENTED_ELSEWHERE = {
     "aemp.wire": ROOT / "docs" / "protocol.md",
     "aemp.lowlevel": ROOT / "docs" / "lowlevel.md",  # checked by test_lowlevel.py
     "aemp.kernel": ROOT / "docs" / "lowlevel.md",
+    "aemp.net": ROOT / "docs" / "protocol.md",
+    "aemp.testing": ROOT / "docs" / "testing.md",
 }
 RUN_TIMEOUT = 60
 

@@ -12,7 +12,8 @@ import pytest
 from conftest import Recorder
 
 import aemp
-from aemp import _transport
+from aemp import _addr
+from aemp.net import _conn
 
 SECRET = "test-secret"
 PAYLOAD = b"x" * 4000  # one message is about 4 KB on the wire
@@ -46,7 +47,7 @@ async def test_failed_link_delivers_nothing_queued_after_the_monitor_fired(
     the limit's worth that was still queued at the sender; and its monitor
     on a port of the sender fires too (the connection was reset)."""
     limit = 4 * 1024 * 1024
-    monkeypatch.setattr(_transport, "SEND_BUFFER_LIMIT", limit)
+    monkeypatch.setattr(_conn, "SEND_BUFFER_LIMIT", limit)
     async with (
         aemp.Node(nodeid="rcv", binds=["127.0.0.1:0"], secret=SECRET) as rcv,
         aemp.Node(nodeid="snd", seeds=rcv.listeners, secret=SECRET) as snd,
@@ -102,7 +103,7 @@ async def test_refusal_after_the_greeting_is_a_clean_close() -> None:
     """A connection refused on purpose (here: to a node that is connected
     already) ends with a FIN after the greeting, not a reset."""
     async with aemp.Node(nodeid="a", binds=["127.0.0.1:0"], secret=SECRET) as a:
-        host, port = _transport.parse_address(a.listeners[0])
+        host, port = _addr.parse_address(a.listeners[0])
         reader, writer = await asyncio.open_connection(host, port)
         # greet as the node itself: refused with "I refuse to talk to myself"
         writer.write(b"aemp;1;a;hmac_sha3_512;json\nnonce\n")

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import aemp
-from aemp import _transport
+from aemp.net import _conn
 from aemp.wire import _connection as wire_connection
 
 SECRET = "test-secret"
@@ -44,10 +44,7 @@ def keep_first_authenticated(node: aemp.Node) -> None:
         if node.node_is_up(conn.remote_id):
             conn.close(f"{conn.remote_id} already connected")
             return
-        conn.remote = node.inbox(conn.remote_id)
-        conn.is_link = True
-        node.link_up(conn.remote_id, conn)
-        conn.authenticated.set_result(conn.remote_id)
+        net._link(conn)
 
     net.greeted = greeted  # type: ignore[method-assign]
     net.authenticated = authenticated  # type: ignore[method-assign]
@@ -74,7 +71,7 @@ class Jitter:
     queues: dict[Any, list[tuple[Any, Any]]]
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, rng: random.Random) -> None:
-        cls = _transport._Conn
+        cls = _conn._Conn
         made, received = cls.connection_made, cls.data_received
         eof, lost = cls.eof_received, cls.connection_lost
         self.queues = queues = {}
@@ -135,21 +132,21 @@ class Counter:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.made = 0
-        made = _transport._Conn.connection_made
+        made = _conn._Conn.connection_made
 
         def counting(conn: Any, transport: Any) -> None:
             self.made += 1
             made(conn, transport)
 
-        monkeypatch.setattr(_transport._Conn, "connection_made", counting)
+        monkeypatch.setattr(_conn._Conn, "connection_made", counting)
         self.reasons: dict[str, int] = {}
-        close = _transport._Conn._shutdown
+        close = _conn._Conn._shutdown
 
         def shutdown(conn: Any, reason: str, abort: bool = False) -> None:
             self.reasons[reason] = self.reasons.get(reason, 0) + 1
             close(conn, reason, abort)
 
-        monkeypatch.setattr(_transport._Conn, "_shutdown", shutdown)
+        monkeypatch.setattr(_conn._Conn, "_shutdown", shutdown)
 
 
 async def until(cond: Any, what: str, limit: float = 5.0) -> None:

@@ -78,7 +78,7 @@ class _CountingTransport:
 async def test_writes_are_batched_and_lone_packets_wait_for_nothing(
     pair: tuple[aemp.Node, aemp.Node],
 ) -> None:
-    from aemp._transport import CHUNK_PACKETS
+    from aemp.net._conn import CHUNK_PACKETS
 
     a, b = pair
     got: list[int] = []

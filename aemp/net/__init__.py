@@ -1,0 +1,12 @@
+# The network: listeners, connections, dialling, seeds and the address
+# book (aemp/net/_network.py), one connection each (aemp/net/_conn.py).
+#
+# It meets the kernel only through the Protocols of aemp/_seam.py: it
+# serves a LinkOwner and is its Connector. It never imports the kernel,
+# the node or the database; the node (aemp/_node.py) builds it.
+
+from __future__ import annotations
+
+from ._network import Network, make_settings
+
+__all__ = ["Network", "make_settings"]

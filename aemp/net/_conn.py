@@ -1,0 +1,405 @@
+# One connection to another node: asyncio glue between a socket and the
+# sans-IO protocol core (aemp.wire).
+#
+# One _Conn per TCP connection, either direction. Until the handshake ends
+# it feeds bytes to wire.Connection and acts on its events; after it, bytes
+# go through the core's fast path straight to the Inbox the node gave for
+# the peer (aemp/_seam.py), whose bound receive the connection keeps, so a
+# read costs one call. Outgoing packets are encoded at once (so a bad
+# message raises in the caller's snd). A lone packet is written at once (a
+# request or a reply waits for nothing); the ones behind it are collected
+# and written together at the end of the loop turn, so a burst of small
+# sends costs two system calls. A burst made while delivering what the
+# peer sent (replies to its requests) goes out every 256 packets, so that
+# the peer, which waits for them, can work on the first while we make the
+# rest. Heartbeats and limits live here: the core has no clock.
+#
+# Every timer and deadline is on the event loop's clock (loop.time,
+# loop.call_later), never on time.monotonic: a loop whose clock is virtual
+# (aemp.testing) drives the handshake timeout and the heartbeats.
+#
+# A connection that fails after the handshake is aborted (reset, its
+# unsent data dropped): its monitors fire, so nothing queued on it may
+# arrive later. Only a close on purpose writes out what is queued.
+#
+# This module knows the network (aemp/net/_network.py) and the seam, never
+# the kernel or the node.
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
+
+from .. import wire
+from .._addr import format_address
+from .._errors import RemoteProtocolError
+from .._seam import Inbox
+
+if TYPE_CHECKING:
+    from ._network import Network
+
+log = logging.getLogger("aemp.transport")
+
+SEND_BUFFER_LIMIT = 256 * 1024 * 1024  # bytes written but not taken by the peer
+CHUNK_PACKETS = 256  # a burst is written in parts of this many packets
+# A packet sent more than this long (loop time) after a write at once is
+# taken to be lone: more than a millisecond, as the packets of one burst are
+# made faster than that. uvloop's clock counts whole milliseconds, so this
+# means two ticks (between 1 and 2 ms): never less than a millisecond, or a
+# burst that crossed a tick would be written packet by packet.
+LONE_GAP = 0.0015
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close drops the send queue, sends RST
+
+
+class _Conn(asyncio.Protocol):
+    """One TCP connection to another node."""
+
+    def __init__(self, net: Network, peeraddr: str, expect: str | None = None) -> None:
+        self.net = net
+        self.loop = loop = net.loop
+        self._now = loop.time
+        self.peeraddr = peeraddr
+        self.expect = expect  # the node ID we dialled for, if any
+        self.remote_id = ""
+        # where what arrives goes (the Inbox's receive), once authenticated
+        self._deliver: Callable[[Iterable[list[Any]]], None] | None = None
+        self.is_link = False  # made the node's link (LinkOwner.link_up)
+        self.bytes_in = self.bytes_out = 0  # read; packets written (before TLS)
+        self.wire = wire.Connection(net.settings, peeraddr=peeraddr)
+        self._encode = self.wire.encode
+        self._encode_message = self.wire.encode_message
+        self.transport: asyncio.Transport | None = None
+        self.open = False
+        self.closed = False
+        self.why = ""
+        # the data phase: the core's receive and wrap (None: no wrapping)
+        self._receive: Callable[[bytes], Iterable[list[Any]]] | None = None
+        self._wrap: Callable[[bytes], bytes] | None = None
+        self._chunks: list[bytes] = []  # encoded, to be written by _flush
+        self.send_message: Callable[[str, tuple[Any, ...]], None] = self._send_message
+        self._append: Callable[[str, tuple[Any, ...]], None] | None = None  # into _chunks
+        self._flush_handle: asyncio.Handle | None = None
+        # Written at once lately: what follows waits for _flush. Order holds
+        # because packets queue only while a flush is due, and _wrote is
+        # cleared only with no flush due, so nothing queued is overtaken.
+        self._wrote = False
+        self._in_read = False  # delivering what we read: a burst of replies goes in parts
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_in = self._last_out = loop.time()
+        self._hb: float | None = None
+        self._hb_timeout = 0.0
+        self._greeted_as = ""
+        self.tiebreak = False  # the peer settles twin connections by the nonce rule
+        # resolved when this connection becomes the node's link (not merely
+        # authenticated: it may wait for a twin, see Network._settle)
+        self.authenticated: asyncio.Future[str] = loop.create_future()
+        self.finished: asyncio.Future[str] = loop.create_future()
+
+    # -- asyncio.Protocol -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = t = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        if self.expect is None and self.peeraddr == "?":
+            peer = t.get_extra_info("peername")
+            if peer:
+                self.peeraddr = format_address(peer[0], peer[1])
+                self.wire = wire.Connection(self.net.settings, peeraddr=self.peeraddr)
+                self._encode = self.wire.encode
+                self._encode_message = self.wire.encode_message
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                if self.net.config.nodelay:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            except OSError:  # pragma: no cover - not a TCP socket
+                pass
+        self.net.conns.add(self)
+        self.wire.start()
+        t.write(self.wire.data_to_send())
+        timeout = self.net.config.monitor_timeout
+        self._timer = self.loop.call_later(timeout, self._handshake_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_in = self._now()
+        self.bytes_in += len(data)
+        receive = self._receive
+        if receive is not None:  # the data phase
+            if self._flush_handle is None:  # no batch open (nothing queued)
+                self._wrote = False  # the first reply may go at once
+            self._in_read = True
+            try:
+                self._deliver(receive(data))  # type: ignore[misc]
+            except RemoteProtocolError as e:
+                self.fail(str(e))
+                return
+            finally:
+                self._in_read = False
+            if self._chunks:  # replies go out now, not a loop turn later
+                self._flush()
+            return
+        if self.closed:
+            return
+        try:
+            self.wire.receive_data(data)
+            self._handshake()
+        except RemoteProtocolError as e:
+            self.fail(str(e))
+
+    def eof_received(self) -> bool:
+        self.fail("Unexpected end-of-file" if self.open else "peer closed during handshake")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(f"connection lost: {exc}" if exc else "Unexpected end-of-file")
+
+    # -- handshake --------------------------------------------------------
+
+    def _handshake(self) -> None:
+        while not self.closed:
+            ev = self.wire.next_event()
+            out = self.wire.data_to_send()
+            if out and self.transport is not None:
+                self.transport.write(out)
+            if ev is wire.NEED_DATA:
+                return
+            if isinstance(ev, wire.GreetingReceived):
+                refusal = self.net.greeted(self, ev.greeting.nodeid)
+                if refusal:
+                    self.close(refusal)
+                    return
+            elif isinstance(ev, wire.Authenticated):
+                self._authenticated(ev)
+                return
+            elif isinstance(ev, wire.ConnectionClosed):
+                self.fail("peer closed during handshake")
+                return
+
+    def _authenticated(self, ev: wire.Authenticated) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.open = True
+        self._encode = self.wire.encoder.encode
+        self._encode_message = self.wire.encoder.encode_message
+        self._wrap = self.wire.wrap  # until data_phase() below says what is needed
+        encoder = self.wire.encoder
+        encoder.out = self._chunks
+        self._append = encoder.append_message
+        self.remote_id = ev.remote_nodeid
+        self.tiebreak = ev.greeting.tiebreak
+        own_hb = self.net.settings.heartbeat
+        if own_hb is not None and ev.remote_heartbeat is not None:
+            # we write often enough for the stricter of the two sides, and
+            # give up on our own clock: what the peer announced (within the
+            # limits the greeting check enforces) cannot make us wait longer
+            self._hb = min(own_hb, ev.remote_heartbeat)
+            self._hb_timeout = self.net.config.monitor_timeout
+            self._timer = self.loop.call_later(self._hb, self._heartbeat)
+        log.debug(
+            "node %s: connected to %s (%s, %s/%s%s)",
+            self.net.owner.id,
+            ev.remote_nodeid,
+            ev.method,
+            ev.send_framing,
+            ev.recv_framing,
+            ", tls" if ev.tls else "",
+        )
+        self.net.authenticated(self)
+        # bytes that arrived right behind the auth line are packets already
+        ev2 = self.wire.next_event()
+        deliver = self._deliver
+        if isinstance(ev2, wire.Packets) and deliver is not None and not self.closed:
+            deliver(ev2.packets)
+        if not self.closed and self._deliver is not None:
+            self._receive, self._wrap = self.wire.data_phase()
+
+    def _handshake_timeout(self) -> None:
+        self.fail("Connection timed out (handshake did not finish within monitor_timeout)")
+
+    def _heartbeat(self) -> None:
+        now = self._now()
+        silent = now - self._last_in
+        if silent >= self._hb_timeout:
+            self.fail("heartbeat timeout")
+            return
+        assert self._hb is not None
+        if now - self._last_out >= self._hb and not self._chunks:
+            self.send([""])
+        # look again after hb, or at the deadline if that comes first
+        wait = min(self._hb, self._hb_timeout - silent)
+        self._timer = self.loop.call_later(wait, self._heartbeat)
+
+    # -- sending ----------------------------------------------------------
+
+    def send(self, packet: list[Any]) -> None:
+        """Encode now (errors raise here) and write: at once if nothing was
+        written lately, else with the others at the end of this loop turn."""
+        if self.closed:
+            return
+        data = self._encode(packet)
+        if not self._wrote:
+            self._write_now(data)
+        elif self._flush_handle is not None:
+            chunks = self._chunks
+            chunks.append(data)
+            if self._in_read and len(chunks) >= CHUNK_PACKETS:
+                self._write_chunks()
+        elif self._now() - self._last_out > LONE_GAP:
+            self._write_now(data)  # written at once a while ago: a later loop turn
+        else:
+            self._chunks.append(data)
+            self._batch()
+
+    def _send_message(self, portname: str, msg: tuple[Any, ...]) -> None:
+        """send([portname, *msg]) for a non-empty msg: the hot path of snd,
+        as the attribute send_message (see _batch)."""
+        if self.closed:
+            return
+        data = self._encode_message(portname, msg)
+        if not self._wrote:
+            self._write_now(data)
+        elif self._flush_handle is not None:
+            chunks = self._chunks
+            chunks.append(data)
+            if self._in_read and len(chunks) >= CHUNK_PACKETS:
+                self._write_chunks()
+        elif self._now() - self._last_out > LONE_GAP:
+            self._write_now(data)  # written at once a while ago: a later loop turn
+        else:
+            self._chunks.append(data)
+            self._batch()
+
+    def _batch(self) -> None:
+        # A batch is open until _flush. Outside a read, send_message is the
+        # encoder's own append into the batch meanwhile: one call per packet
+        # of a burst instead of two. (In a read, bursts go out in parts.)
+        self._flush_handle = self.loop.call_soon(self._flush)
+        if not self._in_read and self._append is not None:
+            self.send_message = self._append
+
+    def _write_now(self, data: bytes) -> None:
+        # A lone packet (a request, a reply) leaves without waiting for the
+        # loop turn to end. The packets behind it in the same turn are
+        # collected and written together at its end. A turn is over when
+        # this connection receives or flushes, or a millisecond later (the
+        # packets of one burst are made faster than that): a burst costs
+        # a few writes, and a lone packet waits for nothing.
+        self._wrote = True
+        transport = self.transport
+        assert transport is not None
+        self._last_out = self._now()
+        wrap = self._wrap
+        self.bytes_out += len(data)
+        transport.write(data if wrap is None else wrap(data))
+        if transport.get_write_buffer_size() > SEND_BUFFER_LIMIT and self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self._flush)  # it fails us, from the loop
+
+    def _write_chunks(self) -> None:
+        # a long burst of replies goes out in parts, so that the peer can
+        # start on it while we go on; the limit is checked by the _flush due
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._last_out = self._now()
+        wrap = self._wrap
+        assert self.transport is not None
+        self.bytes_out += len(data)
+        self.transport.write(data if wrap is None else wrap(data))
+
+    def _flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self.send_message = self._send_message  # the batch is over
+        transport = self.transport
+        if self.closed or transport is None:
+            return
+        if self._chunks:
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+            self._last_out = self._now()
+            wrap = self._wrap
+            self.bytes_out += len(data)
+        transport.write(data if wrap is None else wrap(data))
+        self._wrote = False
+        # checked here, from the loop, never inside a caller's send
+        if transport.get_write_buffer_size() > SEND_BUFFER_LIMIT:
+            self.fail(f"peer is not reading: more than {SEND_BUFFER_LIMIT} bytes unsent")
+
+    # -- closing ----------------------------------------------------------
+
+    def close(self, reason: str) -> None:
+        """Close on purpose; pending output is written first."""
+        if self.closed:
+            return
+        if self._flush_handle is not None:
+            self._flush()
+        self._shutdown(reason)
+
+    def fail(self, reason: str) -> None:
+        """The connection broke; whatever was not written is lost.
+
+        In the data phase the connection is aborted: monitors fire for what
+        was sent on it, so nothing still buffered may reach the peer later
+        (a retry after the monitor fired would run twice). The asyncio
+        buffer is dropped, and SO_LINGER 0 drops the kernel's send queue
+        too and resets the connection, so the peer fires its monitors."""
+        if self.closed:
+            return
+        if not self.open:
+            # our auth line or a TLS alert may be queued: it tells the peer why
+            out = self.wire.data_to_send()
+            if out and self.transport is not None and not self.transport.is_closing():
+                self.transport.write(out)
+            log.warning(
+                "node %s: connection with %s failed: %s", self.net.owner.id, self.describe(), reason
+            )
+            self._shutdown(reason)
+            return
+        self._shutdown(reason, abort=True)
+
+    def _shutdown(self, reason: str, abort: bool = False) -> None:
+        self.closed = True
+        self._receive = None
+        self.send_message = self._send_message  # which drops what comes now
+        self.why = reason
+        self.wire.close()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        transport = self.transport
+        if transport is not None:
+            if abort and not transport.is_closing():
+                sock = transport.get_extra_info("socket")
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                except (OSError, AttributeError):  # pragma: no cover - not a TCP socket
+                    pass
+                transport.abort()
+            else:
+                transport.close()
+        self.net.conns.discard(self)
+        self.finished.set_result(reason)
+        if not self.authenticated.done():
+            self.authenticated.set_exception(ConnectionError(reason))
+            self.authenticated.exception()  # retrieved: a failed dial is reported elsewhere
+        self.net.closed(self, reason)
+
+    def take_inbox(self, inbox: Inbox) -> None:
+        """What arrives from now on goes to `inbox` (its bound receive is kept)."""
+        self._deliver = inbox.receive
+
+    def describe(self) -> str:
+        return self.remote_id or self.expect or self.peeraddr
+
+    def leads_to(self, nodeid: str) -> bool:
+        """Alive and with `nodeid` at the other end, as far as we know yet."""
+        if self.closed:
+            return False
+        if self._greeted_as:
+            return self._greeted_as == nodeid
+        return self.expect == nodeid

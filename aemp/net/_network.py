@@ -1,0 +1,332 @@
+# A node's network: its listeners, its connections (aemp/net/_conn.py),
+# how it reaches other nodes (dialling, seeds, the address book) and the
+# protocol settings it speaks (wire.Settings from the configuration).
+#
+# It serves a LinkOwner and offers it a Connector (aemp/_seam.py): every
+# connection that authenticates becomes a Link handed to owner.link_up,
+# what arrives on it goes to owner.inbox(nodeid), a lost link is reported
+# with owner.link_lost, a connect request that ends without a link with
+# owner.unreachable. Where a node listens comes from the address book,
+# else from owner.lookup (the database); a seed that turns out to be a
+# node, or this very node, is reported with owner.seed_greeted and
+# owner.seed_is_self. Nothing here imports the kernel, the node or the
+# database.
+#
+# Two nodes that dial each other at once get two connections. Closing one
+# on which we sent our auth line could lose what the peer sends on it, so
+# none is closed for being second: a connection that authenticates while
+# another to the same node is under way waits (Network._settle), and the
+# link is the one left, or between aemp nodes the one with the smaller
+# nonce, or, with a Perl peer, the one it keeps (docs/protocol.md, 11).
+#
+# Every wait (connect_interval, the twin deadline, the seeds' back-off) is
+# on the event loop's clock.
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+from typing import Any
+
+from .. import wire
+from .._addr import listen_addresses, parse_address, parse_bind
+from .._config import Config
+from .._errors import ConfigError, MessageError
+from .._seam import LinkOwner
+from .._version import __version__
+from ._conn import _Conn
+
+log = logging.getLogger("aemp.transport")
+
+
+class Network:
+    """A node's listeners, its connections and how it reaches other nodes."""
+
+    def __init__(self, owner: LinkOwner, config: Config, settings: wire.Settings) -> None:
+        self.owner = owner
+        self.loop = owner.loop
+        self.config = config
+        self.settings = settings
+        self.servers: list[asyncio.base_events.Server] = []
+        self.listeners: list[str] = []
+        self.conns: set[_Conn] = set()
+        self.addresses: dict[str, list[str]] = {}  # node ID -> where it listens
+        self._dials: dict[str, asyncio.Future[Any]] = {}
+        self.seeds: dict[str, str] = {}  # seed address -> node ID once greeted ("" before)
+        self._pulse = asyncio.Event()
+        self._seeds_pending: set[str] = set()  # seeds whose first dial has not ended
+        # node ID -> the deadline for a peer to close one of two connections
+        self._undecided: dict[str, asyncio.TimerHandle] = {}
+        self._closing = False
+
+    async def listen(self, binds: tuple[str, ...]) -> None:
+        loop = self.loop
+        bound: list[tuple[str | None, socket.AddressFamily, str, int]] = []
+        for bind in binds:
+            host, port = parse_bind(bind, "'binds' entry")
+            try:
+                server = await loop.create_server(
+                    lambda: _Conn(self, peeraddr="?"), host, port, reuse_address=True
+                )
+            except OSError as e:
+                raise ConfigError(f"cannot listen on {bind!r}: {e.strerror or e}") from e
+            self.servers.append(server)
+            for sock in server.sockets:
+                addr = sock.getsockname()  # an IP address, whatever the bind named
+                bound.append((host, sock.family, addr[0], addr[1]))
+        self.listeners = listen_addresses(bound)
+
+    # -- events from connections -------------------------------------------
+
+    def greeted(self, conn: _Conn, nodeid: str) -> str | None:
+        """Decide whether to go on with a peer that says it is `nodeid`."""
+        if "#" in nodeid or not nodeid.isprintable() or any(c.isspace() for c in nodeid):
+            why = f"node ID {nodeid[:80]!r} is not valid (no '#', no white space)"
+            log.warning("node %s: refused %s: %s", self.owner.id, conn.peeraddr, why)
+            return why
+        if conn.expect is None and conn.peeraddr in self.seeds:
+            self.seeds[conn.peeraddr] = nodeid
+            self._changed()
+            self.owner.seed_greeted(nodeid)
+        if nodeid == self.owner.id:
+            if conn.peeraddr in self.seeds:
+                del self.seeds[conn.peeraddr]  # a seed address that leads to ourselves
+                self._changed()
+                self.owner.seed_is_self()
+            return "I refuse to talk to myself"
+        if self.owner.node_is_up(nodeid):
+            return f"{nodeid} already connected, not connecting again."
+        # Another connection to the same node may be under way (both nodes
+        # dialled): this one goes on too, since the other may have carried
+        # our auth line already, and closing that would lose what the peer
+        # sends on it. _settle picks one when both are through.
+        conn._greeted_as = nodeid
+        if conn.expect is not None and conn.expect != nodeid:
+            self._settle(conn.expect)  # not the node we dialled for after all
+        return None
+
+    def authenticated(self, conn: _Conn) -> None:
+        nodeid = conn.remote_id
+        if conn.expect is not None or conn.peeraddr in self.seeds:
+            self.addresses.setdefault(nodeid, [])
+            if conn.peeraddr not in self.addresses[nodeid]:
+                self.addresses[nodeid].insert(0, conn.peeraddr)
+        if self.owner.node_is_up(nodeid):
+            # cannot happen while greeted() refuses a node that has a link
+            # and _settle waits for every connection under way; kept so
+            # that a link is never replaced under the packets sent on it
+            log.warning("node %s: second connection to %s closed", self.owner.id, nodeid)
+            conn.close(f"{nodeid} already connected (switched connections)")
+            return
+        conn.take_inbox(self.owner.inbox(nodeid))  # what arrives on it is delivered
+        self._settle(nodeid)
+
+    def _settle(self, nodeid: str, force: bool = False) -> None:
+        """Make the link to `nodeid` once it is clear which connection it is.
+
+        A connection that authenticated while another one to the same node
+        is still in its handshake waits, sending nothing but heartbeats
+        (packets for the node wait in the node until link_up), while what arrives
+        on it is delivered: a peer sends on one connection only. When the
+        others are gone it becomes the link. When several authenticated, an
+        aemp peer (tiebreak=nonce) picks the same one as we do, the one
+        with the smaller pair_key, and both close the others, on which
+        neither side sent anything. Any other peer (AnyEvent::MP keeps the
+        connection that authenticated first on its side and closes the
+        later one) chooses for us: we wait for it to close the others, for
+        at most monitor_timeout."""
+        if force:
+            self._undecided.pop(nodeid, None)
+        if self._closing or self.owner.node_is_up(nodeid):
+            return
+        group = [c for c in self.conns if c.leads_to(nodeid)]
+        ready = [c for c in group if c.open]
+        if not ready or len(ready) < len(group):
+            return  # none through yet, or one still in its handshake
+        if len(ready) > 1 and not force and not all(c.tiebreak for c in ready):
+            if nodeid not in self._undecided:
+                timeout = self.config.monitor_timeout
+                self._undecided[nodeid] = self.loop.call_later(timeout, self._settle, nodeid, True)
+            return
+        timer = self._undecided.pop(nodeid, None)
+        if timer is not None:
+            timer.cancel()
+        link = min(ready, key=lambda c: c.wire.pair_key)
+        self._link(link)
+        for other in ready:
+            if other is not link:
+                other.close(f"{nodeid}: simultaneous connect, the other connection won")
+        self._changed()
+
+    def _link(self, conn: _Conn) -> None:
+        """Make `conn` the node's link to its peer."""
+        nodeid = conn.remote_id
+        conn.is_link = True  # from here on its loss is the link's (see closed)
+        self.owner.link_up(nodeid, conn)
+        if not conn.closed:
+            conn.take_inbox(self.owner.inbox(nodeid))  # the node's inbox for the link
+        if not conn.authenticated.done():
+            conn.authenticated.set_result(nodeid)
+
+    def closed(self, conn: _Conn, reason: str) -> None:
+        if conn.is_link:
+            self.owner.link_lost(conn.remote_id, conn, reason)
+            return
+        nodeid = conn._greeted_as or conn.expect
+        if nodeid:
+            self._settle(nodeid)  # a connection the others waited for is gone
+
+    # -- dialling ------------------------------------------------------------
+
+    def connect(self, nodeid: str) -> None:
+        """Start connecting to a remote node known by ID (Connector.connect)."""
+        task = self.owner.spawn_task(self._dial_node(nodeid))
+        self._dials[nodeid] = task
+        task.add_done_callback(lambda t: self._dials.pop(nodeid, None))
+
+    def forget(self, nodeid: str) -> None:
+        """The node forgot a departed peer: so do we, but for a seed's address."""
+        if nodeid not in self.seeds.values():
+            self.addresses.pop(nodeid, None)
+
+    def _changed(self) -> None:
+        """Wake the dials waiting for a seed's or a node's identity."""
+        self._pulse.set()
+        self._pulse = asyncio.Event()
+
+    async def _dial_node(self, nodeid: str) -> None:
+        interval = self.config.connect_interval
+        is_up = self.owner.node_is_up
+        try:
+            async with asyncio.timeout(interval):
+                addrs = await self._addresses_of(nodeid)
+                if not addrs:
+                    if not is_up(nodeid):
+                        self.owner.unreachable(nodeid, "no known address")
+                    return
+                while not is_up(nodeid):
+                    for addr in addrs:
+                        try:
+                            conn = await self.dial(addr, expect=nodeid)
+                        except (OSError, ConnectionError) as e:
+                            log.debug("node %s: dial %s failed: %s", self.owner.id, addr, e)
+                            if is_up(nodeid):
+                                return  # connected the other way round meanwhile
+                            continue
+                        if conn.remote_id == nodeid or is_up(nodeid):
+                            return
+                    await asyncio.sleep(min(0.4, interval / 4) * random.uniform(0.9, 1.0))
+        except TimeoutError:
+            pass
+        if not is_up(nodeid):
+            self.owner.unreachable(nodeid, "connect timeout")
+
+    async def _addresses_of(self, nodeid: str) -> list[str]:
+        """Where a node listens: what we dialled before, else what the database knows."""
+        while not self.owner.node_is_up(nodeid):
+            addrs = list(self.addresses.get(nodeid) or ())
+            for addr in await self.owner.lookup(nodeid):
+                if addr not in addrs:
+                    addrs.append(addr)
+            if addrs or not self._seeds_pending:
+                return addrs
+            await self._pulse.wait()  # a seed not yet greeted may be the node we want
+        return []
+
+    async def dial(self, addr: str, expect: str | None = None) -> _Conn:
+        """Connect to addr and wait until the connection is the link (it
+        may wait for a twin first; ConnectionError if it is closed instead)."""
+        host, port = parse_address(addr)
+        _, conn = await self.loop.create_connection(
+            lambda: _Conn(self, peeraddr=addr, expect=expect), host, port
+        )
+        await asyncio.shield(conn.authenticated)
+        return conn
+
+    def keep_seed(self, addr: str) -> None:
+        """Stay connected to a seed address for as long as the node lives."""
+        parse_address(addr, "'seeds' entry")
+        if addr not in self.seeds:
+            self.seeds[addr] = ""
+            self._seeds_pending.add(addr)
+            self.owner.spawn_task(self._seed_loop(addr))
+
+    async def _seed_loop(self, addr: str) -> None:
+        # Part B 5.2: at once, then 1.2-2.4 s doubling up to monitor_timeout
+        cap = self.config.monitor_timeout
+        delay = 0.0
+        while addr in self.seeds:
+            nodeid = self.seeds[addr]
+            if nodeid and self.owner.node_is_up(nodeid):
+                await asyncio.sleep(min(0.5, cap))  # connected the other way round
+                continue
+            conn = None
+            try:
+                conn = await self.dial(addr)
+            except (OSError, ConnectionError) as e:
+                log.debug("node %s: seed %s: %s", self.owner.id, addr, e)
+            if addr in self._seeds_pending:
+                self._seeds_pending.discard(addr)
+                self._changed()
+            if conn is not None:
+                delay = 0.0
+                await conn.finished
+                continue
+            delay = min(cap, delay * 2 if delay else 1.2 * (1 + random.random()))
+            await asyncio.sleep(delay)
+
+    def statistics(self) -> dict[str, dict[str, Any]]:
+        """The links, by node ID: the peer's address and the bytes read and
+        written in the data phase (packets as encoded, before TLS)."""
+        return {
+            c.remote_id: {"address": c.peeraddr, "bytes_in": c.bytes_in, "bytes_out": c.bytes_out}
+            for c in self.conns
+            if c.is_link and not c.closed
+        }
+
+    async def close(self) -> None:
+        self._closing = True
+        for timer in self._undecided.values():
+            timer.cancel()
+        self._undecided.clear()
+        for server in self.servers:
+            server.close()
+        for conn in list(self.conns):
+            conn.close("node closed")
+        for server in self.servers:
+            await server.wait_closed()
+        self.servers.clear()
+
+
+def make_settings(cfg: Config, nodeid: str) -> wire.Settings:
+    """The protocol settings of node `nodeid` with configuration `cfg`."""
+
+    tls_server = tls_client = None
+    if cfg.cert is not None:
+        from ..tls import ssl_contexts
+
+        tls_server, tls_client = ssl_contexts(cfg.cert)
+    if cfg.secret is None and cfg.cert is None:
+        raise ConfigError(
+            f"node {nodeid!r} has neither a shared secret nor a certificate, so no other node "
+            "can trust it: set 'secret' (aemp gensecret) or 'cert' (aemp gencert)"
+        )
+    try:
+        return wire.Settings(
+            nodeid=nodeid,
+            provider=f"aemp-py-{__version__}",
+            secret=cfg.secret,
+            tls_server=tls_server,
+            tls_client=tls_client,
+            auth_offer=cfg.auth_offer,
+            auth_accept=cfg.auth_accept,
+            framing_format=cfg.framing_format,
+            max_packet=cfg.max_packet,
+            heartbeat=max(
+                wire.MIN_HEARTBEAT, cfg.monitor_timeout / 4
+            ),  # 'monitor_timeout' <= 86400
+        )
+    except MessageError as e:  # pragma: no cover - Settings raises ConfigError
+        raise ConfigError(str(e)) from e
