@@ -3,10 +3,8 @@
 # A call makes a temporary reply port, watches the target and keeps a
 # deadline; the first of reply, death of the target, timeout or cancel()
 # ends it and undoes its part in all three at once, so nothing of it acts
-# later (unlike AnyEvent::MP, whose callback can fire a second time). The
-# result is kept on the object, so awaiting late, awaiting twice or never
-# awaiting all behave, and no future ever holds an exception nobody
-# retrieved.
+# later (unlike AnyEvent::MP, whose callback can fire a second time). How
+# a result is awaited or handed to callbacks is Pending's (aemp/_pending.py).
 #
 # Calls are cheap because the helpers are shared, node-wide, in a
 # CallTable: the pending calls to one target share one monitor (kept a
@@ -19,87 +17,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._errors import CallTimeout, NodeClosed, PortDead
+from ._errors import CallTimeout, PortDead
+from ._pending import Pending
 from ._runtime import SELF
 
 if TYPE_CHECKING:
     from .kernel import Kernel, Monitor
 
 log = logging.getLogger("aemp.node")
-
-
-class Pending:
-    """An outcome that is awaited, or handed to cb/err callbacks, once.
-
-    The base of Call and the database's Query. A subclass sets the slots,
-    provides _fail(exc) to end without a result, calls _settle() when it
-    ends, and runs what _callback() gives, in the caller's context.
-    """
-
-    __slots__ = ("_cb", "_done", "_err", "_exc", "_future", "_owner", "_result")
-    _cb: Callable[..., Any] | None
-    _done: bool
-    _err: Callable[[Exception], Any] | None
-    _exc: BaseException | None
-    _future: asyncio.Future[None] | None
-    _owner: str | None
-    _result: Any
-
-    if TYPE_CHECKING:
-
-        def _fail(self, exc: BaseException) -> None: ...
-
-    def done(self) -> bool:
-        return self._done
-
-    def cancel(self) -> None:
-        """Stop waiting; a late answer is dropped and awaiting raises CancelledError."""
-        if not self._done:
-            self._fail(asyncio.CancelledError())
-
-    def _settle(self, exc: BaseException | None) -> None:
-        """Record the ending (the result is already in _result) and wake an await."""
-        self._done = True
-        self._exc = exc
-        if self._future is not None and not self._future.done():
-            self._future.set_result(None)
-
-    def _callback(
-        self, exc: BaseException | None, args: tuple[Any, ...]
-    ) -> tuple[Callable[..., Any], tuple[Any, ...]] | None:
-        """The callback to run for this ending, with its arguments, if any."""
-        if self._cb is None or isinstance(exc, asyncio.CancelledError):
-            return None
-        if exc is None:
-            return self._cb, args
-        if self._err is not None:
-            return self._err, (exc,)
-        if isinstance(exc, Exception) and not isinstance(exc, NodeClosed):
-            # no error callback: the failure must not vanish, so it kills the
-            # caller (unless the whole node is closing: nobody is left to tell)
-            return _raise, (exc,)
-        return None
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        if not self._done:
-            future = self._future
-            if future is None:
-                # awaited from the node's own loop, the only one it runs on
-                future = self._future = asyncio.get_running_loop().create_future()
-            try:
-                yield from future
-            except asyncio.CancelledError:
-                self.cancel()
-                raise
-        if self._exc is not None:
-            raise self._exc
-        return self._result
 
 
 class Call(Pending):
@@ -202,10 +132,6 @@ class Call(Pending):
         run = self._callback(exc, ()) if exc is not None else None
         if run is not None:
             node.call_in(self._owner, *run)
-
-
-def _raise(exc: Exception) -> None:
-    raise exc
 
 
 MAX_IDLE_TARGETS = 256  # remote ports called lately whose monitor we keep

@@ -44,10 +44,10 @@ import types
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._call import Pending
 from ._errors import DbTimeout, InvalidFamily, NodeClosed
 from ._ids import check_port_id
 from ._message import check_message
+from ._pending import Pending
 from ._runtime import SELF
 from .kernel import Handle
 
