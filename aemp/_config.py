@@ -36,7 +36,7 @@ FRAMINGS = ("msgpack", "json")
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """The effective configuration of one node (DESIGN section 5)."""
+    """The effective configuration of one node (docs/api.md: the configuration keys)."""
 
     nodeid: str | None = None
     binds: tuple[str, ...] = ()

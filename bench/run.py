@@ -2,7 +2,8 @@
 
 Each benchmark measures aemp and, in the same run, a reference doing the
 same work without aemp, and ends with one JSON object per figure per line
-(DESIGN section 7). Every benchmark is bounded in count and time.
+(the figure, its unit, the reference's figure and their ratio). Every
+benchmark is bounded in count and time.
 """
 
 from __future__ import annotations

@@ -154,7 +154,7 @@ def test_capture(capture: Path) -> None:
 
 
 def test_captures_contain_the_documented_packets() -> None:
-    """Spot checks against PROTOCOL.md, so the replay above cannot pass vacuously."""
+    """Spot checks against what the captures hold, so the replay above cannot pass vacuously."""
     base = VECTORS / "json" / "seedproxy.conn1"
     client = _split((base.parent / (base.name + ".c2s.bin")).read_bytes(), 3)
     server = _split((base.parent / (base.name + ".s2c.bin")).read_bytes(), 3)

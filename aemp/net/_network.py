@@ -254,7 +254,7 @@ class Network:
             self.owner.spawn_task(self._seed_loop(addr))
 
     async def _seed_loop(self, addr: str) -> None:
-        # Part B 5.2: at once, then 1.2-2.4 s doubling up to monitor_timeout
+        # docs/protocol.md section 11: at once, then 1.2-2.4 s doubling up to monitor_timeout
         cap = self.config.monitor_timeout
         delay = 0.0
         while addr in self.seeds:
