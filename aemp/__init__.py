@@ -15,7 +15,6 @@ from typing import Any
 
 from ._call import Call
 from ._config import effective_keys
-from ._db import DbEntry, DbMonitor, Query
 from ._errors import (
     AempError,
     AuthError,
@@ -42,6 +41,7 @@ from ._node import Node
 from ._runtime import CURRENT, SELF, current_node, process_node, run, set_process_node
 from ._services import start_services
 from ._spawn import spawnable
+from .db._client import DbEntry, DbMonitor, Query
 
 __version__ = "0.1.0"
 

@@ -19,16 +19,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from . import _runtime
 from ._call import Call, CallTable
 from ._config import Config
-from ._db import Db, DbEntry, DbMonitor, Query
 from ._errors import InvalidID, NodeClosed, NotLocalPort, PortDead
 from ._handles import MON_CALL, MON_KILL, MON_SEND, Monitor, NodeWatch, Timer
 from ._ids import (
@@ -43,10 +43,11 @@ from ._ids import (
 from ._message import check_message
 from ._port import _BUSY, _DEAD, _SYS, _Port
 from ._remote import Link, Remote, State
-from ._requests import handle_node_request
+from ._requests import REQUESTS, handle_node_request, register
 from ._runtime import CURRENT, SELF
 from ._spawn import SpawnBook, SpawnPolicy, parse_spawn_target, resolve_spawn_target, show
 from ._transport import Network, make_settings
+from .db._client import Db, DbEntry, DbMonitor, Query
 
 log = logging.getLogger("aemp.node")
 
@@ -146,7 +147,8 @@ class Node:
         self._connect_waits: dict[str, Timer] = {}  # attempts waiting out their back-off
         self._net: Network | None = None
         self._node_watchers: dict[NodeWatch, None] = {}
-        self._db = Db(self)
+        self._handlers: dict[str, Callable[..., None]] = {}  # node requests: see _DbHost.handle
+        self._db = Db(_DbHost(self))
         if not self.config.seeds:
             self._db.become_global()  # no seed to attach to: its own master
 
@@ -1039,3 +1041,72 @@ class Node:
     def master(self) -> str | None:
         """The global node this node's database requests go to (itself if global)."""
         return self._db.master
+
+
+# ---------------------------------------------------------------- the database's host
+# The node as aemp.db sees it (the Host Protocol of aemp/db/_host.py): thin
+# methods over the node, kept together here until the kernel's registry.
+
+
+def _per_node(tag: str, node: Node, remote: Remote | None, *args: Any) -> None:
+    """REQUESTS' entry for a tag each node answers with its own handler."""
+    fn = node._handlers.get(tag)
+    if fn is None:
+        raise ValueError(f"{tag!r} is not a request this node answers")
+    fn(None if remote is None else remote.id, *args)
+
+
+class _DbHost:
+    __slots__ = ("config", "id", "loop", "node")
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.id = node.id
+        self.loop = node.loop
+        self.config = node.config
+
+    @property
+    def closed(self) -> bool:
+        return self.node.closed
+
+    def post(self, fn: Callable[..., None], *args: Any) -> None:
+        self.node._post(fn, *args)
+
+    def call_in(self, owner: str | None, fn: Callback, args: tuple[Any, ...]) -> Any:
+        return self.node._call_in(owner, fn, args)
+
+    def port_alive(self, port: str) -> bool:
+        return port in self.node._ports
+
+    def mon(self, port: str, cb: Callback) -> Monitor:
+        return self.node.mon(port, cb)
+
+    def spawn_task(self, coro: Any) -> asyncio.Future[Any]:
+        return self.node.spawn_task(coro)
+
+    def handle(self, tag: str, fn: Callable[..., None]) -> None:
+        handlers = self.node._handlers
+        if tag in handlers:
+            raise ValueError(f"node request {tag!r} is registered already")
+        entry = REQUESTS.get(tag)
+        if entry is None:
+            register(tag, functools.partial(_per_node, tag))
+        elif getattr(entry, "func", None) is not _per_node:
+            raise ValueError(f"node request {tag!r} is one of the node's own")
+        handlers[tag] = fn
+
+    def request(self, nodeid: str, tag: str, *args: Any) -> None:
+        self.node._remote(nodeid).send(["", tag, *args])
+
+    def connect(self, nodeid: str) -> None:
+        self.node._remote(nodeid).start_connect()
+
+    def node_is_up(self, nodeid: str) -> bool:
+        return self.node.node_is_up(nodeid)
+
+    def up_nodes(self) -> list[str]:
+        return self.node.up_nodes()
+
+    def seed_ids(self) -> Collection[str] | None:
+        net = self.node._net
+        return None if net is None else net.seeds.values()

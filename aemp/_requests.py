@@ -1,7 +1,9 @@
 # Requests to the node port ("" as port name), from other nodes or from
 # local code that sends to the node ID.
 #
-# Each request is a small function in one table. A request with arguments
+# Each request is a small function in one table; layers above the node add
+# theirs with register() (the database its g_* tags: aemp/db/_client.py
+# registers each one once, through the node). A request with arguments
 # of the wrong shape is logged and ignored: nothing a peer sends can crash
 # the node (guarantee 8). Unknown requests are never taken as function
 # names to call, unlike AnyEvent::MP; `eval` is refused. `remote` is the
@@ -10,9 +12,9 @@
 # sent it to its own node port; that gives no more authority than a peer
 # has, since such a request is most likely a reply or relay that a peer
 # built (a callback answering snd(reply, *what_the_peer_sent) with the node
-# ID as reply): spawn requests meet the spawn policy and g_* requests are
-# refused (this node's own code spawns with spawn() and writes with
-# db_set). A reply goes to a port, never to a node port.
+# ID as reply): spawn requests meet the spawn policy and the database
+# refuses g_* requests (this node's own code spawns with spawn() and writes
+# with db_set). A reply goes to a port, never to a node port.
 
 from __future__ import annotations
 
@@ -148,22 +150,11 @@ REQUESTS: dict[str, Callable[..., None]] = {
 }
 
 
-def _database(tag: str) -> Callable[..., None]:
-    def handler(node: Node, remote: Remote | None, *args: Any) -> None:
-        if remote is None:
-            # this node's own code writes with db_set and friends; a g_* request
-            # it sends to its own node port is one it passed on for someone else
-            raise ValueError("this node's own code sent it to its own node port")
-        node._db.request(remote.id, tag, list(args))
-
-    return handler
-
-
-for _tag in (
-    "g_slave", "g_upd", "g_set", "g_global", "g_find", "g_found", "g_mon1", "g_mon0",
-    "g_chg1", "g_chg2", "g_db_family", "g_db_keys", "g_db_values", "g_reply",
-):  # fmt: skip
-    REQUESTS[_tag] = _database(_tag)
+def register(tag: str, handler: Callable[..., None]) -> None:
+    """Add node request `tag`: handler(node, remote, *args). Each tag once."""
+    if tag in REQUESTS:
+        raise ValueError(f"node request {tag!r} is registered already")
+    REQUESTS[tag] = handler
 
 
 def handle_node_request(node: Node, remote: Remote | None, msg: list[Any]) -> None:
