@@ -114,12 +114,12 @@ class Global:
         family, eff_set, eff_del, fwd_set, fwd_del = change
         if fwd_set or fwd_del:
             for g in self.merge.globals:
-                self._send(g, "g_upd", family, fwd_set, fwd_del)
+                self.send(g, "g_upd", family, fwd_set, fwd_del)
         if eff_set or eff_del:
             subs = self.subs.get(family)
             if subs:
                 for n in list(subs):
-                    self._send(n, "g_chg2", family, eff_set, eff_del)
+                    self.send(n, "g_chg2", family, eff_set, eff_del)
             if family == "'g":
                 self._mesh_wake.set()
                 self.owner.globals_changed()
@@ -203,7 +203,7 @@ class Global:
         """
         self.globals.add(nodeid)
         self.owner.set_own("'g", nodeid, None)
-        self._send(nodeid, "g_set", self.own_view())
+        self.send(nodeid, "g_set", self.own_view())
 
     def _own(self, src: str, tag: str, family: str, entries: dict[str, Any]) -> dict[str, Any]:
         """`entries` of `family` less what `src` may not write: see the header."""
@@ -224,14 +224,14 @@ class Global:
     def _find(self, src: str, nodeid: Any) -> None:
         if type(nodeid) is not str:
             raise TypeError(f"g_find wants a node ID, got {nodeid!r:.80}")
-        self._send(src, "g_found", nodeid, self.merged.get("'l", {}).get(nodeid))
+        self.send(src, "g_found", nodeid, self.merged.get("'l", {}).get(nodeid))
 
     def _mon1(self, src: str, family: Any) -> None:
         family = check_peer_family(family)
         if src not in self.globals:
             self.slaves.add(src)
         self.subs.setdefault(family, {})[src] = None
-        self._send(src, "g_chg1", family, dict(self.merged.get(family) or {}) or None)
+        self.send(src, "g_chg1", family, dict(self.merged.get(family) or {}) or None)
 
     def _mon0(self, src: str, family: Any) -> None:
         family = check_peer_family(family)
@@ -251,7 +251,7 @@ class Global:
             result = list(data.values())
         else:
             result = dict(data)
-        self._send(src, "g_reply", qid, result)
+        self.send(src, "g_reply", qid, result)
 
     # ------------------------------------------------------------ nodes
 
@@ -273,7 +273,8 @@ class Global:
         self.owner.del_own("'g", nodeid)
         self.owner.del_own("'l", nodeid)
 
-    def _send(self, nodeid: str, tag: str, *args: Any) -> None:
+    def send(self, nodeid: str, tag: str, *args: Any) -> None:
+        """Send node request [tag, *args] to `nodeid` if it is up (this node: its client side)."""
         if nodeid == self.id:
             self.host.post(self.owner.answer, tag, list(args))
             return
