@@ -16,7 +16,6 @@ from typing import Any
 from ._call import Call
 from ._config import effective_keys
 from ._current import current_node, process_node, run, set_process_node
-from ._db import DbEntry, DbMonitor, Query
 from ._errors import (
     AempError,
     AuthError,
@@ -43,6 +42,7 @@ from ._runtime import CURRENT, SELF
 from ._services import start_services
 from ._spawn import spawnable
 from ._version import __version__
+from .db._client import DbEntry, DbMonitor, Query
 from .kernel import Handle, Monitor, NodeWatch, Timer, make_snd
 
 __all__ = [

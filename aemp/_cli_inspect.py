@@ -20,8 +20,8 @@ from typing import Any
 
 from ._cli_base import Command, Session, Usage, need_str, to_json
 from ._cli_net import DEFAULT_TIMEOUT, G_NET, _talk
-from ._db import check_family
 from ._errors import AempError, CallTimeout, DbTimeout, PortDead
+from .db._names import check_family
 
 GLOBALS = "the global nodes"
 MAX_NODES = 100

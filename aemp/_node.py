@@ -1,6 +1,6 @@
 # aemp.Node: the kernel (aemp/kernel/) with the parts that make it a node,
 # built and wired here: the network (aemp/net/), the database
-# (aemp/_db.py, with the global service), spawn (aemp/_spawn.py) and cal
+# (aemp/db/, with the global service), spawn (aemp/_spawn.py) and cal
 # (aemp/_call.py). This is the one module that knows both the kernel and
 # the network; they meet through the Protocols of aemp/_seam.py: the
 # network calls the LinkOwner methods (the kernel's, and the database's
@@ -13,17 +13,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from ._call import Call, CallTable
 from ._config import Config
-from ._db import Db, DbEntry, DbMonitor, Query
 from ._errors import InvalidArgument, NodeClosed, OutOfRange
 from ._ids import check_port_id, expand_nodeid
 from ._message import check_message
 from ._runtime import SELF
 from ._spawn import Spawner
+from .db._client import Db, DbEntry, DbMonitor, Query
 from .kernel import Kernel
 from .net import Network, make_settings
 
@@ -251,7 +251,7 @@ class Node(Kernel):
         """Answer the global-node request `tag` with fn(sender, *args) (see aemp.lowlevel)."""
         if type(tag) is not str or not tag:
             raise InvalidArgument(f"handle_global: tag must be a non-empty str (got {tag!r})")
-        self._db.add_global_handler(tag, fn)
+        self._db.handle_global(tag, lambda service, sender, *args: fn(sender, *args))
 
     @property
     def is_global(self) -> bool:
@@ -262,6 +262,13 @@ class Node(Kernel):
     def master(self) -> str | None:
         """The global node this node's database requests go to (itself if global)."""
         return self._db.master
+
+    # ---------------------------------------------------------------- the database's host
+
+    def seed_ids(self) -> Collection[str] | None:
+        """The node IDs the seed addresses turned out to be ("" for one not yet
+        greeted); None while the node has no network (aemp/db/_host.py)."""
+        return None if self._net is None else self._net.seeds.values()
 
     # ---------------------------------------------------------------- statistics
 

@@ -1,5 +1,5 @@
 # The distributed database as every node sees it: its own entries, its
-# master, its monitors and queries.
+# master, its monitors and queries (Db, DbEntry, DbMonitor, Query).
 #
 # Every node keeps the entries it set itself (its *local* database) and
 # sends each change to its master, a global node. Queries and monitors go
@@ -31,63 +31,39 @@
 # every global listed in 'g has sent its view (g_set), or monitor_timeout
 # has passed: until then its merged view holds little more than its own
 # entries, so its views stay as they were, not current, and its queries wait.
+#
+# Layering: the client creates the global service (aemp/db/_service.py)
+# when its node becomes global and calls it; the service reports back only
+# through the Owner callbacks (set_own, del_own, answer, globals_changed,
+# synced) that Db implements. The node is reached only through the Host
+# Protocol (aemp/db/_host.py). Every g_* tag is registered with the node's
+# request registry here, once, from two tables that list each tag once:
+# ANSWERS below (what a master sends to its slaves) and the service's
+# REQUESTS (what global nodes answer), which Db.handle_global extends.
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
-import re
 import secrets
 import types
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._errors import DbTimeout, InvalidFamily, NodeClosed
-from ._ids import check_port_id
-from ._message import check_message
-from ._pending import Pending
-from ._runtime import SELF
-from .kernel import Handle
-
-if TYPE_CHECKING:
-    from ._global import Global
-    from ._node import Node
-    from .kernel import Monitor
+from .._errors import DbTimeout, NodeClosed
+from .._ids import check_port_id
+from .._message import check_message
+from .._pending import Pending
+from .._runtime import SELF
+from ..kernel import Handle
+from ._host import Cancellable, Host
+from ._names import Shard, check_family, check_subkey
+from ._service import REQUESTS, Global, GlobalRequest
 
 log = logging.getLogger("aemp.db")
 
 Callback = Callable[..., Any]
-Shard = dict[str, dict[str, Any]]
-
-_FAMILY = re.compile(r"[A-Za-z][A-Za-z0-9_:.]*\Z")
-MAX_FAMILY = 1024  # characters, for names that come from other nodes
-
-
-def check_family(family: object, *, write: bool) -> str:
-    """A family name as DESIGN section 4 says; reserved ('...) ones are read-only."""
-    if type(family) is str:
-        if _FAMILY.match(family):
-            return family
-        if family.startswith("'") and not write and valid_peer_family(family):
-            return family
-    what = "a family this node may write" if write else "a family name"
-    raise InvalidFamily(
-        f"{family!r} is not {what}: family names match [A-Za-z][A-Za-z0-9_:.]* "
-        "(names starting with ' are the framework's and read-only)"
-    )
-
-
-def valid_peer_family(family: object) -> bool:
-    """What a family name from another node may be (other implementations are lax)."""
-    return type(family) is str and 0 < len(family) <= MAX_FAMILY
-
-
-def _check_subkey(key: object) -> str:
-    if type(key) is not str:
-        raise InvalidFamily(f"subkey {key!r} is of type {type(key).__name__}: subkeys must be str")
-    return key
 
 
 class _Family:
@@ -121,9 +97,9 @@ class _Family:
 class Db:
     """One node's side of the database."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.id = node.id
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.id = host.id
         self.local: Shard = {}
         self.glob: Global | None = None
         self.master: str | None = None
@@ -135,29 +111,30 @@ class Db:
         self._gens: dict[tuple[str, str], int] = {}  # which db_set wrote a local key last
         # becoming global: waiting for the g_set of every global in 'g (see become_global)
         self._sync: asyncio.TimerHandle | None = None
-        # g_* requests added with aemp.lowlevel.handle_global: tag -> fn(sender, *args)
-        self.global_handlers: dict[str, Callable[..., None]] = {}
-        from ._global import GLOBAL_TAGS
+        # the global service's requests: REQUESTS, and what handle_global adds
+        self.global_requests: dict[str, GlobalRequest] = dict(REQUESTS)
+        for tag in (*ANSWERS, *self.global_requests):
+            host.handle(tag, self._node_request(tag))
 
-        for tag in (*GLOBAL_TAGS, *_FROM_MASTER):  # every g_* tag this node speaks
-            node.handle(tag, functools.partial(self._request_from, tag))
+    def _node_request(self, tag: str) -> Callable[..., None]:
+        def handler(sender: str | None, *args: Any) -> None:
+            if sender is None:
+                # this node's own code writes with db_set and friends; a g_*
+                # request it sends to its own node port is one it passed on
+                # for someone else (a relay carries no authority of its own)
+                raise ValueError("this node's own code sent it to its own node port")
+            self.request(sender, tag, list(args))
 
-    def _request_from(self, tag: str, sender: str | None, *args: Any) -> None:
-        """The node request `tag` (a g_* request), from node `sender`."""
-        if sender is None:
-            # this node's own code writes with db_set and friends; a g_* request
-            # it sends to its own node port is one it passed on for someone else
-            raise ValueError("this node's own code sent it to its own node port")
-        self.request(sender, tag, list(args))
+        return handler
 
-    def add_global_handler(self, tag: str, fn: Callable[..., None]) -> None:
-        """Answer the global-node request `tag` with fn(sender, *args) while global."""
-        from ._global import GLOBAL_TAGS
-
-        if tag in GLOBAL_TAGS or tag in _FROM_MASTER or tag in self.global_handlers:
-            raise ValueError(f"handle_global: the request {tag!r} is handled already")
-        self.node.handle(tag, functools.partial(self._request_from, tag))
-        self.global_handlers[tag] = fn
+    def handle_global(self, tag: str, fn: GlobalRequest) -> None:
+        """Global nodes answer node request `tag` with fn(service, src, *args)."""
+        if type(tag) is not str or not tag:
+            raise ValueError(f"a node request's tag is a non-empty str, not {tag!r:.60}")
+        if tag in self.global_requests or tag in ANSWERS:
+            raise ValueError(f"the global-node request {tag!r} is handled already")
+        self.host.handle(tag, self._node_request(tag))
+        self.global_requests[tag] = fn
 
     def statistics(self) -> dict[str, Any]:
         """Counts: this node's entries, the families it watches and their monitors."""
@@ -170,11 +147,15 @@ class Db:
             "merged": sum(len(kv) for kv in self.glob.merged.values()) if self.glob else 0,
         }
 
+    def _check_open(self) -> None:
+        if self.host.closed:
+            raise NodeClosed(f"node {self.id!r} is closed")
+
     # ------------------------------------------------------------ writes
 
     def set(self, family: str, key: str, value: Any = None) -> DbEntry:
         family = check_family(family, write=True)
-        _check_subkey(key)
+        check_subkey(key)
         check_message((value,))
         return DbEntry(self, family, key, self._set(family, key, value))
 
@@ -188,7 +169,7 @@ class Db:
     def delete(self, family: str, *keys: str) -> None:
         family = check_family(family, write=True)
         for k in keys:
-            _check_subkey(k)
+            check_subkey(k)
         self._del(family, keys)
 
     def _del(self, family: str, keys: tuple[str, ...] | list[str]) -> None:
@@ -205,11 +186,23 @@ class Db:
             del self.local[family]
         self._out(family, None, gone)
 
-    def set_internal(self, family: str, key: str, value: Any) -> None:
+    # the Owner callbacks of the global service (see the header)
+
+    def set_own(self, family: str, key: str, value: Any) -> None:
         self._set(family, key, value)
 
-    def del_internal(self, family: str, key: str) -> None:
+    def del_own(self, family: str, key: str) -> None:
         self._del(family, [key])
+
+    def answer(self, tag: str, args: list[Any]) -> None:
+        self.from_master(self.id, tag, args)
+
+    def globals_changed(self) -> None:
+        if self._sync is not None:
+            self.host.post(self.sync_check)
+
+    def synced(self) -> None:
+        self.sync_check()
 
     def reg(self, family: str, port: str | None, value: Any) -> DbEntry:
         if port is None:
@@ -220,7 +213,7 @@ class Db:
                 )
         check_port_id(port)  # before anything is set
         entry = self.set(family, port, value)
-        entry._mon = self.node.mon(port, lambda *reason: entry.cancel())
+        entry._mon = self.host.mon(port, lambda *reason: entry.cancel())
         return entry
 
     def _out(self, family: str, sets: dict[str, Any] | None, dels: list[str] | None) -> None:
@@ -228,9 +221,9 @@ class Db:
             self.glob.update(self.id, family, sets, dels)
         elif self.master is not None:
             if dels:
-                self._to_master(["", "g_upd", family, sets, dels])
+                self._to_master("g_upd", family, sets, dels)
             else:
-                self._to_master(["", "g_upd", family, sets])
+                self._to_master("g_upd", family, sets)
 
     # ------------------------------------------------------------ reads
 
@@ -243,28 +236,28 @@ class Db:
         err: Callable[[Exception], Any] | None,
     ) -> Query:
         family = check_family(family, write=False)
-        self.node.check_open()
+        self._check_open()
         # a query ID that cannot be guessed from earlier ones (12 random bytes)
         q = Query(self, kind, family, secrets.token_urlsafe(12), timeout, cb, err)
         self.queries[q.id] = q
         if self.master is not None:
-            self._to_master(q.packet)
+            self._to_master(*q.request)
         return q
 
     def mon(self, family: str, cb: Callback) -> DbMonitor:
         family = check_family(family, write=False)
         if not callable(cb):
             raise TypeError(f"db_mon callback must be callable, got {cb!r}")
-        self.node.check_open()
+        self._check_open()
         m = DbMonitor(self, family, cb, SELF.get())
         fam = self.families.get(family)
         if fam is None:
             fam = self.families[family] = _Family()
             if self.master is not None:
-                self._to_master(["", "g_mon1", family])
+                self._to_master("g_mon1", family)
         fam.watchers[m] = None
         if fam.filled:
-            self.node.post(self._first_call, fam, m)
+            self.host.post(self._first_call, fam, m)
         return m
 
     def _first_call(self, fam: _Family, m: DbMonitor) -> None:
@@ -281,17 +274,17 @@ class Db:
         fam.stale()
         del self.families[m.family]
         if self.master is not None:
-            self._to_master(["", "g_mon0", m.family])
+            self._to_master("g_mon0", m.family)
 
     async def lookup(self, nodeid: str) -> list[str]:
         """Where `nodeid` listens, as the database knows it ([] if unknown)."""
         if self.glob is not None:
             return _addresses(self.glob.merged.get("'l", {}).get(nodeid))
-        fut: asyncio.Future[list[str]] = self.node.loop.create_future()
+        fut: asyncio.Future[list[str]] = self.host.loop.create_future()
         waiting = self.finds.setdefault(nodeid, [])
         waiting.append(fut)
         if len(waiting) == 1 and self.master is not None:
-            self._to_master(["", "g_find", nodeid])
+            self._to_master("g_find", nodeid)
         try:
             return await fut
         finally:
@@ -302,47 +295,45 @@ class Db:
 
     # ------------------------------------------------------------ the master
 
-    def _to_master(self, pkt: list[Any]) -> None:
+    def _to_master(self, tag: str, *args: Any) -> None:
         if self.master == self.id:
             assert self.glob is not None
-            self.glob.request(self.id, pkt[1], pkt[2:])
+            self.glob.request(self.id, tag, list(args))
         elif self.master is not None:
-            self.node.request(self.master, *pkt[1:])
+            self.host.request(self.master, tag, *args)
 
     def _master_set(self, master: str) -> None:
         if master != self.id:
             log.info("node %s: master is %s", self.id, master)
         self.master = master
         if master != self.id:
-            self._to_master(["", "g_slave", {f: dict(kv) for f, kv in self.local.items()}])
+            self._to_master("g_slave", {f: dict(kv) for f, kv in self.local.items()})
         for family, fam in self.families.items():
             fam.stale()  # until the new master's g_chg1
-            self._to_master(["", "g_mon1", family])
+            self._to_master("g_mon1", family)
         for nodeid in self.finds:
-            self._to_master(["", "g_find", nodeid])
+            self._to_master("g_find", nodeid)
         for q in list(self.queries.values()):
-            self._to_master(q.packet)
+            self._to_master(*q.request)
 
     def _master_search(self) -> None:
-        net = self.node._net
-        seeds = {n for n in net.seeds.values() if n} if net is not None else set()
-        up = [n for n in seeds if self.node.node_is_up(n)]
+        host = self.host
+        seeds = {n for n in host.seed_ids() or () if n}
+        up = [n for n in seeds if host.node_is_up(n)]
         if not up:
-            up = [n for n in self.known_globals if self.node.node_is_up(n)]
+            up = [n for n in self.known_globals if host.node_is_up(n)]
         if up:
             self._master_set(random.choice(up))
 
     def become_global(self, why: str = "") -> None:
         if self.glob is not None:
             return
-        from ._global import Global
-
         if why:
             log.info("node %s: now a global node (%s)", self.id, why)
-        glob = self.glob = Global(self.node, self)
+        glob = self.glob = Global(self.host, self, self.global_requests)
         glob.replace(self.id, {f: dict(kv) for f, kv in self.local.items()})
         self._set("'g", self.id, None)
-        for nodeid in self.node.up_nodes():
+        for nodeid in self.host.up_nodes():
             glob.node_up(nodeid)
             if nodeid in self.known_globals:
                 # it announced itself while we were not global and will not
@@ -360,7 +351,7 @@ class Db:
         self.master = None
         for fam in self.families.values():
             fam.stale()
-        self._sync = self.node.loop.call_later(self.node.config.monitor_timeout, self._synced, True)
+        self._sync = self.host.loop.call_later(self.host.config.monitor_timeout, self._synced, True)
 
     def sync_check(self) -> None:
         """Becoming global: is every other global's view in? Then serve ourselves."""
@@ -368,7 +359,7 @@ class Db:
             self._synced(False)
 
     def _synced(self, late: bool) -> None:
-        if self._sync is None or self.node.closed:
+        if self._sync is None or self.host.closed:
             return
         self._sync.cancel()
         self._sync = None
@@ -392,20 +383,20 @@ class Db:
 
     def seed_known(self, nodeid: str) -> None:
         """`nodeid` may be one of our seeds; if it is up, ask it to serve us."""
-        net = self.node._net
+        seeds = self.host.seed_ids()
         if (
-            net is None
+            seeds is None
             or nodeid == self.id
-            or nodeid not in net.seeds.values()
-            or not self.node.node_is_up(nodeid)
+            or nodeid not in seeds
+            or not self.host.node_is_up(nodeid)
         ):
             return
-        self.node.request(nodeid, "g_slave")  # makes the seed global
+        self.host.request(nodeid, "g_slave")  # makes the seed global
         if self.master is None:
             self._master_set(nodeid)
 
     def node_down(self, nodeid: str) -> None:
-        if self.node.closed:
+        if self.host.closed:
             return  # closing: every connection goes, and nothing is left to tell
         self.known_globals.pop(nodeid, None)
         if self.glob is not None:
@@ -417,7 +408,7 @@ class Db:
             for fam in self.families.values():
                 fam.stale()
             self._master_search()
-        self.node.post(self._prune, nodeid)
+        self.host.post(self._prune, nodeid)
 
     def _prune(self, nodeid: str) -> None:
         """`nodeid` went down: take its keys out of the views no master vouches for.
@@ -428,7 +419,7 @@ class Db:
         node ID or one of its port IDs. These keys are held back from the
         next g_chg1 (see _chg1), in case the new master has not yet noticed.
         """
-        if self.glob is not None or self.node.closed or self.node.node_is_up(nodeid):
+        if self.glob is not None or self.host.closed or self.host.node_is_up(nodeid):
             return
         prefix = nodeid + "#"
         for fam in self.families.values():
@@ -448,7 +439,7 @@ class Db:
         back: it would have noticed their node's death by now, so they stand."""
         fam.reveal = None
         hidden = fam.hidden
-        if not hidden or not fam.current or self.node.closed:
+        if not hidden or not fam.current or self.host.closed:
             return
         fam.hidden = {}
         fam.data.update(hidden)
@@ -474,7 +465,7 @@ class Db:
 
     def request(self, src: str, tag: str, args: list[Any]) -> None:
         """A g_* request from node `src` (this node itself included)."""
-        if tag in _FROM_MASTER:
+        if tag in ANSWERS:
             self.from_master(src, tag, args)
         elif tag == "g_global" and self.glob is None:
             self.known_globals[src] = None
@@ -492,25 +483,28 @@ class Db:
     def from_master(self, src: str, tag: str, args: list[Any]) -> None:
         if src != self.master:
             return  # a late word from a former master, or a forgery
-        if tag == "g_reply":
-            qid, result = args
-            q = self.queries.get(qid) if type(qid) is str else None
-            if q is not None:
-                q._answer(result)
-            return
-        if tag == "g_found":
-            nodeid, addrs = args
-            found = _addresses(addrs)
-            for fut in self.finds.pop(nodeid, ()) if type(nodeid) is str else ():
-                if not fut.done():
-                    fut.set_result(found)
-            return
-        if tag == "g_chg1":
-            family, data = args
-            self._chg1(family, {} if data is None else data)
-        else:
-            family, sets, dels = (*args, None) if len(args) == 2 else args
-            self._chg2(family, sets or {}, dels or [])
+        ANSWERS[tag](self, args)
+
+    def _reply(self, args: list[Any]) -> None:
+        qid, result = args
+        q = self.queries.get(qid) if type(qid) is str else None
+        if q is not None:
+            q._answer(result)
+
+    def _found(self, args: list[Any]) -> None:
+        nodeid, addrs = args
+        found = _addresses(addrs)
+        for fut in self.finds.pop(nodeid, ()) if type(nodeid) is str else ():
+            if not fut.done():
+                fut.set_result(found)
+
+    def _g_chg1(self, args: list[Any]) -> None:
+        family, data = args
+        self._chg1(family, {} if data is None else data)
+
+    def _g_chg2(self, args: list[Any]) -> None:
+        family, sets, dels = (*args, None) if len(args) == 2 else args
+        self._chg2(family, sets or {}, dels or [])
 
     def _chg1(self, family: Any, data: Any) -> None:
         if type(data) is not dict:
@@ -524,8 +518,8 @@ class Db:
         if held:
             data = {k: v for k, v in data.items() if k not in held}
             fam.hidden = held
-            fam.reveal = self.node.loop.call_later(
-                self.node.config.monitor_timeout, self._reveal, fam
+            fam.reveal = self.host.loop.call_later(
+                self.host.config.monitor_timeout, self._reveal, fam
             )
         old = fam.data
         added = [k for k in data if k not in old]
@@ -579,7 +573,14 @@ class Db:
                     m._notify(fam.view, added, changed, deleted)
 
 
-_FROM_MASTER = frozenset({"g_chg1", "g_chg2", "g_reply", "g_found"})
+# What a master sends its slaves, taken from the current master only; each
+# of these g_* tags is listed here once (the global service's in REQUESTS).
+ANSWERS: dict[str, Callable[[Db, list[Any]], None]] = {
+    "g_chg1": Db._g_chg1,
+    "g_chg2": Db._g_chg2,
+    "g_reply": Db._reply,
+    "g_found": Db._found,
+}
 
 
 def _addresses(addrs: Any) -> list[str]:
@@ -599,14 +600,14 @@ class DbEntry(Handle):
         self.family = family
         self.key = key
         self._gen = gen
-        self._mon: Monitor | None = None
+        self._mon: Cancellable | None = None
 
     def _undo(self) -> None:
         if self._mon is not None:
             self._mon.cancel()
         db = self._db
         # only the entry this handle wrote: a later db_set of the key stays
-        if db._gens.get((self.family, self.key)) == self._gen and not db.node.closed:
+        if db._gens.get((self.family, self.key)) == self._gen and not db.host.closed:
             db._del(self.family, [self.key])
 
     def __repr__(self) -> str:
@@ -631,12 +632,12 @@ class DbMonitor(Handle):
     ) -> None:
         if not self._active:
             return
-        node = self._db.node
-        if self._owner is not None and not node.port_alive(self._owner):
+        host = self._db.host
+        if self._owner is not None and not host.port_alive(self._owner):
             self.cancel()  # the port that asked is gone
             return
         self.primed = True
-        node.call_in(self._owner, self._cb, (view, added, changed, deleted))
+        host.call_in(self._owner, self._cb, (view, added, changed, deleted))
 
     @property
     def current(self) -> bool:
@@ -660,7 +661,7 @@ class DbMonitor(Handle):
 class Query(Pending):
     """A pending ``db_family``, ``db_keys`` or ``db_values``: await it, or cancel() it."""
 
-    __slots__ = ("_db", "_timer", "family", "id", "kind", "packet")
+    __slots__ = ("_db", "_timer", "family", "id", "kind", "request")
 
     def __init__(
         self,
@@ -676,7 +677,7 @@ class Query(Pending):
         self.kind = kind
         self.family = family
         self.id = qid
-        self.packet = ["", f"g_db_{kind}", family, qid]
+        self.request = (f"g_db_{kind}", family, qid)
         self._cb = cb
         self._err = err
         self._owner = SELF.get()
@@ -685,7 +686,7 @@ class Query(Pending):
         self._exc = None
         self._future = None
         self._timer = (
-            db.node.loop.call_later(timeout, self._on_timeout, timeout)
+            db.host.loop.call_later(timeout, self._on_timeout, timeout)
             if timeout is not None
             else None
         )
@@ -719,5 +720,5 @@ class Query(Pending):
         self._settle(exc)
         run = self._callback(exc, (result,))
         if run is not None:
-            node = db.node
-            node.post(node.call_in, self._owner, *run)
+            host = db.host
+            host.post(host.call_in, self._owner, *run)
