@@ -154,13 +154,13 @@ class Network:
         if timer is not None:
             timer.cancel()
         link = min(ready, key=lambda c: c.wire.pair_key)
-        self._link(link)
+        self.make_link(link)
         for other in ready:
             if other is not link:
                 other.close(f"{nodeid}: simultaneous connect, the other connection won")
         self._changed()
 
-    def _link(self, conn: _Conn) -> None:
+    def make_link(self, conn: _Conn) -> None:
         """Make `conn` the node's link to its peer."""
         nodeid = conn.remote_id
         conn.is_link = True  # from here on its loss is the link's (see closed)
@@ -278,10 +278,17 @@ class Network:
             await asyncio.sleep(delay)
 
     def statistics(self) -> dict[str, dict[str, Any]]:
-        """The links, by node ID: the peer's address and the bytes read and
-        written in the data phase (packets as encoded, before TLS)."""
+        """The links, by node ID: the peer's address, the bytes read and
+        written in the data phase (packets as encoded, before TLS), the
+        framing we send in and the TLS version (None without TLS)."""
         return {
-            c.remote_id: {"address": c.peeraddr, "bytes_in": c.bytes_in, "bytes_out": c.bytes_out}
+            c.remote_id: {
+                "address": c.peeraddr,
+                "bytes_in": c.bytes_in,
+                "bytes_out": c.bytes_out,
+                "framing": c.wire.send_framing,
+                "tls": c.wire.tls_version,
+            }
             for c in self.conns
             if c.is_link and not c.closed
         }
