@@ -180,6 +180,11 @@ class CallTable:
     def __len__(self) -> int:
         return sum(len(target.calls) for target in self._targets.values())
 
+    @property
+    def targets(self) -> int:
+        """The ports the table watches: targets of pending calls, and idle ones."""
+        return len(self._targets)
+
     def __iter__(self) -> Iterator[Call]:
         return iter([call for target in self._targets.values() for call in target.calls])
 

@@ -103,6 +103,12 @@ class Node(Kernel):
         """The "host:port" addresses this node really listens on."""
         return list(self._net.listeners) if self._net is not None else []
 
+    @property
+    def network(self) -> Network | None:
+        """The node's network (aemp.net.Network), None without one: for
+        aemp.testing and diagnostics, not part of the API of docs/api.md."""
+        return self._net
+
     async def close(self) -> None:
         """Stop the node: every port dies silently, every task and timer ends.
 
@@ -186,6 +192,12 @@ class Node(Kernel):
                 f"cal cb must be callable or None (got {cb!r}, a {type(cb).__name__})"
             )
         return Call(self, self._calls, port, msg, timeout, cb, err, SELF.get())
+
+    def take_name(self, kind: str) -> str:
+        """Kernel.take_name, and "spawn": the name of the next spawn's port."""
+        if kind == "spawn":
+            return self._spawner.take_name()
+        return super().take_name(kind)
 
     def NODE(self) -> str:
         return self.id
@@ -276,6 +288,9 @@ class Node(Kernel):
         """Counts of the node's state (see aemp.lowlevel.statistics)."""
         stats = super().statistics()
         stats["calls"] = len(self._calls)
-        stats["links"] = self._net.statistics() if self._net is not None else {}
+        stats["call_targets"] = self._calls.targets
+        net = self._net
+        stats["links"] = net.statistics() if net is not None else {}
+        stats["addresses"] = {n: list(a) for n, a in net.addresses.items()} if net else {}
         stats["db"] = self._db.statistics()
         return stats

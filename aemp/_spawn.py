@@ -267,6 +267,10 @@ class Spawner:
         self._start(pid, target, args)
         return pid
 
+    def take_name(self) -> str:
+        """Take the port ID the next spawn would have (it never will)."""
+        return next(self._names)
+
     def _request(self, sender: str | None, name: Any, target: Any, *args: Any) -> None:
         """A spawn request to the node port, from `sender` (None: sent by this node).
 

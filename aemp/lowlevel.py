@@ -30,8 +30,11 @@ __all__ = [
     "gated_port",
     "handle",
     "handle_global",
+    "node_info",
     "on_close",
     "port_alive",
+    "port_info",
+    "ports",
     "post",
     "release",
     "request",
@@ -163,6 +166,27 @@ def port_alive(node: Node, port: str) -> bool:
     return node.port_alive(port)
 
 
+def ports(node: Node) -> list[str]:
+    """The IDs of the node's live ports, oldest first."""
+    return node.ports()
+
+
+def port_info(node: Node, port: str) -> dict[str, Any] | None:
+    """What the node holds for its live port `port`, None for any other port:
+    {"monitors": local monitors on it, "watchers": [IDs of the other nodes
+    that monitor it], "backlog": messages waiting in it}."""
+    check_port_id(port)
+    return node.port_info(port)
+
+
+def node_info(node: Node, nodeid: str) -> dict[str, Any] | None:
+    """What the node keeps about another node, None if nothing:
+    {"state", "monitors": {port name: local monitors}, "routes", "backoff",
+    "waiting"} (see docs/lowlevel.md)."""
+    check_port_id(nodeid)
+    return node.node_info(nodeid)
+
+
 def gated_port(node: Node) -> str:
     """Create a port whose messages wait until release(node, port); return its ID.
 
@@ -197,12 +221,17 @@ def statistics(node: Node) -> dict[str, Any]:
 
     - ``ports``: live local ports; ``queued``: entries in the run queue;
       ``backlog``: messages waiting in busy or gated ports;
-    - ``tasks``, ``timers``: node-owned tasks and timers; ``calls``:
-      pending ``cal``s; ``routes``: cached routes to remote ports;
+    - ``tasks``, ``timers``: node-owned tasks and timers; ``routes``:
+      cached routes to remote ports;
+    - ``calls``: pending ``cal``s; ``call_targets``: ports cal watches
+      (those of pending calls, and a bounded number kept idle);
     - ``remotes``: {node ID: "idle", "connecting", "up" or "firing"} for
-      every other node the kernel keeps state for;
-    - ``links``: {node ID: {"address", "bytes_in", "bytes_out"}} for each
-      connected node (bytes of the data phase);
+      every other node the kernel keeps state for; ``unreachable``: nodes
+      remembered as unreachable (bounded); ``backoffs``: attempts to reach
+      a node that wait out a back-off;
+    - ``links``: {node ID: {"address", "bytes_in", "bytes_out", "framing",
+      "tls"}} for each connected node (bytes of the data phase);
+      ``addresses``: {node ID: [addresses]}, where the node would dial it;
     - ``db``: {"entries": this node's own entries, "families": families it
       watches, "monitors": db_mon callbacks, "queries": pending queries,
       "global": whether it is a global node, "merged": entries of the

@@ -17,8 +17,14 @@
 # timer of aemp is on the loop's clock, which makes this possible; sockets
 # are not (real I/O takes real time), so do not mix them with virtual time.
 #
-# A public face: it may use the node, the seam and the wire; nothing below
-# imports it. docs/testing.md documents it.
+# The hooks at the end let a test observe or break what users cannot: the
+# live connection to a node (to cut it, or to write raw bytes on it), the
+# node's network, the next names of its counters, a monitor under a name
+# the API refuses. They use the public methods of the node, the kernel and
+# the network, never their private names, so aemp's own tests need none.
+#
+# A public face: it may use the node, the seam, the network and the wire;
+# nothing below imports it. docs/testing.md documents it.
 
 from __future__ import annotations
 
@@ -29,22 +35,31 @@ import selectors
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import wire
 from ._errors import RemoteProtocolError
 from ._node import Node
 from ._seam import Inbox, LinkOwner
 
+if TYPE_CHECKING:
+    from .kernel import Monitor
+    from .net import Network
+
 __all__ = [
     "MemoryEnd",
     "MemoryLink",
     "Mesh",
     "VirtualTimeLoop",
+    "connection",
+    "cut_link",
     "link",
     "mesh",
+    "monitor_raw",
+    "network",
     "pair",
     "run",
+    "take_names",
     "wait_until",
 ]
 
@@ -546,3 +561,50 @@ async def wait_until(
                 f"{what or _describe(predicate)}; last value {value!r}"
             )
         await asyncio.sleep(min(interval, left))
+
+
+# ---------------------------------------------------------------- hooks into a node
+
+
+def connection(node: Node, nodeid: str) -> Any:
+    """The live link from `node` to `nodeid`: over TCP the connection object
+    of aemp.net (``transport``, ``wire``, ``fail(reason)``), in memory a
+    MemoryEnd. LookupError if there is none. What it offers beyond the Link
+    of aemp/_seam.py may change with aemp's version."""
+    conn = node.link(nodeid)
+    if conn is None:
+        raise LookupError(f"node {node.id!r} has no link to {nodeid!r}")
+    return conn
+
+
+def cut_link(node: Node, nodeid: str, reason: str = "cut by the test") -> None:
+    """Fail `node`'s live link to `nodeid` as a broken connection would:
+    what was not written is dropped, the node's monitors on `nodeid` fire
+    with ("transport_error", nodeid, reason) and the peer sees the link
+    lost. LookupError if there is no link."""
+    connection(node, nodeid).fail(reason)
+
+
+def network(node: Node) -> Network:
+    """The node's network (aemp.net.Network: ``addresses``, the address book;
+    ``conns``; ``settings``; ``dial``...), for tests that play a peer's part.
+    RuntimeError for a node without one (no binds, seeds or secret)."""
+    net = node.network
+    if net is None:
+        raise RuntimeError(f"node {node.id!r} has no network (not started, or nothing to bind)")
+    return net
+
+
+def take_names(node: Node) -> dict[str, str]:
+    """Take the next port ID of each of the node's counters: {"local": what
+    port() would make next, "spawn": what spawn() would name next, "reply":
+    what the next cal's reply port would be}. The node never gives these
+    out: a test can pose as a peer that guessed them."""
+    return {kind: node.take_name(kind) for kind in ("local", "spawn", "reply")}
+
+
+def monitor_raw(node: Node, nodeid: str, name: str, cb: Callable[..., Any]) -> Monitor:
+    """Monitor the port `name` of node `nodeid` without the checks of mon():
+    the node sends ["", "mon1", name] as any peer may, whatever `name` is,
+    and cb(*reason) hears the answer. For tests of what a node answers."""
+    return node.mon_name(nodeid, name, cb)

@@ -10,6 +10,28 @@ from conftest import Recorder, settle
 
 import aemp
 from aemp import lowlevel
+from aemp.testing import wait_until
+
+
+def monitors(node: aemp.Node, port: str) -> int:
+    """The local monitors on a live port of node."""
+    info = lowlevel.port_info(node, port)
+    assert info is not None, f"{port} is not a live port of {node.id}"
+    return int(info["monitors"])
+
+
+def watchers(node: aemp.Node, port: str) -> list[str]:
+    """The other nodes that monitor a live port of node."""
+    info = lowlevel.port_info(node, port)
+    assert info is not None, f"{port} is not a live port of {node.id}"
+    return list(info["watchers"])
+
+
+def subscriptions(node: aemp.Node, nodeid: str) -> dict[str, int]:
+    """{port name: local monitors} for the ports of nodeid that node subscribed to."""
+    info = lowlevel.node_info(node, nodeid)
+    assert info is not None, f"{node.id} keeps nothing about {nodeid}"
+    return dict(info["monitors"])
 
 
 def adder(node: aemp.Node) -> str:
@@ -66,15 +88,15 @@ async def test_cal_to_missing_port(node: aemp.Node) -> None:
 
 async def test_cal_leaves_no_port_or_monitor_behind(node: aemp.Node) -> None:
     srv = adder(node)
-    before = set(node._ports)
+    before = set(lowlevel.ports(node))
     for _ in range(10):
         await node.cal(srv, "add", 1, 1)
     silent = node.port(ask=lambda reply: None)
     with pytest.raises(aemp.CallTimeout):
         await node.cal(silent, "ask", timeout=0.01)
-    assert set(node._ports) == before | {silent}
-    assert not node._ports[srv].monitors
-    assert not node._ports[silent].monitors
+    assert set(lowlevel.ports(node)) == before | {silent}
+    assert monitors(node, srv) == 0
+    assert monitors(node, silent) == 0
     assert lowlevel.statistics(node)["calls"] == 0
 
 
@@ -247,13 +269,13 @@ async def test_pending_calls_to_one_port_share_one_monitor(node: aemp.Node) -> N
     calls.append(node.cal(other, "ask", timeout=5))
     await settle()
     assert len(held) == 100
-    assert len(node._ports[srv].monitors or ()) == 1
-    assert len(node._ports[other].monitors or ()) == 1
+    assert monitors(node, srv) == 1
+    assert monitors(node, other) == 1
     for reply in held[:50]:
         node.snd(reply, "ok")
     await settle()
     assert [c.done() for c in calls] == [True] * 50 + [False] * 51
-    assert len(node._ports[srv].monitors or ()) == 1
+    assert monitors(node, srv) == 1
     node.kil(srv, "gone", 1)
     await settle()
     assert all(c.done() for c in calls[:100]) and not calls[100].done()
@@ -262,7 +284,7 @@ async def test_pending_calls_to_one_port_share_one_monitor(node: aemp.Node) -> N
             await call
         assert ei.value.reason == ("gone", 1)
     calls[100].cancel()
-    assert lowlevel.statistics(node)["calls"] == 0 and not node._ports[other].monitors
+    assert lowlevel.statistics(node)["calls"] == 0 and monitors(node, other) == 0
 
 
 async def test_calls_to_a_remote_port_share_one_subscription() -> None:
@@ -274,30 +296,26 @@ async def test_calls_to_a_remote_port_share_one_subscription() -> None:
         held: list[str] = []
         srv = a.port(ask=held.append)
         calls = [b.cal(srv, "ask", timeout=5) for _ in range(200)]
-        async with asyncio.timeout(5):
-            while len(held) < 200:
-                await asyncio.sleep(0.005)
+        await wait_until(lambda: len(held) == 200)
         name = srv.partition("#")[2]
-        assert len(b._remotes["a"].monitors[name]) == 1
-        assert a._ports[srv].watchers == {"b"}
+        assert subscriptions(b, "a")[name] == 1
+        assert watchers(a, srv) == ["b"]
         for reply in held:
             a.snd(reply, "ok")
         assert [await c for c in calls] == [("ok",)] * 200
         assert lowlevel.statistics(b)["calls"] == 0
         # the monitor stays for the next call to this port, unseen by users
-        assert len(b._remotes["a"].monitors[name]) == 1
+        assert subscriptions(b, "a")[name] == 1
         # a death reaches every pending call at once
         held.clear()
         calls = [b.cal(srv, "ask", timeout=5) for _ in range(20)]
-        async with asyncio.timeout(5):
-            while len(held) < 20:
-                await asyncio.sleep(0.005)
-        assert len(b._remotes["a"].monitors[name]) == 1
+        await wait_until(lambda: len(held) == 20)
+        assert subscriptions(b, "a")[name] == 1
         a.kil(srv, "bye")
         for call in calls:
             with pytest.raises(aemp.PortDead, match="bye"):
                 await call
-        assert lowlevel.statistics(b)["calls"] == 0 and name not in b._remotes["a"].monitors
+        assert lowlevel.statistics(b)["calls"] == 0 and name not in subscriptions(b, "a")
 
 
 async def test_idle_remote_targets_are_bounded() -> None:
@@ -311,13 +329,15 @@ async def test_idle_remote_targets_are_bounded() -> None:
         servers = [a.port(ask=lambda reply: a.snd(reply, 1)) for _ in range(MAX_IDLE_TARGETS + 20)]
         for srv in servers:
             assert await b.cal(srv, "ask", timeout=5) == (1,)
-        remote = b._remotes["a"]
-        kept = [s for s in servers if remote.monitors.get(s.partition("#")[2])]
+        subscribed = subscriptions(b, "a")
+        kept = [s for s in servers if subscribed.get(s.partition("#")[2])]
         assert kept == servers[-MAX_IDLE_TARGETS:]  # the oldest were dropped
+        assert lowlevel.statistics(b)["call_targets"] == MAX_IDLE_TARGETS
         a.kil(servers[-1])  # an idle target's port dies: it is forgotten
-        async with asyncio.timeout(5):
-            while servers[-1] in b._calls._targets:
-                await asyncio.sleep(0.005)
+        await wait_until(lambda: lowlevel.statistics(b)["call_targets"] == MAX_IDLE_TARGETS - 1)
+        subscribed = subscriptions(b, "a")
+        assert servers[-1].partition("#")[2] not in subscribed
+        assert [s for s in servers if subscribed.get(s.partition("#")[2])] == kept[:-1]
         assert lowlevel.statistics(b)["calls"] == 0
 
 
@@ -349,8 +369,8 @@ async def test_a_send_that_raises_leaves_no_call_behind() -> None:
     ):
         srv = a.port(echo=lambda *m: a.snd(m[-1], *m[:-1]))
         assert await b.cal(srv, "echo", 1) == (1,)
-        ports = set(b._ports)
+        ports = set(lowlevel.ports(b))
         with pytest.raises(aemp.MessageError, match="binary"):
             b.cal(srv, "echo", b"json cannot carry bytes")
-        assert lowlevel.statistics(b)["calls"] == 0 and set(b._ports) == ports
-        assert len(b._remotes["a"].monitors[srv.partition("#")[2]]) == 1  # the idle one
+        assert lowlevel.statistics(b)["calls"] == 0 and set(lowlevel.ports(b)) == ports
+        assert subscriptions(b, "a")[srv.partition("#")[2]] == 1  # the idle one

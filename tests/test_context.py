@@ -9,6 +9,7 @@ import pytest
 from conftest import Recorder, settle
 
 import aemp
+from aemp import lowlevel
 
 
 async def test_psub_runs_later_in_port_context(node: aemp.Node) -> None:
@@ -97,7 +98,7 @@ async def test_after_cancel(node: aemp.Node) -> None:
     t.cancel()
     await asyncio.sleep(0.03)
     assert rec.calls == []
-    assert not node._timers
+    assert lowlevel.statistics(node)["timers"] == 0
 
 
 async def test_after_callback_error_kills_caller_port(node: aemp.Node) -> None:

@@ -10,6 +10,7 @@ import pytest
 from conftest import settle
 
 import aemp
+from aemp import lowlevel
 
 
 async def test_close_leaves_no_task_and_no_warning() -> None:
@@ -34,7 +35,8 @@ async def test_close_leaves_no_task_and_no_warning() -> None:
         gc.collect()
         await settle()
     assert asyncio.all_tasks() == before
-    assert not node._tasks and not node._timers and not node._ports and not node._queue
+    stats = lowlevel.statistics(node)
+    assert stats["tasks"] == stats["timers"] == stats["ports"] == stats["queued"] == 0
     with pytest.raises(aemp.NodeClosed, match="was closed"):
         await call
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import pytest
 from conftest import Recorder
 
 import aemp
-from aemp import _addr
+from aemp import _addr, testing
 from aemp.net import _conn
 
 SECRET = "test-secret"
@@ -61,7 +60,7 @@ async def test_failed_link_delivers_nothing_queued_after_the_monitor_fired(
         snd.mon(port, fired_snd)
         rcv.mon(sender_port, fired_rcv)
         assert await snd.cal(rcv.id, "time", timeout=5)  # both monitors are in place
-        conn: Any = rcv._remotes["snd"].link
+        conn = testing.connection(rcv, "snd")
         conn.transport.pause_reading()
         sent = await flood(snd, port, fired_snd, limit=40 * limit // len(PAYLOAD))
         assert fired_snd.calls[0][:2] == ("transport_error", "rcv")

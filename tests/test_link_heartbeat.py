@@ -14,7 +14,7 @@ import pytest
 from conftest import Recorder
 
 import aemp
-from aemp import wire
+from aemp import testing, wire
 from aemp._errors import RemoteProtocolError
 from aemp.wire import _connection as wire_connection
 
@@ -53,8 +53,23 @@ def test_settings_refuse_a_heartbeat_out_of_range(hb: float) -> None:
 
 async def test_the_extreme_monitor_timeouts_announce_a_heartbeat_the_greeting_accepts() -> None:
     for timeout, hb in ((86400, 21600), (0.1, wire.MIN_HEARTBEAT)):
-        async with aemp.Node(nodeid="n", secret=SECRET, monitor_timeout=timeout) as n:
-            assert n._net is not None and n._net.settings.heartbeat == hb
+        async with aemp.Node(
+            nodeid="n", binds=["127.0.0.1:0"], secret=SECRET, monitor_timeout=timeout
+        ) as n:
+            # the greeting the node sends, read as a peer's wire core reads it
+            host, port = n.listeners[0].rsplit(":", 1)
+            reader, writer = await asyncio.open_connection(host, int(port))
+            try:
+                line1 = await asyncio.wait_for(reader.readline(), 5)
+                line2 = await asyncio.wait_for(reader.readline(), 5)
+            finally:
+                writer.close()
+            conn = wire.Connection(wire.Settings("A", "test", secret=SECRET), peeraddr="p:1")
+            conn.start()
+            conn.receive_data(line1 + line2)
+            event = conn.next_event()
+            assert isinstance(event, wire.GreetingReceived)
+            assert event.greeting.heartbeat == hb
             assert wire.MIN_HEARTBEAT <= hb <= wire.MAX_HEARTBEAT
 
 
@@ -116,8 +131,7 @@ async def test_silent_peer_with_the_largest_heartbeat_times_out_on_our_clock(
     silent: the monitor on its port fires after our monitor_timeout (1 s)."""
     peer = HostilePeer("86400", monkeypatch)
     async with peer as addr:
-        assert node._net is not None
-        node._net.addresses["hostile"] = [addr]
+        testing.network(node).addresses["hostile"] = [addr]
         fired = Recorder()
         node.mon("hostile#p", fired)
         at = await asyncio.wait_for(peer.authenticated, 5)
@@ -134,8 +148,7 @@ async def test_peer_announcing_an_absurd_heartbeat_is_refused(
     and the monitor fires as for a node that cannot be reached."""
     peer = HostilePeer("1e300", monkeypatch)
     async with peer as addr:
-        assert node._net is not None
-        node._net.addresses["hostile"] = [addr]
+        testing.network(node).addresses["hostile"] = [addr]
         fired = Recorder()
         t0 = time.monotonic()
         node.mon("hostile#p", fired)

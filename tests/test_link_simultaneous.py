@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 import aemp
-from aemp.net import _conn
+from aemp import testing
+from aemp.net import Conn
 from aemp.wire import _connection as wire_connection
 
 SECRET = "test-secret"
@@ -28,25 +29,17 @@ BURST = 20
 
 def keep_first_authenticated(node: aemp.Node) -> None:
     """Make `node` settle twin connections as AnyEvent::MP does: refuse a
-    greeting when connected, and make the first connection that authenticates
-    the link at once, closing any that authenticates later."""
-    net = node._net
-    assert net is not None
-
-    def greeted(conn: Any, nodeid: str) -> str | None:
-        remote = node._remotes.get(nodeid)
-        if nodeid == node.id or (remote is not None and remote.link is not None):
-            return f"{nodeid} already connected, not connecting again."
-        conn._greeted_as = nodeid
-        return None
+    greeting when connected (as aemp's own greeting check does), and make the
+    first connection that authenticates the link at once, closing any that
+    authenticates later."""
+    net = testing.network(node)
 
     def authenticated(conn: Any) -> None:
         if node.node_is_up(conn.remote_id):
             conn.close(f"{conn.remote_id} already connected")
             return
-        net._link(conn)
+        net.make_link(conn)
 
-    net.greeted = greeted  # type: ignore[method-assign]
     net.authenticated = authenticated  # type: ignore[method-assign]
 
 
@@ -71,7 +64,7 @@ class Jitter:
     queues: dict[Any, list[tuple[Any, Any]]]
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, rng: random.Random) -> None:
-        cls = _conn._Conn
+        cls = Conn
         made, received = cls.connection_made, cls.data_received
         eof, lost = cls.eof_received, cls.connection_lost
         self.queues = queues = {}
@@ -108,7 +101,7 @@ class Jitter:
             hold(conn, made, transport)
 
         def data_received(conn: Any, data: bytes) -> None:
-            if conn not in queues and conn._receive is not None:
+            if conn not in queues and conn.open and not conn.closed:
                 received(conn, data)  # the data phase, nothing held back
             else:
                 hold(conn, received, data)
@@ -132,21 +125,19 @@ class Counter:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.made = 0
-        made = _conn._Conn.connection_made
+        made = Conn.connection_made
+        self.reasons: dict[str, int] = {}
+
+        def ended(finished: asyncio.Future[str]) -> None:  # with the reason it closed
+            reason = finished.result()
+            self.reasons[reason] = self.reasons.get(reason, 0) + 1
 
         def counting(conn: Any, transport: Any) -> None:
             self.made += 1
+            conn.finished.add_done_callback(ended)
             made(conn, transport)
 
-        monkeypatch.setattr(_conn._Conn, "connection_made", counting)
-        self.reasons: dict[str, int] = {}
-        close = _conn._Conn._shutdown
-
-        def shutdown(conn: Any, reason: str, abort: bool = False) -> None:
-            self.reasons[reason] = self.reasons.get(reason, 0) + 1
-            close(conn, reason, abort)
-
-        monkeypatch.setattr(_conn._Conn, "_shutdown", shutdown)
+        monkeypatch.setattr(Conn, "connection_made", counting)
 
 
 async def until(cond: Any, what: str, limit: float = 5.0) -> None:
@@ -158,9 +149,8 @@ async def until(cond: Any, what: str, limit: float = 5.0) -> None:
 async def one_round(a: aemp.Node, b: aemp.Node, r: int, delay: float) -> None:
     """Both nodes, not connected yet, monitor a port on the other and send
     it a numbered burst, `delay` seconds apart."""
-    assert a._net is not None and b._net is not None
-    a._net.addresses["b"] = list(b.listeners)
-    b._net.addresses["a"] = list(a.listeners)
+    testing.network(a).addresses["b"] = list(b.listeners)
+    testing.network(b).addresses["a"] = list(a.listeners)
     got: dict[str, list[int]] = {"a": [], "b": []}
     pa = a.port(m=lambda i: got["a"].append(i))
     pb = b.port(m=lambda i: got["b"].append(i))

@@ -240,3 +240,83 @@ async def test_statistics_counts_what_the_node_holds(node: aemp.Node) -> None:
     call.cancel()
     entry.cancel()
     assert lowlevel.statistics(node)["calls"] == 0
+
+
+@pytest.mark.virtual_time
+async def test_ports_and_port_info_show_monitors_watchers_and_backlog() -> None:
+    from aemp import testing
+
+    async with testing.pair() as (a, b, _link):
+        p = a.port(lambda *m: None)
+        assert p in lowlevel.ports(a) and p not in lowlevel.ports(b)
+        assert lowlevel.port_info(a, p) == {"monitors": 0, "watchers": [], "backlog": 0}
+        m = a.mon(p, lambda *r: None)
+        b.mon(p, lambda *r: None)
+        await testing.wait_until(lambda: lowlevel.port_info(a, p)["watchers"] == ["b"])
+        assert lowlevel.port_info(a, p) == {"monitors": 1, "watchers": ["b"], "backlog": 0}
+        m.cancel()
+        assert lowlevel.port_info(a, p)["monitors"] == 0
+        gated = lowlevel.gated_port(a)
+        a.snd(gated, "waits")
+        await settle()
+        assert lowlevel.port_info(a, gated)["backlog"] == 1
+        a.kil(p)
+        assert p not in lowlevel.ports(a)
+        assert lowlevel.port_info(a, p) is None and lowlevel.port_info(b, p) is None
+        with pytest.raises(aemp.InvalidID):
+            lowlevel.port_info(a, "no port id")
+
+
+@pytest.mark.virtual_time
+async def test_node_info_shows_subscriptions_routes_and_back_off() -> None:
+    from aemp import testing
+
+    async with testing.pair() as (a, b, _link):
+        assert lowlevel.node_info(b, "nobody") is None
+        p = a.port(lambda *m: None)
+        name = p.partition("#")[2]
+        m = b.mon(p, lambda *r: None)
+        b.snd(p, "x")
+        info = lowlevel.node_info(b, "a")
+        assert info == {
+            "state": "up",
+            "monitors": {name: 1},
+            "routes": 1,
+            "backoff": None,
+            "waiting": False,
+        }
+        m.cancel()  # the subscription is kept idle for the next monitor
+        assert lowlevel.node_info(b, "a")["monitors"] == {name: 0}
+        # no link to "ghost", no network: the attempt fails and is remembered
+        fired = Recorder()
+        b.mon("ghost#p", fired)
+        await fired.wait()
+        ghost = lowlevel.node_info(b, "ghost")
+        assert ghost is not None and ghost["state"] is None and ghost["monitors"] == {}
+        assert ghost["backoff"] is not None and ghost["backoff"] > 0
+        assert lowlevel.statistics(b)["unreachable"] == 1
+        b.mon("ghost#p", fired)  # the next attempt waits out the back-off
+        assert lowlevel.node_info(b, "ghost")["waiting"]
+        assert lowlevel.statistics(b)["backoffs"] == 1
+        await fired.wait(2)
+        assert lowlevel.statistics(b)["backoffs"] == 0
+
+
+async def test_statistics_show_links_addresses_and_call_targets() -> None:
+    async with (
+        aemp.Node(nodeid="a", binds=["127.0.0.1:0"], secret=SECRET) as a,
+        aemp.Node(nodeid="b", seeds=a.listeners, secret=SECRET) as b,
+    ):
+        await wait_up(b, "a")
+        srv = a.port(ask=lambda reply: a.snd(reply, "ok"))
+        assert await b.cal(srv, "ask", timeout=5) == ("ok",)
+        stats = lowlevel.statistics(b)
+        link = stats["links"]["a"]
+        assert link["framing"] == "msgpack" and link["tls"] is None
+        assert link["address"] == a.listeners[0]
+        assert stats["addresses"] == {"a": [a.listeners[0]]}
+        assert stats["calls"] == 0 and stats["call_targets"] == 1  # kept for the next call
+        a.kil(srv)  # the idle target's port dies: it is forgotten
+        async with asyncio.timeout(5):
+            while lowlevel.statistics(b)["call_targets"]:
+                await asyncio.sleep(0.005)

@@ -13,6 +13,7 @@ import pytest
 from conftest import Recorder
 
 import aemp
+from aemp import lowlevel
 from aemp.tls import make_certificate
 
 NODE_PROC = Path(__file__).resolve().parent / "node_proc.py"
@@ -135,9 +136,9 @@ async def test_exchange_spawn_call_monitor(procs: Any, keys: dict[str, Any]) -> 
         for i in range(100):
             me.snd(sink, "n", i)
         assert await me.cal(sink, "count", timeout=10) == (100, [99])
-        conn = me._remotes["peer"].link
-        assert (conn.wire.tls_version is not None) == ("cert" in keys)
-        assert conn.wire._send_framing == keys["framing_format"][0]
+        link = lowlevel.statistics(me)["links"]["peer"]
+        assert (link["tls"] is not None) == ("cert" in keys)
+        assert link["framing"] == keys["framing_format"][0]
 
         worker = me.spawn("peer", "spawn_targets:echo_init", "W")
         assert aemp.node_of(worker) == "peer"

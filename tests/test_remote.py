@@ -11,8 +11,16 @@ import spawn_targets  # noqa: F401  (loaded, so that other nodes may spawn its f
 from conftest import Recorder, settle
 
 import aemp
+from aemp import lowlevel, testing
 
 SECRET = "test-secret"
+
+
+def watchers(node: aemp.Node, port: str) -> list[str]:
+    """The other nodes that monitor a live port of node."""
+    info = lowlevel.port_info(node, port)
+    assert info is not None, f"{port} is not a live port of {node.id}"
+    return list(info["watchers"])
 
 
 @pytest.fixture
@@ -93,8 +101,8 @@ async def test_writes_are_batched_and_lone_packets_wait_for_nothing(
     async with asyncio.timeout(5):
         while not got:
             await asyncio.sleep(0.001)
-    b_link: Any = b._remotes["a"].link
-    a_link: Any = a._remotes["b"].link
+    b_link = testing.connection(b, "a")
+    a_link = testing.connection(a, "b")
     b_link.transport = bt = _CountingTransport(b_link.transport)
     a_link.transport = at = _CountingTransport(a_link.transport)
     try:
@@ -225,7 +233,7 @@ async def test_route_cache_stays_small_and_sends_stay_right(
     for i, p in enumerate(ports):
         b.snd(p, i)
         b.snd(ports[0], -i)  # a hot port, re-cached after each clear
-        assert len(b._routes) <= MAX_ROUTES
+        assert lowlevel.statistics(b)["routes"] <= MAX_ROUTES
     async with asyncio.timeout(5):
         while len(got) < 2 * len(ports):
             await asyncio.sleep(0.005)
@@ -252,7 +260,7 @@ async def test_wildcard_bind_publishes_the_host_addresses() -> None:
                     s.bind((h, 0))  # an address of this host: binding sends nothing
         async with aemp.Node(nodeid="tame", seeds=loop_v4, secret=SECRET) as t:
             await wait_up(t, "wild")
-            assert await t._db.lookup("wild") == listeners
+            assert await t.lookup("wild") == listeners
 
 
 async def test_cal_across_nodes(pair: tuple[aemp.Node, aemp.Node]) -> None:
@@ -312,7 +320,7 @@ async def test_cancelled_remote_monitor_stays_quiet(pair: tuple[aemp.Node, aemp.
     b.mon(p, quiet).cancel()
     b.mon(p, loud)  # reuses the subscription the first monitor made
     await settle(20)
-    assert a._ports[p].watchers == {"b"}
+    assert watchers(a, p) == ["b"]
     a.kil(p, "x")
     await loud.wait()
     assert quiet.calls == [] and loud.calls == [("x",)]
@@ -329,9 +337,10 @@ async def test_idle_remote_subscriptions_are_bounded(
     for p in ports:
         b.mon(p, print).cancel()
     async with asyncio.timeout(2):
-        while any(a._ports[p].watchers for p in ports):
+        while any(watchers(a, p) for p in ports):
             await asyncio.sleep(0.005)
-    assert b._remotes["a"].idle == 0
+    info = lowlevel.node_info(b, "a")
+    assert info is not None and 0 not in info["monitors"].values()  # no idle subscription
 
 
 async def test_spawn_on_remote_node(pair: tuple[aemp.Node, aemp.Node]) -> None:
@@ -488,17 +497,17 @@ async def test_second_handshake_finishing_late_is_closed(
 ) -> None:
     """If a duplicate gets past the greeting check, the first connection stays in use."""
     a, b = pair
-    first = b._remotes["a"].link
+    first = testing.connection(b, "a")
     lost = Recorder()
     p = a.port(echo=lambda reply: a.snd(reply, "ok"))
     b.mon(p, lost)
     assert await b.cal(p, "echo", timeout=5) == ("ok",)
     # let a duplicate through the greeting on both sides, as a race would
     for n in (a, b):
-        monkeypatch.setattr(n._net, "greeted", lambda conn, nodeid: None)
+        monkeypatch.setattr(testing.network(n), "greeted", lambda conn, nodeid: None)
     with pytest.raises(ConnectionError):
-        await b._net.dial(a.listeners[0], expect="a")
-    assert b._remotes["a"].link is first
+        await testing.network(b).dial(a.listeners[0], expect="a")
+    assert testing.connection(b, "a") is first
     assert await b.cal(p, "echo", timeout=5) == ("ok",)
     assert lost.calls == []
     assert "second connection to a closed" in caplog.text
@@ -518,7 +527,7 @@ async def test_mon1_and_message_to_a_port_not_there_yet() -> None:
         aemp.Node(nodeid="a", seeds=[addr], secret="s") as a,
     ):
         assert await a.cal("b", "time", timeout=5)  # connected both ways
-        name = next(a._spawner._names).partition("#")[2]  # a name nobody has used
+        name = testing.take_names(a)["spawn"].partition("#")[2]  # a name nobody has used
         port = f"b#{name}"
         died = Recorder()
         a.mon(port, died)
@@ -579,9 +588,9 @@ async def test_link_back_up_before_the_loss_is_reported() -> None:
         n.mon("p#w2", rec2)
         await settle(10)
         assert rec1.calls == [("transport_error", "p", "reset by peer")]
-        assert n.node_is_up("p") and n._remotes["p"].link is second
+        assert n.node_is_up("p") and testing.connection(n, "p") is second
 
-        n._remotes["p"].lost("gone again")
+        n.link_lost("p", second, "gone again")
         await rec2.wait()
         assert rec2.calls == [("transport_error", "p", "gone again")]
         assert not n.node_is_up("p")

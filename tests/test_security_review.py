@@ -20,6 +20,8 @@ from test_remote import wait_up
 from test_security import SECRET, SPAWN, death_of, fresh_name, pair, sync, touch, victim_and_peer
 
 import aemp
+from aemp import lowlevel, testing
+from aemp._config import Config
 
 __all__ = ["pair"]  # the fixture, imported for the tests below
 
@@ -111,7 +113,7 @@ async def test_a_callback_answering_to_the_node_port_cannot_spawn(
     await echoed(peer, echo)
     assert not pwned.exists()
     assert ("unmarked ran", "deputy") not in spawn_targets.events
-    assert f"victim#{name2}" not in victim._ports
+    assert f"victim#{name2}" not in lowlevel.ports(victim)
     # a marked function still runs that way: the peer could spawn it anyway
     name3 = fresh_name(peer)
     peer.snd(echo, "echo", "victim", SPAWN, name3, "spawn_targets:echo_init", "ok")
@@ -128,8 +130,6 @@ async def test_a_callback_answering_to_the_node_port_cannot_write_the_database(
     peer.snd(echo, "echo", "victim", "g_upd", "forged", {"k": "v"}, [])
     peer.snd(echo, "echo", "victim", "g_slave", {"forged": {"k2": 1}})
     await echoed(peer, echo)
-    assert victim._db.glob is not None
-    assert "forged" not in victim._db.glob.merged
     assert await victim.db_keys("forged", timeout=5) in (None, [])
 
 
@@ -265,7 +265,7 @@ async def test_a_peer_cannot_take_over_another_spawners_names() -> None:
             prefix = seen.partition("#")[2].rstrip("abcdefghijklmnopqrstuvwxyz")
             third.snd("victim", SPAWN, prefix + "z" * 100, "spawn_targets:echo_init", "hijack")
             assert await third.cal("victim", "time", timeout=5)
-            assert f"victim#{prefix}{'z' * 100}" not in victim._ports
+            assert f"victim#{prefix}{'z' * 100}" not in lowlevel.ports(victim)
             later = peer.spawn("victim", "spawn_targets:echo_init", "later")
             assert await peer.cal(later, "echo", timeout=5) == ("later",)
 
@@ -293,7 +293,7 @@ async def test_only_the_spawner_hears_why_its_spawn_failed() -> None:
 )
 def test_an_old_style_spawn_allow_entry_says_what_to_write(entry: str, write: str) -> None:
     with pytest.raises(aemp.ConfigError) as e:
-        aemp._config.Config.from_keys({"spawn_allow": [entry]})
+        Config.from_keys({"spawn_allow": [entry]})
     assert f"spawn_allow entry {entry!r} is not valid" in str(e.value)
     assert str(e.value).endswith(
         f"for the functions defined in module {write[:-2]!r}, write {write!r}"
@@ -312,7 +312,7 @@ async def test_odd_spellings_of_the_node_port_are_not_relayed(
         name = fresh_name(peer)
         peer.snd("victim", "snd", spelling, SPAWN, name, "spawn_targets:echo_init", "x")
         await sync(peer)
-    assert f"victim#{name}" not in _victim._ports
+    assert f"victim#{name}" not in lowlevel.ports(_victim)
 
 
 @pytest.mark.parametrize("name", ["Q a", "Q\na", "Q;a", "Q\x00a", "Q\ta", "Q\u2028a"])
@@ -325,19 +325,13 @@ async def test_a_spawned_name_must_make_a_valid_port_id(
     reason = await death_of_raw(peer, name)
     assert reason[1].startswith("SpawnRefused: port name "), reason
     assert reason[1].endswith("has a character a port ID cannot hold")
-    assert f"victim#{name}" not in victim._ports
+    assert f"victim#{name}" not in lowlevel.ports(victim)
 
 
 async def death_of_raw(peer: aemp.Node, name: str) -> tuple[Any, ...]:
     """death_of for a name that peer.mon would refuse: the raw mon1 and its kil0."""
-    remote = peer._remotes["victim"]
     got = Recorder()
-    remote.monitors[name] = {}  # as peer.mon would have it, without the ID check
-    m = aemp.kernel._handles.Monitor(
-        peer, f"victim#{name}", aemp.kernel._handles.MON_CALL, (got,), None
-    )
-    remote.monitors[name][m] = None
-    remote.send(["", "mon1", name])
+    testing.monitor_raw(peer, "victim", name, got)  # as peer.mon would, without the ID check
     await got.wait()
     return got.calls[0]
 

@@ -14,8 +14,9 @@ import msgpack
 import pytest
 
 import aemp
+from aemp import lowlevel, testing
 from aemp._config import Config, check_value
-from aemp.kernel._remote import State
+from aemp.testing import wait_until
 
 SECRET = "test-secret"
 
@@ -81,7 +82,7 @@ async def test_a_peer_packet_too_deep_to_repr_closes_only_its_connection(
     # recursed past Python's limit while writing the error
     data = b"\x81\xa1k" * 1020 + b"\xc0"
     assert isinstance(msgpack.unpackb(data), dict)
-    conn = next(c for c in b._net.conns if c.remote_id == "a")  # type: ignore[union-attr]
+    conn = testing.connection(b, "a")
     lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     a.mon_nodes(lambda nodeid, up, *why: lost.done() or up or lost.set_result(str(why)))
     assert conn.transport is not None
@@ -178,18 +179,23 @@ async def test_a_bad_address_names_its_key_and_value(keys: dict[str, Any], named
 
 
 class _Finds:
-    """Counts the g_find requests that reach a global node."""
+    """Counts the lookups a node makes, each of which asks its master (g_find)."""
 
-    def __init__(self, glob: aemp.Node) -> None:
+    def __init__(self, node: aemp.Node, monkeypatch: pytest.MonkeyPatch) -> None:
         self.asked: list[Any] = []
-        request = glob._db.request
+        lookup = node.lookup  # what the network calls for an address it does not know
 
-        def counting(src: str, tag: str, args: list[Any]) -> None:
-            if tag == "g_find":
-                self.asked.append(args[0])
-            request(src, tag, args)
+        async def counting(nodeid: str) -> list[str]:
+            self.asked.append(nodeid)
+            return await lookup(nodeid)
 
-        glob._db.request = counting  # type: ignore[method-assign]
+        monkeypatch.setattr(node, "lookup", counting)
+
+
+def backoff(node: aemp.Node, nodeid: str) -> float | None:
+    """The seconds the next attempt to reach nodeid waits (None: no failure remembered)."""
+    info = lowlevel.node_info(node, nodeid)
+    return None if info is None else info["backoff"]
 
 
 @pytest.fixture
@@ -206,10 +212,10 @@ async def attached() -> AsyncIterator[tuple[aemp.Node, aemp.Node]]:
 
 @pytest.mark.parametrize("port", ["ghost#p", "ghost"])
 async def test_a_monitor_rearmed_on_an_unknown_node_backs_off(
-    attached: tuple[aemp.Node, aemp.Node], port: str
+    attached: tuple[aemp.Node, aemp.Node], port: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     g, n = attached
-    finds = _Finds(g)
+    finds = _Finds(n, monkeypatch)
     fired: list[tuple[float, tuple[Any, ...]]] = []
     loop = asyncio.get_running_loop()
 
@@ -239,9 +245,7 @@ async def test_a_monitor_rearmed_on_an_unknown_node_backs_off(
         nodeid="ghost", binds=["127.0.0.1:0"], seeds=g.listeners, secret=SECRET
     ) as ghost:
         p = ghost.port(lambda *m: got.append(m))
-        async with asyncio.timeout(5):
-            while "ghost" not in g._db.glob.merged.get("'l", {}):  # type: ignore[union-attr]
-                await asyncio.sleep(0.005)
+        await wait_until(lambda: g.lookup("ghost"), what="ghost's listeners at the global")
         appeared = loop.time()
         async with asyncio.timeout(3):
             while not n.node_is_up("ghost"):
@@ -270,7 +274,7 @@ async def test_back_off_without_a_network() -> None:
         n.mon("elsewhere#p", again)
         await asyncio.sleep(0.5)
         assert 2 <= fired <= 6, fired  # it was about 10,000 a second
-        assert "elsewhere" in n._unreachable
+        assert backoff(n, "elsewhere") is not None
 
 
 async def test_a_connection_from_the_node_ends_its_back_off(
@@ -290,7 +294,7 @@ async def test_a_connection_from_the_node_ends_its_back_off(
 
     arm()
     async with asyncio.timeout(5):
-        while g._unreachable.get("late", (0.0, 0.0))[1] < 1.0:  # the wait is at its cap
+        while (backoff(g, "late") or 0.0) < 1.0:  # the wait is at its cap
             await fired[-1]
         await fired[-1]  # a failure just now: the next attempt waits a whole second
     start = loop.time()
@@ -299,8 +303,8 @@ async def test_a_connection_from_the_node_ends_its_back_off(
             while not g.node_is_up("late"):
                 await asyncio.sleep(0.005)
         assert loop.time() - start < 0.5  # it dialled us: no waiting for the attempt
-        assert "late" not in g._unreachable
-        assert not g._connect_waits
+        assert backoff(g, "late") is None
+        assert lowlevel.statistics(g)["backoffs"] == 0
         assert not fired[-1].done()  # and the re-armed monitor holds
 
 
@@ -308,7 +312,20 @@ async def test_a_connection_from_the_node_ends_its_back_off(
 
 
 def _routes_are_live(node: aemp.Node) -> bool:
-    return all(node._remotes.get(r.id) is r for r, _ in node._routes.values())
+    """Every cached route leads to a node the kernel still holds (no stale route)."""
+    stats = lowlevel.statistics(node)
+    live = 0
+    for nodeid in stats["remotes"]:
+        info = lowlevel.node_info(node, nodeid)
+        assert info is not None
+        live += info["routes"]
+    return bool(live == stats["routes"])
+
+
+def remote_state(node: aemp.Node, nodeid: str) -> str | None:
+    """What the kernel keeps for nodeid: "idle", "up"..., None if nothing."""
+    state: str | None = lowlevel.statistics(node)["remotes"].get(nodeid)
+    return state
 
 
 async def test_departed_clients_are_forgotten() -> None:
@@ -323,7 +340,7 @@ async def test_departed_clients_are_forgotten() -> None:
                 c.mon(echo, lambda *r: None)  # the seed watches echo for it
                 c.db_set("clients", c.id)  # and holds an entry of it
             async with asyncio.timeout(5):  # its loss is reported and done with
-                while (r := seed._remotes.get(f"client/{i}")) and r.state is not State.IDLE:
+                while remote_state(seed, f"client/{i}") not in (None, "idle"):
                     await asyncio.sleep(0.001)
 
         loop = asyncio.get_running_loop()
@@ -343,10 +360,11 @@ async def test_departed_clients_are_forgotten() -> None:
         finally:
             tracemalloc.stop()
         assert loop.time() - start < 60
-        assert len(seed._remotes) <= 1, seed._remotes
+        stats = lowlevel.statistics(seed)
+        assert len(stats["remotes"]) <= 1, stats["remotes"]
         assert _routes_are_live(seed)
-        assert not seed._unreachable
-        assert echo in seed._ports and not seed._ports[echo].watchers
+        assert stats["unreachable"] == 0
+        assert lowlevel.port_info(seed, echo) == {"monitors": 0, "watchers": [], "backlog": 0}
         # a Remote kept for each client, with its dicts and its route, was
         # about 900 bytes a client: 540 KB for these 600
         assert grown < 600 * 100, f"{grown / 600:.0f} bytes per client"
@@ -354,14 +372,6 @@ async def test_departed_clients_are_forgotten() -> None:
 
 async def test_a_forgotten_node_comes_back_and_works() -> None:
     async with aemp.Node(nodeid="seed", binds=["127.0.0.1:0"], secret=SECRET) as seed:
-        forgotten: list[str] = []
-        forget = seed._forget_remote
-
-        def recording(remote: Any) -> None:
-            forget(remote)
-            forgotten.append(remote.id)
-
-        seed._forget_remote = recording  # type: ignore[method-assign]
         got: list[Any] = []
         c = aemp.Node(nodeid="c", seeds=seed.listeners, secret=SECRET)
         await c.start()
@@ -374,22 +384,20 @@ async def test_a_forgotten_node_comes_back_and_works() -> None:
             async with asyncio.timeout(5):
                 while not got:
                     await asyncio.sleep(0.005)
-            assert seed._routes[pc][0] is seed._remotes["c"]
+            info = lowlevel.node_info(seed, "c")  # the one route, pc's, leads to c as it is
+            assert info is not None and info["routes"] == 1 and _routes_are_live(seed)
 
             # the link breaks; c's seed loop dials again once the seed forgot c
-            assert c._net is not None
-            dial, forgotten_c = c._net.dial, asyncio.Event()
+            net = testing.network(c)
+            dial, forgotten_c = net.dial, asyncio.Event()
 
             async def dial_after_forgotten(*args: Any, **kwargs: Any) -> Any:
                 await forgotten_c.wait()
                 return await dial(*args, **kwargs)
 
-            c._net.dial = dial_after_forgotten  # type: ignore[method-assign]
-            conn = next(x for x in c._net.conns if x.remote_id == "seed")
-            conn.fail("cut for the test")
-            async with asyncio.timeout(5):
-                while "c" not in forgotten:
-                    await asyncio.sleep(0.005)
+            net.dial = dial_after_forgotten  # type: ignore[method-assign]
+            testing.cut_link(c, "seed", "cut for the test")
+            await wait_until(lambda: remote_state(seed, "c") is None, what="the seed forgot c")
             forgotten_c.set()
             async with asyncio.timeout(5):
                 while not seed.node_is_up("c"):
@@ -422,7 +430,7 @@ async def test_a_forgotten_node_comes_back_and_works() -> None:
 
         # a new incarnation under the same node ID, after the old one was forgotten
         async with asyncio.timeout(5):
-            while seed.node_is_up("c") or "c" in seed._remotes:
+            while seed.node_is_up("c") or remote_state(seed, "c") is not None:
                 await asyncio.sleep(0.005)
         async with aemp.Node(nodeid="c", seeds=seed.listeners, secret=SECRET) as c2:
             await wait_up(seed, "c")
@@ -448,17 +456,16 @@ async def test_departed_nodes_that_were_dialled_are_forgotten(
         async with aemp.Node(
             nodeid=name, binds=["127.0.0.1:0"], seeds=g.listeners, secret=SECRET
         ) as w:
-            async with asyncio.timeout(5):
-                while name not in g._db.glob.merged.get("'l", {}):  # type: ignore[union-attr]
-                    await asyncio.sleep(0.002)
+            await wait_until(lambda name=name: g.lookup(name), interval=0.002)
             got: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
             p = w.port(lambda *m, got=got: got.set_result(m))
             n.snd(p, "work", i)  # n dials the worker at the address g tells it
             assert await asyncio.wait_for(got, 5) == ("work", i)
-            assert name in n._net.addresses  # type: ignore[union-attr]
+            assert name in lowlevel.statistics(n)["addresses"]
         async with asyncio.timeout(5):
-            while (r := n._remotes.get(name)) and r.state is not State.IDLE:
+            while remote_state(n, name) not in (None, "idle"):
                 await asyncio.sleep(0.002)
-    assert set(n._remotes) <= {"g"}, n._remotes
-    assert set(n._net.addresses) <= {"g"}, n._net.addresses  # type: ignore[union-attr]
+    stats = lowlevel.statistics(n)
+    assert set(stats["remotes"]) <= {"g"}, stats["remotes"]
+    assert set(stats["addresses"]) <= {"g"}, stats["addresses"]
     assert _routes_are_live(n)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import aemp
-from aemp import testing
+from aemp import lowlevel, testing
 from aemp.testing import VirtualTimeLoop, wait_until
 
 pytestmark = pytest.mark.virtual_time
@@ -206,3 +206,60 @@ def test_the_example_of_docs_testing_md_runs(capsys: pytest.CaptureFixture[str])
     exec(compile(example.group(1), "docs/testing.md", "exec"), {"__name__": "example"})
     assert capsys.readouterr().out == "lost: ('transport_error', 'b', 'heartbeat timeout')\n"
     assert time.monotonic() - real < 2
+
+
+async def test_connection_and_cut_link_reach_the_live_link() -> None:
+    async with testing.pair() as (a, b, link):
+        assert testing.connection(a, "b") is link.end(a)
+        with pytest.raises(LookupError, match="no link to 'c'"):
+            testing.connection(a, "c")
+        seen: list[tuple[str, Any]] = []
+        a.mon(b.port(), lambda *r: seen.append(("a", r)))
+        b.mon(a.port(), lambda *r: seen.append(("b", r)))
+        await wait_until(lambda: link.end(b).packets_in >= 1 and link.end(a).packets_in >= 1)
+        testing.cut_link(a, "b", "cut here")
+        await wait_until(lambda: len(seen) == 2)
+        assert sorted(seen) == [
+            ("a", ("transport_error", "b", "cut here")),
+            ("b", ("transport_error", "a", "Connection reset by peer")),
+        ]
+        with pytest.raises(LookupError):
+            testing.cut_link(a, "b")
+
+
+async def test_network_is_there_only_for_a_node_with_one() -> None:
+    async with testing.pair() as (a, _b, _link):
+        with pytest.raises(RuntimeError, match="has no network"):
+            testing.network(a)
+
+
+async def test_take_names_takes_names_the_node_never_gives_out() -> None:
+    async with testing.pair() as (a, _b, _link):
+        names = testing.take_names(a)
+        local, spawn, reply = a.prefixes
+        assert names["local"].startswith(f"a#{local}")
+        assert names["spawn"].startswith(f"a#{spawn}")
+        assert names["reply"].startswith(f"a#{reply}")
+        made = {a.port(), a.spawn("a", "spawn_targets:echo_init", "x")}
+        replies: list[str] = []
+        srv = a.port(ask=lambda r: (replies.append(r), a.snd(r, 1)))
+        assert await a.cal(srv, "ask", timeout=5) == (1,)
+        made.add(replies[0])
+        assert not made & set(names.values())
+        assert testing.take_names(a) != names
+
+
+async def test_monitor_raw_sends_any_name() -> None:
+    async with testing.pair() as (a, b, _link):
+        got: list[tuple[Any, ...]] = []
+        testing.monitor_raw(a, "b", "no such\nname", lambda *r: got.append(r))
+        await wait_until(lambda: got)
+        assert got == [("no_such_port", "cannot monitor nonexistent port", "b#no such\nname")]
+        p = b.port()
+        testing.monitor_raw(a, "b", p.partition("#")[2], lambda *r: got.append(r))
+        await wait_until(
+            lambda: lowlevel.port_info(b, p) == {"monitors": 0, "watchers": ["a"], "backlog": 0}
+        )
+        b.kil(p, "bye")
+        await wait_until(lambda: len(got) == 2)
+        assert got[1] == ("bye",)

@@ -279,6 +279,32 @@ class Kernel:
         """True if `port` is a live port of this node."""
         return port in self._ports
 
+    def ports(self) -> list[str]:
+        """The IDs of this node's live ports, oldest first."""
+        return list(self._ports)
+
+    def port_info(self, port: str) -> dict[str, Any] | None:
+        """What the kernel holds for a live local port (None for any other):
+        ``monitors``, the local monitors on it; ``watchers``, the other nodes
+        that monitor it (sorted); ``backlog``, the messages waiting in it."""
+        p = self._ports.get(port)
+        if p is None:
+            return None
+        return {
+            "monitors": len(p.monitors or ()),
+            "watchers": sorted(p.watchers or ()),
+            "backlog": len(p.backlog or ()),
+        }
+
+    def take_name(self, kind: str) -> str:
+        """Take the next port ID of a kind ("local" or "reply") out of its
+        counter: an ID this node will never give a port (for tests of names)."""
+        if kind == "local":
+            return next(self._names)
+        if kind == "reply":
+            return next(self._reply_names)
+        raise ValueError(f"take_name: kind must be 'local' or 'reply' (got {kind!r})")
+
     def gated_port(self, port: str | None = None) -> str:
         """Create a port whose messages wait until release(port); return its ID.
 
@@ -964,6 +990,42 @@ class Kernel:
             for fn in list(self._link_watchers):
                 fn(remote.id, False)
 
+    def link(self, nodeid: str) -> Link | None:
+        """The live link to `nodeid`, None without one."""
+        remote = self._remotes.get(nodeid)
+        return remote.link if remote is not None else None
+
+    def node_info(self, nodeid: str) -> dict[str, Any] | None:
+        """What the kernel keeps about another node (None: nothing).
+
+        ``state``: "idle", "connecting", "up", "firing" (None: no state kept,
+        only a failed attempt remembered); ``monitors``: {port name: local
+        monitors} for every port of it this node subscribed to ("" is the
+        node itself; 0 is a subscription kept idle); ``routes``: cached
+        routes to its ports; ``backoff``: seconds the next attempt to reach
+        it waits after the last failure (None: no failure remembered);
+        ``waiting``: an attempt waits out that back-off now.
+        """
+        remote = self._remotes.get(nodeid)
+        failed = self._unreachable.get(nodeid)
+        if remote is None and failed is None:
+            return None
+        return {
+            "state": remote.state.value if remote is not None else None,
+            "monitors": {n: len(m) for n, m in remote.monitors.items()} if remote else {},
+            "routes": sum(1 for r, _ in self._routes.values() if r is remote),
+            "backoff": failed[1] if failed is not None else None,
+            "waiting": nodeid in self._connect_waits,
+        }
+
+    def mon_name(self, nodeid: str, name: str, cb: Callback) -> Monitor:
+        """mon(f"{nodeid}#{name}", cb) without checking the name: the mon1
+        that a peer may send with any name (for tests of a node's answers)."""
+        self.check_open()
+        m = Monitor(self, f"{nodeid}#{name}", MON_CALL, (check_callback("mon_name", cb),), None)
+        self._remote(nodeid).monitor(name, m)
+        return m
+
     def up_nodes(self) -> list[str]:
         """The IDs of the nodes this node is connected to now."""
         return [r.id for r in self._remotes.values() if r.link is not None]
@@ -1004,6 +1066,8 @@ class Kernel:
             "timers": len(self._timers),
             "routes": len(self._routes),
             "remotes": {r.id: r.state.value for r in self._remotes.values()},
+            "unreachable": len(self._unreachable),
+            "backoffs": len(self._connect_waits),
         }
 
 

@@ -1,5 +1,7 @@
 # The network: listeners, connections, dialling, seeds and the address
-# book (aemp/net/_network.py), one connection each (aemp/net/_conn.py).
+# book (aemp/net/_network.py), one connection each (aemp/net/_conn.py:
+# Conn, an asyncio Protocol; a test may wrap its methods to hold back or
+# count what happens on the wire).
 #
 # It meets the kernel only through the Protocols of aemp/_seam.py: it
 # serves a LinkOwner and is its Connector. It never imports the kernel,
@@ -7,6 +9,7 @@
 
 from __future__ import annotations
 
+from ._conn import Conn
 from ._network import Network, make_settings
 
-__all__ = ["Network", "make_settings"]
+__all__ = ["Conn", "Network", "make_settings"]

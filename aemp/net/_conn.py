@@ -1,7 +1,7 @@
 # One connection to another node: asyncio glue between a socket and the
 # sans-IO protocol core (aemp.wire).
 #
-# One _Conn per TCP connection, either direction. Until the handshake ends
+# One Conn per TCP connection, either direction. Until the handshake ends
 # it feeds bytes to wire.Connection and acts on its events; after it, bytes
 # go through the core's fast path straight to the Inbox the node gave for
 # the peer (aemp/_seam.py), whose bound receive the connection keeps, so a
@@ -55,7 +55,7 @@ LONE_GAP = 0.0015
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close drops the send queue, sends RST
 
 
-class _Conn(asyncio.Protocol):
+class Conn(asyncio.Protocol):
     """One TCP connection to another node."""
 
     def __init__(self, net: Network, peeraddr: str, expect: str | None = None) -> None:

@@ -36,7 +36,7 @@ from .._config import Config
 from .._errors import ConfigError, MessageError
 from .._seam import LinkOwner
 from .._version import __version__
-from ._conn import _Conn
+from ._conn import Conn
 
 log = logging.getLogger("aemp.transport")
 
@@ -51,7 +51,7 @@ class Network:
         self.settings = settings
         self.servers: list[asyncio.base_events.Server] = []
         self.listeners: list[str] = []
-        self.conns: set[_Conn] = set()
+        self.conns: set[Conn] = set()
         self.addresses: dict[str, list[str]] = {}  # node ID -> where it listens
         self._dials: dict[str, asyncio.Future[Any]] = {}
         self.seeds: dict[str, str] = {}  # seed address -> node ID once greeted ("" before)
@@ -68,7 +68,7 @@ class Network:
             host, port = parse_bind(bind, "'binds' entry")
             try:
                 server = await loop.create_server(
-                    lambda: _Conn(self, peeraddr="?"), host, port, reuse_address=True
+                    lambda: Conn(self, peeraddr="?"), host, port, reuse_address=True
                 )
             except OSError as e:
                 raise ConfigError(f"cannot listen on {bind!r}: {e.strerror or e}") from e
@@ -80,7 +80,7 @@ class Network:
 
     # -- events from connections -------------------------------------------
 
-    def greeted(self, conn: _Conn, nodeid: str) -> str | None:
+    def greeted(self, conn: Conn, nodeid: str) -> str | None:
         """Decide whether to go on with a peer that says it is `nodeid`."""
         if "#" in nodeid or not nodeid.isprintable() or any(c.isspace() for c in nodeid):
             why = f"node ID {nodeid[:80]!r} is not valid (no '#', no white space)"
@@ -107,7 +107,7 @@ class Network:
             self._settle(conn.expect)  # not the node we dialled for after all
         return None
 
-    def authenticated(self, conn: _Conn) -> None:
+    def authenticated(self, conn: Conn) -> None:
         nodeid = conn.remote_id
         if conn.expect is not None or conn.peeraddr in self.seeds:
             self.addresses.setdefault(nodeid, [])
@@ -154,13 +154,13 @@ class Network:
         if timer is not None:
             timer.cancel()
         link = min(ready, key=lambda c: c.wire.pair_key)
-        self._link(link)
+        self.make_link(link)
         for other in ready:
             if other is not link:
                 other.close(f"{nodeid}: simultaneous connect, the other connection won")
         self._changed()
 
-    def _link(self, conn: _Conn) -> None:
+    def make_link(self, conn: Conn) -> None:
         """Make `conn` the node's link to its peer."""
         nodeid = conn.remote_id
         conn.is_link = True  # from here on its loss is the link's (see closed)
@@ -170,7 +170,7 @@ class Network:
         if not conn.authenticated.done():
             conn.authenticated.set_result(nodeid)
 
-    def closed(self, conn: _Conn, reason: str) -> None:
+    def closed(self, conn: Conn, reason: str) -> None:
         if conn.is_link:
             self.owner.link_lost(conn.remote_id, conn, reason)
             return
@@ -235,12 +235,12 @@ class Network:
             await self._pulse.wait()  # a seed not yet greeted may be the node we want
         return []
 
-    async def dial(self, addr: str, expect: str | None = None) -> _Conn:
+    async def dial(self, addr: str, expect: str | None = None) -> Conn:
         """Connect to addr and wait until the connection is the link (it
         may wait for a twin first; ConnectionError if it is closed instead)."""
         host, port = parse_address(addr)
         _, conn = await self.loop.create_connection(
-            lambda: _Conn(self, peeraddr=addr, expect=expect), host, port
+            lambda: Conn(self, peeraddr=addr, expect=expect), host, port
         )
         await asyncio.shield(conn.authenticated)
         return conn
@@ -278,10 +278,17 @@ class Network:
             await asyncio.sleep(delay)
 
     def statistics(self) -> dict[str, dict[str, Any]]:
-        """The links, by node ID: the peer's address and the bytes read and
-        written in the data phase (packets as encoded, before TLS)."""
+        """The links, by node ID: the peer's address, the bytes read and
+        written in the data phase (packets as encoded, before TLS), the
+        framing we send in and the TLS version (None without TLS)."""
         return {
-            c.remote_id: {"address": c.peeraddr, "bytes_in": c.bytes_in, "bytes_out": c.bytes_out}
+            c.remote_id: {
+                "address": c.peeraddr,
+                "bytes_in": c.bytes_in,
+                "bytes_out": c.bytes_out,
+                "framing": c.wire.send_framing,
+                "tls": c.wire.tls_version,
+            }
             for c in self.conns
             if c.is_link and not c.closed
         }

@@ -148,6 +148,11 @@ class Connection:
         return min(self._line2, self._remote_line2)
 
     @property
+    def send_framing(self) -> str:
+        """The framing we send in, once the peer's greeting is in ("" before)."""
+        return self._send_framing
+
+    @property
     def tls_version(self) -> str | None:
         """The negotiated TLS version, None without TLS."""
         return self._tls.version if self._tls is not None else None
