@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import aemp
+from aemp import lowlevel
 from aemp.db import _client, _service
 
 SECRET = "db-layer-secret"
@@ -83,7 +84,6 @@ async def test_each_g_tag_is_listed_once_and_registered() -> None:
     async with aemp.Node(nodeid="solo") as node:
         assert all(node.handles(t) for t in every)
         assert not node.handles("g_no_such_request")
-        assert set(node._db.global_requests) == requests
 
 
 @pytest.fixture
@@ -105,19 +105,19 @@ async def test_a_capability_adds_a_global_node_request(
     got: list[tuple[Any, ...]] = []
     done = asyncio.Event()
 
-    def lease(service: _service.Global, src: str, *args: Any) -> None:
+    def lease(src: str, *args: Any) -> None:
         got.append((src, *args))
-        service.send(src, "g_reply", "no-such-query", [])  # answers go where they may
+        lowlevel.request(g, src, "g_reply", "no-such-query", [])  # answers go where they may
         done.set()
 
     for node in (g, n):
-        node._db.handle_global("g_test_lease", lease)
+        lowlevel.handle_global(node, "g_test_lease", lease)
     with pytest.raises(ValueError, match="already"):
-        g._db.handle_global("g_test_lease", lease)
+        lowlevel.handle_global(g, "g_test_lease", lease)
     with pytest.raises(ValueError, match="already"):
-        g._db.handle_global("g_upd", lease)
+        lowlevel.handle_global(g, "g_upd", lease)
     with pytest.raises(ValueError, match="already"):
-        g._db.handle_global("g_found", lease)
+        lowlevel.handle_global(g, "g_found", lease)
 
     n.snd("g", "g_test_lease", "svc", 1)
     async with asyncio.timeout(5):
