@@ -284,6 +284,10 @@ class Node(Kernel):
 
     # ---------------------------------------------------------------- statistics
 
+    def database(self) -> dict[str, Any]:
+        """Copies of this node's database state (see aemp.lowlevel.database)."""
+        return self._db.snapshot()
+
     def statistics(self) -> dict[str, Any]:
         """Counts of the node's state (see aemp.lowlevel.statistics)."""
         stats = super().statistics()

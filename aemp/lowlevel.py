@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "call_in",
+    "database",
     "gated_port",
     "handle",
     "handle_global",
@@ -214,6 +215,21 @@ def release(node: Node, port: str, fn: Callable[..., Any] | None = None, *args: 
 
 
 # ---------------------------------------------------------------- statistics
+
+
+def database(node: Node) -> dict[str, Any]:
+    """What the node's database holds now, as copies (for tests and for users):
+
+    - ``local``: {family: {subkey: value}}, the entries this node set;
+    - ``master``: the node ID of its master (itself when global), or None;
+    - ``global``: whether it is a global node; ``globals``: the other global
+      nodes it is meshed with, sorted ([] unless global);
+    - ``merged``: {family: {subkey: value}}, the merged database of every
+      node ({} unless global); ``shards``: {node ID: {family: {subkey:
+      value}}}, what each source (a slave, another global, itself) gave
+      it ({} unless global).
+    """
+    return node.database()
 
 
 def statistics(node: Node) -> dict[str, Any]:

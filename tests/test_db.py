@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import aemp
+from aemp import lowlevel
 from tests.conftest import Recorder, settle
 
 SECRET = "db-test-secret"
@@ -111,7 +112,7 @@ async def test_db_reg_goes_when_the_port_dies(node: aemp.Node) -> None:
     node.db_reg("workers", p, {"load": 0})
     assert await node.db_family("workers") == {p: {"load": 0}}
     node.kil(p)
-    await until(lambda: node._db.local.get("workers") is None)
+    await until(lambda: lowlevel.database(node)["local"].get("workers") is None)
     assert await node.db_family("workers") == {}
 
 
@@ -167,7 +168,7 @@ async def test_bad_values_and_keys_raise_at_once(node: aemp.Node) -> None:
         node.db_set("fam", 1, "v")  # type: ignore[arg-type]
     with pytest.raises(aemp.InvalidFamily):
         node.db_mon("no way", lambda *a: None)
-    assert node._db.local == {} or "fam" not in node._db.local
+    assert "fam" not in lowlevel.database(node)["local"]
 
 
 @pytest.mark.parametrize(
@@ -323,7 +324,7 @@ async def test_globals_find_each_other_through_the_g_family(stack: AsyncExitStac
     # and the mesh heals: s3 goes and comes back, s2 connects to it again
     await s3.close()
     await until(lambda: not s2.node_is_up("s3"))
-    await until(lambda: sorted(s2._db.glob.merged.get("'g", {})) == ["s1", "s2"])
+    await until(lambda: sorted(lowlevel.database(s2)["merged"].get("'g", {})) == ["s1", "s2"])
     s3 = await start(stack, nodeid="s3", binds=[a3], seeds=[a1, a3])
     await until(lambda: s2.node_is_up("s3"))
 

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 import aemp
+from aemp import lowlevel
 
 SECRET = "db-mesh-secret"
 Option = int | str | None  # None: no seeds; "self"; "all"; or the index of one other global
@@ -134,13 +135,13 @@ async def check_network(seeds: list[set[int]]) -> None:
 
         await until(lambda: all(g.is_global for g in globals_), 5, f"every one of {gids} global")
         await until(
-            lambda: all(g._db.glob is not None and g._db.glob.globals == set(gids) - {g.id}
+            lambda: all(lowlevel.database(g)["globals"] == sorted(set(gids) - {g.id})
                         for g in globals_),
             10,
             "a full mesh of globals",
         )  # fmt: skip
         await until(
-            lambda: all(g._db.glob is not None and g._db.glob.merged.get("svc") == want
+            lambda: all(lowlevel.database(g)["merged"].get("svc") == want
                         for g in globals_),
             10,
             "every entry on every global",

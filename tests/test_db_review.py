@@ -24,7 +24,7 @@ import msgpack
 import pytest
 
 import aemp
-from aemp import wire
+from aemp import lowlevel, testing, wire
 
 SECRET = "db-review-secret"
 
@@ -69,8 +69,8 @@ async def start(stack: AsyncExitStack, **keys: Any) -> aemp.Node:
 
 
 def merged(node: aemp.Node, family: str) -> dict[str, Any] | None:
-    glob = node._db.glob
-    return None if glob is None else glob.merged.get(family)
+    db = lowlevel.database(node)
+    return db["merged"].get(family) if db["global"] else None
 
 
 async def test_a_node_that_becomes_global_keeps_its_views(stack: AsyncExitStack) -> None:
@@ -291,9 +291,7 @@ async def test_a_key_held_back_shows_after_monitor_timeout(
     await until(lambda: obs.node_is_up(worker.id), what="connected to the worker")
     await master.close()
     await until(lambda: obs.master is None, what="masterless")
-    link = obs._remotes[worker.id].link
-    assert link is not None
-    link.close("a broken link, the worker lives on")
+    testing.connection(obs, worker.id).close("a broken link, the worker lives on")
     await until(lambda: w.view == {"k": 1}, what="the worker's port pruned")
     seen = len(w.events)
 

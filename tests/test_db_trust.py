@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import aemp
-from aemp import wire
+from aemp import lowlevel, wire
 from tests.conftest import Recorder
 
 SECRET = "db-trust-secret"
@@ -70,9 +70,10 @@ async def network(stack: AsyncExitStack) -> tuple[str, aemp.Node, aemp.Node, aem
     got = Recorder()
     vport = victim.port(got)
     victim.db_reg("svc", vport)
-    assert g._db.glob is not None
-    merged = g._db.glob.merged
-    await until(lambda: {"victim", "evil"} <= set(merged.get("'l", {})), what="both attached")
+    await until(
+        lambda: {"victim", "evil"} <= set(lowlevel.database(g)["merged"].get("'l", {})),
+        what="both attached",
+    )
     return addr, g, victim, evil, vport
 
 
@@ -99,8 +100,7 @@ async def test_a_slave_cannot_write_another_nodes_listeners(
     evil.snd(g.id, "g_slave", {"'l": {"victim": fake, "evil": fake}, "svc": {"mine": 1}})
     await evil.db_keys("svc", timeout=5)  # answered after all of the above
 
-    assert g._db.glob is not None
-    merged = g._db.glob.merged
+    merged = lowlevel.database(g)["merged"]
     assert merged["'l"]["victim"] == victim.listeners
     assert "ghost" not in merged["'l"] and set(merged["'g"]) == {"g"}
     assert merged["svc"]["mine"] == 1, "the rest of a packet still applies"
@@ -120,21 +120,20 @@ async def test_a_fake_global_cannot_override_a_nodes_own_listeners(
     evil.snd(g.id, "g_global")
     evil.snd(g.id, "g_set", {"'l": {"victim": fake, "g": fake, "evil": fake}})
     evil.snd(g.id, "g_upd", "'l", {"victim": fake}, [])
-    assert g._db.glob is not None
-    glob = g._db.glob
     await until(
         lambda: (
-            "evil" in glob.globals
-            and glob.shards.get("evil", {}).get("'l", {}).get("victim") == fake
+            "evil" in lowlevel.database(g)["globals"]
+            and lowlevel.database(g)["shards"].get("evil", {}).get("'l", {}).get("victim") == fake
         ),
         what="taken as a global, its relayed record stored",
     )
-    assert glob.merged["'l"]["victim"] == victim.listeners
-    assert glob.merged["'l"]["g"] == g.listeners
+    merged = lowlevel.database(g)["merged"]
+    assert merged["'l"]["victim"] == victim.listeners
+    assert merged["'l"]["g"] == g.listeners
     await reaches_victim(stack, addr, victim, vport)
     # the victim goes: the relayed record is what is left, as a relay says
     await victim.close()
-    await until(lambda: glob.merged["'l"].get("victim") == fake)
+    await until(lambda: lowlevel.database(g)["merged"]["'l"].get("victim") == fake)
 
 
 class RawPeer:
@@ -183,7 +182,7 @@ async def test_answers_come_only_from_the_master(stack: AsyncExitStack) -> None:
     dead = f"127.0.0.1:{free_port()}"  # the seed is down: queries and lookups wait
     node = await start(stack, nodeid="node", binds=["127.0.0.1:0"], seeds=[dead])
     query = node.db_family("svc", timeout=30)
-    lookup = asyncio.ensure_future(node._db.lookup("victim"))
+    lookup = asyncio.ensure_future(node.lookup("victim"))
     evil = RawPeer("evil")
     await evil.connect(node.listeners[0])
     try:

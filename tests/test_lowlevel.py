@@ -320,3 +320,25 @@ async def test_statistics_show_links_addresses_and_call_targets() -> None:
         async with asyncio.timeout(5):
             while lowlevel.statistics(b)["call_targets"]:
                 await asyncio.sleep(0.005)
+
+
+async def test_database_shows_own_entries_and_on_a_global_the_merge() -> None:
+    async with (
+        aemp.Node(nodeid="g", binds=["127.0.0.1:0"], secret=SECRET) as g,
+        aemp.Node(nodeid="c", seeds=g.listeners, secret=SECRET) as c,
+    ):
+        await wait_up(c, "g")
+        c.db_set("svc", "k", 1)
+        g.db_set("svc", "own", 2)
+        await c.db_keys("svc")  # the master has seen c's write
+        mine = lowlevel.database(c)
+        assert mine["local"] == {"svc": {"k": 1}}
+        assert (mine["master"], mine["global"], mine["globals"], mine["merged"]) == (
+            "g", False, [], {}
+        )  # fmt: skip
+        db = lowlevel.database(g)
+        assert db["global"] and db["master"] == "g" and db["globals"] == []
+        assert db["merged"]["svc"] == {"k": 1, "own": 2}
+        assert db["shards"]["c"]["svc"] == {"k": 1} and db["shards"]["g"]["svc"] == {"own": 2}
+        db["merged"]["svc"].clear()  # a copy: the node's database is untouched
+        assert lowlevel.database(g)["merged"]["svc"] == {"k": 1, "own": 2}

@@ -147,6 +147,25 @@ class Db:
             "merged": sum(len(kv) for kv in self.glob.merged.values()) if self.glob else 0,
         }
 
+    def snapshot(self) -> dict[str, Any]:
+        """Copies of what this node's database holds (for tests and for users)."""
+        glob = self.glob
+        return {
+            "local": {f: dict(kv) for f, kv in self.local.items()},
+            "master": self.master,
+            "global": glob is not None,
+            "globals": sorted(glob.globals) if glob is not None else [],
+            "merged": {f: dict(kv) for f, kv in glob.merged.items()} if glob is not None else {},
+            "shards": (
+                {
+                    src: {f: dict(kv) for f, kv in shard.items()}
+                    for src, shard in glob.shards.items()
+                }
+                if glob is not None
+                else {}
+            ),
+        }
+
     def _check_open(self) -> None:
         if self.host.closed:
             raise NodeClosed(f"node {self.id!r} is closed")
