@@ -110,3 +110,19 @@ async def test_refusal_after_the_greeting_is_a_clean_close() -> None:
         data = await asyncio.wait_for(reader.read(), 5)  # read to EOF: no reset raised
         assert data.startswith(b"aemp;1;a;") and time.monotonic() - t0 < 5
         writer.close()
+
+
+async def test_a_long_burst_of_replies_goes_out_in_parts_and_whole() -> None:
+    """Replies made while reading a burst go out in parts of CHUNK_PACKETS;
+    the flush that ends the loop turn then finds the batch already written
+    and must write nothing (it once failed there, logged as an ERROR)."""
+    n = 4 * _conn.CHUNK_PACKETS
+    async with (
+        aemp.Node(nodeid="server", binds=["127.0.0.1:0"], secret=SECRET) as server,
+        aemp.Node(nodeid="client", seeds=server.listeners, secret=SECRET) as client,
+    ):
+        echo = server.port(lambda i, reply: server.snd(reply, i))
+        calls = [client.cal(echo, i, timeout=10) for i in range(n)]
+        assert [await c for c in calls] == [(i,) for i in range(n)]
+        sent = testing.connection(server, "client").bytes_out
+        assert sent > 0

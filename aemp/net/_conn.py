@@ -323,7 +323,7 @@ class Conn(asyncio.Protocol):
             self._last_out = self._now()
             wrap = self._wrap
             self.bytes_out += len(data)
-        transport.write(data if wrap is None else wrap(data))
+            transport.write(data if wrap is None else wrap(data))
         self._wrote = False
         # checked here, from the loop, never inside a caller's send
         if transport.get_write_buffer_size() > SEND_BUFFER_LIMIT:
