@@ -163,7 +163,7 @@ def rcv(
     return node.rcv(port, default, **tags)
 
 
-snd = make_snd(current_node)  # Node.snd on the current node, inlined: aemp/kernel/_kernel.py
+snd = make_snd(current_node)  # Node.snd on the current node, inlined: aemp/kernel/_dispatch.py
 
 
 def kil(port: str, *reason: Any) -> None:

@@ -1,7 +1,7 @@
 """The kernel's three copies of the dispatch agree.
 
 A message reaches a port's callbacks through one of three copies of the
-same steps in aemp/kernel/_kernel.py, kept inlined for speed: the loop of
+same steps in aemp/kernel/_dispatch.py, kept inlined for speed: the loop of
 _drain (sent from this node), the loop of _receive (read from another
 node, delivered at once) and _deliver (a busy or gated port's backlog).
 Each case below sends the same messages to the same callbacks through all

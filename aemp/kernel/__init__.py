@@ -5,9 +5,11 @@
 # offers the layers above is Kernel's methods without a leading underscore
 # (aemp.lowlevel is the documented face of them for code that extends aemp).
 
+from ._dispatch import make_snd
 from ._handles import Handle, Monitor, NodeWatch, Timer
-from ._kernel import Kernel, check_callback, die_reason, make_snd
+from ._kernel import Kernel
 from ._port import Port
+from ._state import check_callback, die_reason
 
 __all__ = [
     "Handle",

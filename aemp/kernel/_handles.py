@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._kernel import Kernel
+    from ._state import KernelState
 
 
 class Handle(abc.ABC):
@@ -56,7 +56,7 @@ class Monitor(Handle):
     __slots__ = ("_action", "_args", "_node", "_owner", "port")
 
     def __init__(
-        self, node: Kernel, port: str, action: int, args: tuple[Any, ...], owner: str | None
+        self, node: KernelState, port: str, action: int, args: tuple[Any, ...], owner: str | None
     ) -> None:
         super().__init__()
         self._node = node
@@ -91,7 +91,7 @@ class Timer(Handle):
 
     __slots__ = ("_handle", "_node")
 
-    def __init__(self, node: Kernel, delay: float, fn: Callable[[], None]) -> None:
+    def __init__(self, node: KernelState, delay: float, fn: Callable[[], None]) -> None:
         super().__init__()
         self._node = node
         self._handle: asyncio.TimerHandle = node.loop.call_later(delay, self._run, fn)
@@ -111,7 +111,7 @@ class NodeWatch(Handle):
 
     __slots__ = ("_cb", "_node", "_owner")
 
-    def __init__(self, node: Kernel, cb: Callable[..., Any], owner: str | None) -> None:
+    def __init__(self, node: KernelState, cb: Callable[..., Any], owner: str | None) -> None:
         super().__init__()
         self._node = node
         self._cb = cb

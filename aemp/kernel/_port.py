@@ -17,6 +17,8 @@ BUSY = "busy"  # an async callback or a spawn init is running
 DEAD = "dead"  # the port was killed
 SYS = "sys"  # the pseudo-port that runs node-internal calls in FIFO order
 
+RESUME = ("resume",)  # queued for a BUSY port when its async callback ended
+
 
 class Port:
     __slots__ = ("backlog", "default", "gate", "id", "monitors", "tags", "task", "watchers")

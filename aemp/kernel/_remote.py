@@ -32,7 +32,7 @@ from .._seam import Link
 
 if TYPE_CHECKING:
     from ._handles import Monitor
-    from ._kernel import Kernel
+    from ._state import KernelState
 
 log = logging.getLogger("aemp.remote")
 
@@ -62,7 +62,7 @@ class Remote:
         "watched",
     )
 
-    def __init__(self, node: Kernel, nodeid: str, connect: Callable[[Remote], None]) -> None:
+    def __init__(self, node: KernelState, nodeid: str, connect: Callable[[Remote], None]) -> None:
         self.node = node
         self.id = nodeid
         self._connect = connect

@@ -1,19 +1,24 @@
 # Requests to the node port ("" as port name), from other nodes or from
-# local code that sends to the node ID.
+# local code that sends to the node ID: the open registry (Requests, a part
+# of Kernel: handle, handles, request) and the kernel's own requests.
 #
-# The kernel's own requests are small functions in one table, CORE_REQUESTS;
-# the layers above add theirs with Kernel.handle (spawn, the database). A request with arguments
-# of the wrong shape is logged and ignored: nothing a peer sends can crash
-# the node (guarantee 8). Unknown requests are never taken as function
-# names to call, unlike AnyEvent::MP; `eval` is refused. `remote` is the
-# link a request came in on, and every check of what a peer may do is made
-# against it, relayed requests included. None means this node's own code
-# sent it to its own node port; that gives no more authority than a peer
-# has, since such a request is most likely a reply or relay that a peer
-# built (a callback answering snd(reply, *what_the_peer_sent) with the node
-# ID as reply): spawn requests meet the spawn policy and g_* requests are
-# refused (this node's own code spawns with spawn() and writes with
-# db_set). A reply goes to a port, never to a node port.
+# The kernel's own requests are small functions in one table,
+# CORE_REQUESTS; the layers above add theirs with Kernel.handle (spawn,
+# the database). A request with arguments of the wrong shape is logged and
+# ignored: nothing a peer sends can crash the node (guarantee 8). Unknown
+# requests are never taken as function names to call, unlike AnyEvent::MP;
+# `eval` is refused. `remote` is the link a request came in on, and every
+# check of what a peer may do is made against it, relayed requests
+# included. None means this node's own code sent it to its own node port;
+# that gives no more authority than a peer has, since such a request is
+# most likely a reply or relay that a peer built (a callback answering
+# snd(reply, *what_the_peer_sent) with the node ID as reply): spawn
+# requests meet the spawn policy and g_* requests are refused (this node's
+# own code spawns with spawn() and writes with db_set). A reply goes to a
+# port, never to a node port.
+#
+# May import the leaves and, of the kernel, _state.py (and _remote.py, for
+# its type).
 
 from __future__ import annotations
 
@@ -22,10 +27,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._errors import AempError
+from .._errors import AempError, InvalidArgument, InvalidID
+from .._ids import check_port_id
+from ._state import KernelState, check_callback
 
 if TYPE_CHECKING:
-    from ._kernel import Kernel
     from ._remote import Remote
 
 log = logging.getLogger("aemp.node")
@@ -37,7 +43,7 @@ def _name(value: Any) -> str:
     return value
 
 
-def _reply(node: Kernel, reply: tuple[Any, ...], result: Any) -> None:
+def _reply(node: KernelState, reply: tuple[Any, ...], result: Any) -> None:
     # A reply goes to a port. Sent to a node port it would be a request in
     # this node's name (to itself, or to a third node), built by the asker:
     # "can", 0, <node ID>, "AnyEvent::MP::_spawn", ... was a spawn past
@@ -49,7 +55,7 @@ def _reply(node: Kernel, reply: tuple[Any, ...], result: Any) -> None:
         node.snd(port, *reply[1:], result)
 
 
-def _mon1(node: Kernel, remote: Remote | None, name: Any) -> None:
+def _mon1(node: KernelState, remote: Remote | None, name: Any) -> None:
     name = _name(name)
     if remote is None:
         return
@@ -70,7 +76,7 @@ def _mon1(node: Kernel, remote: Remote | None, name: Any) -> None:
     remote.watched.add(name)
 
 
-def _mon0(node: Kernel, remote: Remote | None, name: Any) -> None:
+def _mon0(node: KernelState, remote: Remote | None, name: Any) -> None:
     name = _name(name)
     p = node._ports.get(node._prefix + name)
     if remote is not None:
@@ -79,18 +85,18 @@ def _mon0(node: Kernel, remote: Remote | None, name: Any) -> None:
             p.watchers.discard(remote.id)
 
 
-def _kil0(node: Kernel, remote: Remote | None, name: Any, *reason: Any) -> None:
+def _kil0(node: KernelState, remote: Remote | None, name: Any, *reason: Any) -> None:
     if remote is not None:
         remote.killed(_name(name), reason)
 
 
-def _kil1(node: Kernel, remote: Remote | None, name: Any, *reason: Any) -> None:
+def _kil1(node: KernelState, remote: Remote | None, name: Any, *reason: Any) -> None:
     p = node._ports.get(node._prefix + _name(name))
     if p is not None:
         node._kill(p, reason)
 
 
-def _snd(node: Kernel, remote: Remote | None, port: Any, *msg: Any) -> None:
+def _snd(node: KernelState, remote: Remote | None, port: Any, *msg: Any) -> None:
     if remote is None:
         node.snd(port, *msg)
         return
@@ -115,15 +121,15 @@ def _snd(node: Kernel, remote: Remote | None, port: Any, *msg: Any) -> None:
     node.snd(port, *msg[i:])
 
 
-def _can(node: Kernel, remote: Remote | None, tag: Any, *reply: Any) -> None:
+def _can(node: KernelState, remote: Remote | None, tag: Any, *reply: Any) -> None:
     _reply(node, reply, node.handles(tag))
 
 
-def _time(node: Kernel, remote: Remote | None, *reply: Any) -> None:
+def _time(node: KernelState, remote: Remote | None, *reply: Any) -> None:
     _reply(node, reply, time.time())
 
 
-def _eval(node: Kernel, remote: Remote | None, *args: Any) -> None:
+def _eval(node: KernelState, remote: Remote | None, *args: Any) -> None:
     log.warning("node %s: refused an 'eval' request from %s", node.id, remote and remote.id)
 
 
@@ -145,7 +151,7 @@ CORE_REQUESTS: dict[str, Callable[..., None]] = {
 }
 
 
-def handle_node_request(node: Kernel, remote: Remote | None, msg: list[Any]) -> None:
+def handle_node_request(node: KernelState, remote: Remote | None, msg: list[Any]) -> None:
     if not msg:
         return
     tag = msg[0]
@@ -158,3 +164,42 @@ def handle_node_request(node: Kernel, remote: Remote | None, msg: list[Any]) -> 
         handler(remote, *msg[1:])
     except (TypeError, ValueError, AempError) as e:
         log.warning("node %s: malformed %r request from %s ignored: %s", node.id, tag, who, e)
+
+
+class Requests(KernelState):
+    """The open registry of node requests (a part of Kernel)."""
+
+    def handle(self, tag: str, fn: Callable[..., None]) -> None:
+        """Handle the node request `tag`: fn(sender, *args) for each ["", tag, *args].
+
+        sender is the node ID of the link it came in on, or None when this
+        node's own code sent it to its own node port. A malformed request is
+        answered by raising TypeError or ValueError (logged as such).
+        ValueError if the tag is taken.
+        """
+        if type(tag) is not str or not tag:
+            raise InvalidArgument(f"handle: tag must be a non-empty str (got {tag!r})")
+        check_callback("handle callback", fn)
+        if tag in self._requests:
+            raise ValueError(f"handle: the node request {tag!r} is handled already")
+
+        def handler(remote: Remote | None, *args: Any) -> None:
+            fn(remote.id if remote is not None else None, *args)
+
+        self._requests[tag] = handler
+
+    def handles(self, tag: object) -> bool:
+        """True if this node answers the node request `tag` (what `can` asks)."""
+        return type(tag) is str and tag in self._requests and tag != "eval"
+
+    def request(self, nodeid: str, tag: str, *args: Any) -> None:
+        """Send the node request [tag, *args] to the node `nodeid` (this one included)."""
+        check_port_id(nodeid)
+        if "#" in nodeid:
+            raise InvalidID(f"request needs a node ID, got the port ID {nodeid!r}")
+        if type(tag) is not str:
+            raise InvalidArgument(f"request: tag must be a str (got {tag!r})")
+        self.send(nodeid, (tag, *args))
+
+    def _node_request(self, remote: Remote | None, msg: list[Any]) -> None:
+        handle_node_request(self, remote, msg)
