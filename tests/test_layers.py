@@ -2,8 +2,10 @@
 
 Every import between aemp's modules goes down (or sideways within a
 layer), counting imports under TYPE_CHECKING and inside functions; kernel/
-and net/ never import each other; and no module outside kernel/, net/ or
-db/ uses a private name that only that package defines.
+and net/ never import each other; no module outside kernel/, net/ or db/
+uses a private name that only that package defines; and no two modules
+import each other, however indirectly (a part that needs its owner declares
+a Protocol for it instead).
 """
 
 from __future__ import annotations
@@ -155,3 +157,35 @@ def test_only_a_layer_uses_its_private_names(package: str) -> None:
 @pytest.mark.parametrize("unit", sorted({u for layer in LAYERS for u in layer}))
 def test_every_layer_unit_exists(unit: str) -> None:
     assert (ROOT / f"{unit}.py").exists() or (ROOT / unit).is_dir() or unit == "_cli"
+
+
+def test_no_import_circle_between_modules() -> None:
+    """No circle of imports among aemp's modules, type-only and function-level ones counted."""
+    graph: dict[str, set[str]] = {}
+    names = {module for module, _ in _modules()}
+    for module, path in _modules():
+        deps = graph.setdefault(module, set())
+        for _, target in _imports(module, path):
+            while target and target not in names:  # a name imported from a package
+                target = target.rpartition(".")[0]
+            if target and target != module:
+                deps.add(target)
+    circles = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        path.append(m)
+        for d in sorted(graph.get(m, ())):
+            if state.get(d) == 1:
+                circles.append(" -> ".join([*path[path.index(d) :], d]))
+            elif d not in state:
+                visit(d)
+        path.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    assert not circles, "import circles:\n" + "\n".join(circles)

@@ -8,10 +8,24 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from ._state import KernelState
+
+class HandleOwner(Protocol):
+    """What a handle asks of its kernel (aemp/kernel/_state.py's KernelState
+    has it): declared here, so that this module imports no other part."""
+
+    loop: asyncio.AbstractEventLoop
+    _timers: set[Timer]
+    _node_watchers: dict[NodeWatch, None]
+
+    def _unmonitor(self, m: Monitor) -> None: ...
+
+    def call_in(self, owner: str | None, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any: ...
+
+    def kil(self, port: str, *reason: Any) -> None: ...
+
+    def snd(self, port: str, *msg: Any) -> None: ...
 
 
 class Handle(abc.ABC):
@@ -56,7 +70,7 @@ class Monitor(Handle):
     __slots__ = ("_action", "_args", "_node", "_owner", "port")
 
     def __init__(
-        self, node: KernelState, port: str, action: int, args: tuple[Any, ...], owner: str | None
+        self, node: HandleOwner, port: str, action: int, args: tuple[Any, ...], owner: str | None
     ) -> None:
         super().__init__()
         self._node = node
@@ -91,7 +105,7 @@ class Timer(Handle):
 
     __slots__ = ("_handle", "_node")
 
-    def __init__(self, node: KernelState, delay: float, fn: Callable[[], None]) -> None:
+    def __init__(self, node: HandleOwner, delay: float, fn: Callable[[], None]) -> None:
         super().__init__()
         self._node = node
         self._handle: asyncio.TimerHandle = node.loop.call_later(delay, self._run, fn)
@@ -111,7 +125,7 @@ class NodeWatch(Handle):
 
     __slots__ = ("_cb", "_node", "_owner")
 
-    def __init__(self, node: KernelState, cb: Callable[..., Any], owner: str | None) -> None:
+    def __init__(self, node: HandleOwner, cb: Callable[..., Any], owner: str | None) -> None:
         super().__init__()
         self._node = node
         self._cb = cb

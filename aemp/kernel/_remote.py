@@ -25,19 +25,31 @@ import enum
 import functools
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._errors import MessageError
 from .._seam import Link
 
 if TYPE_CHECKING:
     from ._handles import Monitor
-    from ._state import KernelState
 
 log = logging.getLogger("aemp.remote")
 
 MAX_PENDING = 100_000  # packets queued for a node that is not connected yet
 MAX_IDLE_SUBSCRIPTIONS = 4096  # remote ports we keep monitoring with no local monitor
+
+
+class RemoteOwner(Protocol):
+    """What a Remote asks of its kernel (KernelState has it): declared here,
+    so that this module imports no other part but the handles' types."""
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None: ...
+
+    def _receive(self, remote: Remote, packets: Any, queued: bool = False) -> None: ...
+
+    def _remote_lost(self, remote: Remote, why: str, was_up: bool, watched: set[str]) -> None: ...
+
+    def _forget_remote(self, remote: Remote) -> None: ...
 
 
 class State(enum.Enum):
@@ -62,7 +74,7 @@ class Remote:
         "watched",
     )
 
-    def __init__(self, node: KernelState, nodeid: str, connect: Callable[[Remote], None]) -> None:
+    def __init__(self, node: RemoteOwner, nodeid: str, connect: Callable[[Remote], None]) -> None:
         self.node = node
         self.id = nodeid
         self._connect = connect

@@ -32,7 +32,7 @@ import logging
 import socket
 import struct
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .. import wire
 from .._addr import format_address
@@ -40,7 +40,26 @@ from .._errors import RemoteProtocolError
 from .._seam import Inbox
 
 if TYPE_CHECKING:
-    from ._network import Network
+    from .._config import Config
+    from .._seam import LinkOwner
+
+
+class ConnOwner(Protocol):
+    """What a connection asks of the network it belongs to (Network has it):
+    declared here, so that this module does not import the network's."""
+
+    owner: LinkOwner
+    loop: asyncio.AbstractEventLoop
+    config: Config
+    settings: wire.Settings
+    conns: set[Conn]
+
+    def greeted(self, conn: Conn, nodeid: str) -> str | None: ...
+
+    def authenticated(self, conn: Conn) -> None: ...
+
+    def closed(self, conn: Conn, reason: str) -> None: ...
+
 
 log = logging.getLogger("aemp.transport")
 
@@ -58,7 +77,7 @@ _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close drops the se
 class Conn(asyncio.Protocol):
     """One TCP connection to another node."""
 
-    def __init__(self, net: Network, peeraddr: str, expect: str | None = None) -> None:
+    def __init__(self, net: ConnOwner, peeraddr: str, expect: str | None = None) -> None:
         self.net = net
         self.loop = loop = net.loop
         self._now = loop.time
