@@ -18,6 +18,7 @@ from ._config import effective_keys
 from ._current import current_node, process_node, run, set_process_node
 from ._errors import (
     AempError,
+    AlreadyHandled,
     AuthError,
     CallTimeout,
     ConfigError,
@@ -49,6 +50,7 @@ __all__ = [
     "NODE",
     "SELF",
     "AempError",
+    "AlreadyHandled",
     "AuthError",
     "Call",
     "CallTimeout",

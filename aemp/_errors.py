@@ -34,6 +34,10 @@ class OutOfRange(AempError, ValueError):
     """A number argument is outside its range: a negative delay, a timeout <= 0."""
 
 
+class AlreadyHandled(AempError, ValueError):
+    """A node request or global-node request tag has a handler already."""
+
+
 class MessageError(AempError, TypeError):
     """A message is empty or holds a value that cannot cross the wire."""
 

@@ -25,7 +25,8 @@ from ._runtime import SELF
 from ._spawn import Spawner
 from .db._client import Db, DbEntry, DbMonitor, Query
 from .kernel import Kernel
-from .net import Network, make_settings
+from .net import Network as Network  # for aemp.testing, which types its hook with it
+from .net import make_settings
 
 log = logging.getLogger("aemp.node")
 

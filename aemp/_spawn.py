@@ -48,7 +48,7 @@ import types
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._errors import SpawnError, SpawnRefused
+from ._errors import InvalidArgument, SpawnError, SpawnRefused
 from ._ids import check_port_id, counter_names
 from ._message import check_message
 from ._targets import check_spawn_allow, parse_spawn_target, show
@@ -80,7 +80,7 @@ def spawnable(fn: F) -> F:
     """
     inner = fn.__func__ if isinstance(fn, staticmethod | classmethod) else fn
     if not inspect.isfunction(inner):
-        raise TypeError(
+        raise InvalidArgument(
             f"@spawnable marks functions (def or async def), got {fn!r}, a {type(fn).__name__}"
         )
     setattr(inner, _MARK, True)

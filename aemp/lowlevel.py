@@ -99,8 +99,9 @@ def handle(node: Node, tag: str, fn: Callable[..., Any]) -> None:
     when this node's own code sent it to its own node port (most likely a
     relay a peer built: give it no more authority than a peer). fn runs
     outside any port; a TypeError or ValueError it raises is logged as a
-    malformed request. `can` answers True for the tag from now on.
-    ValueError if the tag is handled already (the core requests included).
+    malformed request, anything else as an error with its traceback.
+    `can` answers True for the tag from now on. AlreadyHandled (a
+    ValueError) if the tag is handled already (the core requests included).
     """
     node.handle(tag, check_callback("handle function", fn))
 
@@ -120,8 +121,9 @@ def handle_global(node: Node, tag: str, fn: Callable[..., Any]) -> None:
     is a global node.
 
     A request from the node itself is refused (sender is always another
-    node's ID), as is a request while this node is not global. ValueError
-    if the tag is handled already.
+    node's ID), as is a request while this node is not global. What fn
+    raises is logged as for handle(). AlreadyHandled (a ValueError) if the
+    tag is handled already.
     """
     node.handle_global(tag, check_callback("handle_global function", fn))
 

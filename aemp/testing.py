@@ -43,8 +43,8 @@ from ._node import Node
 from ._seam import Inbox, LinkOwner
 
 if TYPE_CHECKING:
+    from ._node import Network  # the node's network, as _node (the one module that knows it) has it
     from .kernel import Monitor
-    from .net import Network
 
 __all__ = [
     "MemoryEnd",

@@ -144,6 +144,7 @@ def test_exception_tree() -> None:
         aemp.AuthError: ValueError,
         aemp.InvalidArgument: TypeError,
         aemp.OutOfRange: ValueError,
+        aemp.AlreadyHandled: ValueError,
         aemp.NodeClosed: RuntimeError,
         aemp.NoCurrentNode: RuntimeError,
         aemp.PortDead: RuntimeError,

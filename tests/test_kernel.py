@@ -1,4 +1,5 @@
-"""The kernel's three copies of the dispatch agree.
+"""The kernel's copies of its hot paths agree: the three of the dispatch,
+and the three of the send side.
 
 A message reaches a port's callbacks through one of three copies of the
 same steps in aemp/kernel/_dispatch.py, kept inlined for speed: the loop of
@@ -6,7 +7,10 @@ _drain (sent from this node), the loop of _receive (read from another
 node, delivered at once) and _deliver (a busy or gated port's backlog).
 Each case below sends the same messages to the same callbacks through all
 three and compares what the callbacks saw (SELF, arguments, order) and
-how the port ended.
+how the port ended. The send side has its copies there too (Kernel.snd,
+Kernel.send and make_snd, which is aemp.snd): one series of sends, good
+and bad, local, remote, to node ports and to a closed node, goes through
+each, and what they raised and what arrived must be the same.
 """
 
 from __future__ import annotations
@@ -143,3 +147,111 @@ async def test_the_cases_see_what_they_should(node: aemp.Node) -> None:
     trace, end = await run_case(node, "drain", "kil inside")
     assert trace == [("cb", "P", "x", 1), ("cb", "P", "stop", 2)]
     assert end == ("stopped", 2)
+
+
+# -- the send side: Kernel.snd, Kernel.send and make_snd (aemp.snd) -----------
+
+
+def _snd(node: aemp.Node, port: Any, msg: tuple[Any, ...]) -> None:
+    node.snd(port, *msg)
+
+
+def _send(node: aemp.Node, port: Any, msg: tuple[Any, ...]) -> None:
+    node.send(port, msg)
+
+
+def _module_snd(node: aemp.Node, port: Any, msg: tuple[Any, ...]) -> None:
+    # aemp.snd acts on the current node: the one whose code runs (call_in
+    # makes it current); call_in logs what it raises, so carry it out
+    raised: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            aemp.snd(port, *msg)
+        except Exception as e:
+            raised.append(e)
+
+    lowlevel.call_in(node, None, send)
+    if raised:
+        raise raised[0]
+
+
+SENDERS: dict[str, Callable[[aemp.Node, Any, tuple[Any, ...]], None]] = {
+    "Kernel.snd": _snd,
+    "Kernel.send": _send,
+    "aemp.snd": _module_snd,
+}
+
+
+async def send_case(sender: str) -> tuple[list[Any], list[Any]]:
+    """Send one series through `sender`: (what each send raised, what arrived where)."""
+    from aemp import testing
+
+    send = SENDERS[sender]
+    outcomes: list[Any] = []
+    got: list[Any] = []
+    async with testing.pair() as (a, b, _link):
+        local = a.port(lambda *m: got.append(("local", *m)))
+        remote = b.port(lambda *m: got.append(("remote", *m)))
+        other = b.port(lambda *m: got.append(("other", *m)))
+        reply = a.port(lambda *m: got.append(("reply", *m)))
+        dead = a.port()
+        a.kil(dead)
+        nodeid = a.id
+        cases: list[tuple[Any, tuple[Any, ...]]] = [
+            (local, ("x", 1)),
+            (local, ("bad", {1, 2})),  # not for the wire: refused, locally too
+            (local, ()),  # empty
+            (remote, ("y", 2)),  # not routed yet
+            (remote, ("y", 3)),  # routed now
+            (remote, ("bad", {1})),
+            (other, ("bad", {1})),  # not routed, bad
+            (dead, ("z",)),  # dropped
+            (nodeid, ("can", "mon1", reply, "own")),  # a node request to this node
+            ("b", ("can", "nothing", reply, "b")),  # ... to another node
+            ("no such#port#at all", ("w",)),
+            (None, ("w",)),
+            (local, ("x", 4)),
+        ]
+        for port, msg in cases:
+            try:
+                send(a, port, msg)
+                outcomes.append(None)
+            except aemp.AempError as e:
+                outcomes.append(type(e).__name__)
+        await testing.wait_until(lambda: len(got) >= 6, what=f"{sender}: six arrivals")
+    # a closed node refuses
+    try:
+        send(a, local, ("late",))
+        outcomes.append(None)
+    except aemp.AempError as e:
+        outcomes.append(type(e).__name__)
+    # the ports' names differ from run to run: arrivals compared per port
+    return outcomes, sorted(got, key=repr)
+
+
+@pytest.mark.virtual_time
+async def test_the_three_send_paths_agree() -> None:
+    results = {sender: await send_case(sender) for sender in SENDERS}
+    assert results["Kernel.send"] == results["Kernel.snd"]
+    assert results["aemp.snd"] == results["Kernel.snd"]
+    # and the common answer is the right one
+    outcomes, got = results["Kernel.snd"]
+    assert outcomes == [
+        *(None, "MessageError", "MessageError"),
+        *(None, None, "MessageError", "MessageError"),
+        *(None, None, None),
+        *("InvalidID", "InvalidID", None),
+        "NodeClosed",
+    ]
+    assert got == sorted(
+        [
+            ("local", "x", 1),
+            ("local", "x", 4),
+            ("remote", "y", 2),
+            ("remote", "y", 3),
+            ("reply", "own", True),
+            ("reply", "b", False),
+        ],
+        key=repr,
+    )

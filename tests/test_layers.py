@@ -189,3 +189,13 @@ def test_no_import_circle_between_modules() -> None:
         if m not in state:
             visit(m)
     assert not circles, "import circles:\n" + "\n".join(circles)
+
+
+def test_only_the_node_imports_both_kernel_and_network() -> None:
+    """The kernel and the network meet in _node.py (through aemp/_seam.py), nowhere else."""
+    both = []
+    for module, path in _modules():
+        units = {_unit(target) for _, target in _imports(module, path)}
+        if {"kernel", "net"} <= units and _unit(module) != "_node":
+            both.append(module)
+    assert not both, f"modules importing both kernel/ and net/: {both}"

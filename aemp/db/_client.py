@@ -51,7 +51,7 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._errors import DbTimeout, NodeClosed
+from .._errors import AlreadyHandled, DbTimeout, InvalidArgument, NodeClosed
 from .._ids import check_port_id
 from .._message import check_message
 from .._pending import Pending
@@ -130,9 +130,11 @@ class Db:
     def handle_global(self, tag: str, fn: GlobalRequest) -> None:
         """Global nodes answer node request `tag` with fn(service, src, *args)."""
         if type(tag) is not str or not tag:
-            raise ValueError(f"a node request's tag is a non-empty str, not {tag!r:.60}")
+            raise InvalidArgument(f"handle_global: tag must be a non-empty str (got {tag!r:.60})")
         if tag in self.global_requests or tag in ANSWERS:
-            raise ValueError(f"the global-node request {tag!r} is handled already")
+            raise AlreadyHandled(
+                f"handle_global: the global-node request {tag!r} is handled already"
+            )
         self.host.handle(tag, self._node_request(tag))
         self.global_requests[tag] = fn
 
@@ -227,7 +229,7 @@ class Db:
         if port is None:
             port = SELF.get()
             if port is None:
-                raise TypeError(
+                raise InvalidArgument(
                     "db_reg needs a port: call it from a port callback, or pass port=..."
                 )
         check_port_id(port)  # before anything is set
@@ -266,7 +268,7 @@ class Db:
     def mon(self, family: str, cb: Callback) -> DbMonitor:
         family = check_family(family, write=False)
         if not callable(cb):
-            raise TypeError(f"db_mon callback must be callable, got {cb!r}")
+            raise InvalidArgument(f"db_mon callback must be callable, got {cb!r}")
         self._check_open()
         m = DbMonitor(self, family, cb, SELF.get())
         fam = self.families.get(family)

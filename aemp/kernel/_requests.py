@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._errors import AempError, InvalidArgument, InvalidID
+from .._errors import AempError, AlreadyHandled, InvalidArgument, InvalidID
 from .._ids import check_port_id
 from ._state import KernelState, check_callback
 
@@ -164,6 +164,11 @@ def handle_node_request(node: KernelState, remote: Remote | None, msg: list[Any]
         handler(remote, *msg[1:])
     except (TypeError, ValueError, AempError) as e:
         log.warning("node %s: malformed %r request from %s ignored: %s", node.id, tag, who, e)
+    except Exception:
+        # a handler's own fault (an extension's bug), named as such; the
+        # link, the run queue and the other requests go on
+        log.exception("node %s: the handler of the node request %r from %s failed",
+                      node.id, tag, who)  # fmt: skip
 
 
 class Requests(KernelState):
@@ -175,13 +180,13 @@ class Requests(KernelState):
         sender is the node ID of the link it came in on, or None when this
         node's own code sent it to its own node port. A malformed request is
         answered by raising TypeError or ValueError (logged as such).
-        ValueError if the tag is taken.
+        AlreadyHandled (a ValueError) if the tag is taken.
         """
         if type(tag) is not str or not tag:
             raise InvalidArgument(f"handle: tag must be a non-empty str (got {tag!r})")
         check_callback("handle callback", fn)
         if tag in self._requests:
-            raise ValueError(f"handle: the node request {tag!r} is handled already")
+            raise AlreadyHandled(f"handle: the node request {tag!r} is handled already")
 
         def handler(remote: Remote | None, *args: Any) -> None:
             fn(remote.id if remote is not None else None, *args)
