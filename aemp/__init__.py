@@ -13,6 +13,7 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ._blocking import blocking, run_blocking
 from ._call import Call
 from ._config import effective_keys
 from ._current import current_node, process_node, run, set_process_node
@@ -79,6 +80,7 @@ __all__ = [
     "Timer",
     "__version__",
     "after",
+    "blocking",
     "cal",
     "configure",
     "db_del",
@@ -100,6 +102,7 @@ __all__ = [
     "psub",
     "rcv",
     "run",
+    "run_blocking",
     "snd",
     "spawn",
     "spawnable",

@@ -371,6 +371,11 @@ _LOW_KEYS = {
         "a number of bytes of at least 1024",
         "largest packet accepted (default 64 MiB)",
     ),
+    "blocking_threads": (
+        "N",
+        "an int from 1 to 1024",
+        "threads for aemp.blocking work (default 8)",
+    ),
 }
 
 for _key, (_meta, _expects, _note) in _LOW_KEYS.items():

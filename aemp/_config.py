@@ -53,6 +53,7 @@ class Config:
     secure: bool = False
     spawn_allow: tuple[str, ...] | None = None
     max_packet: int = 64 * 1024 * 1024
+    blocking_threads: int = 8
 
     @classmethod
     def from_keys(cls, keys: Mapping[str, Any]) -> Config:
@@ -103,6 +104,9 @@ def _choice_list(allowed: tuple[str, ...]) -> Any:
 # attempt; and no msgpack str or bin can be longer than 4 GiB - 1 bytes.
 SECONDS_BOUNDS = {"monitor_timeout": (0.1, 86400.0), "connect_interval": (0.01, 86400.0)}
 MAX_PACKET_BOUNDS = (1024, 2**32 - 1)
+# aemp.blocking's threads per node: each holds a stack (8 MiB of address
+# space on Linux), and more than a few hundred buy nothing but contention
+BLOCKING_THREADS_BOUNDS = (1, 1024)
 
 
 def _seconds(key: str, v: Any) -> float:
@@ -128,6 +132,13 @@ def _size(key: str, v: Any) -> int:
         raise ConfigError(f"{key!r} must be an int of at least {low} bytes (got {v!r})")
     if v > high:
         raise ConfigError(f"{key!r} must be at most {high} bytes (4 GiB - 1) (got {v!r})")
+    return v
+
+
+def _threads(key: str, v: Any) -> int:
+    low, high = BLOCKING_THREADS_BOUNDS
+    if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+        raise ConfigError(f"{key!r} must be an int from {low} to {high} (got {v!r})")
     return v
 
 
@@ -196,6 +207,7 @@ _CHECKS: dict[str, Any] = {
     "secure": _flag,
     "spawn_allow": _spawn_allow,
     "max_packet": _size,
+    "blocking_threads": _threads,
 }
 
 

@@ -66,6 +66,9 @@ class Node(Kernel):
         self._calls = CallTable(self)
         self._net: Network | None = None
         self._db = Db(self)
+        # what the capabilities above aemp.lowlevel keep per node (aemp/_blocking.py's
+        # threads), by name: lowlevel.extension; each cleans up with on_close
+        self._extensions: dict[str, Any] = {}
         if not self.config.seeds:
             self._db.become_global()  # no seed to attach to: its own master
         self.on_link(self._link_changed)
@@ -123,6 +126,15 @@ class Node(Kernel):
         if self._net is not None:
             await self._net.close()
         await super().close()
+
+    def extension(self, name: str, make: Callable[[], Any]) -> Any:
+        """The node's object for the extension `name`, made by make() on first use."""
+        try:
+            return self._extensions[name]
+        except KeyError:
+            self.check_open()
+            obj = self._extensions[name] = make()
+            return obj
 
     def _fail_calls(self) -> None:
         for call in list(self._calls):

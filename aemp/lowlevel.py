@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "call_in",
     "database",
+    "extension",
     "gated_port",
     "handle",
     "handle_global",
@@ -86,6 +87,20 @@ def on_close(node: Node, fn: Callable[[], Any]) -> None:
     """Call fn() when the node closes: after its network and timers stopped,
     before its ports die and its tasks are cancelled. An exception is logged."""
     node.on_close(check_callback("on_close function", fn))
+
+
+def extension(node: Node, name: str, make: Callable[[], Any]) -> Any:
+    """The node's object for the extension `name` (by convention its module's
+    name), made by make() on the first call and returned by every later one.
+
+    This is where a capability built on aemp keeps what belongs to one
+    node (a thread pool, a table of leases), instead of module-level state.
+    make() that needs to clean up registers with on_close itself. Raises
+    NodeClosed when the object does not exist yet and the node is closed.
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument(f"extension: name must be a non-empty str (got {name!r})")
+    return node.extension(name, check_callback("extension make", make))
 
 
 # ---------------------------------------------------------------- requests

@@ -121,6 +121,7 @@ REQUIRED = {
             "secure",
             "spawn_allow",
             "max_packet",
+            "blocking_threads",
             "nodeid",
             "secret",
             "cert",
@@ -198,6 +199,7 @@ def test_bin_script_runs_the_command() -> None:
         ("spawn_allow", "workers:squarer,jobs.x:*", ["workers:squarer", "jobs.x:*"]),
         ("spawn_allow", "[]", []),
         ("max_packet", "1048576", 1048576),
+        ("blocking_threads", "4", 4),
     ],
 )
 def test_set_alias_and_del(run: Run, cfg: Path, key: str, given: str, stored: Any) -> None:

@@ -27,7 +27,10 @@ LAYERS: list[set[str]] = [
     {"kernel", "net"},
     {"_call", "_spawn", "db"},
     {"_node"},
-    {"__init__", "lowlevel", "testing", "_current", "_services", "__main__", "_cli"},
+    {
+        "__init__", "lowlevel", "testing", "_current", "_services", "__main__", "_cli",
+        "_blocking",
+    },
 ]  # fmt: skip
 SIBLINGS_APART = {frozenset({"kernel", "net"})}
 

@@ -303,6 +303,21 @@ async def test_monitors_needs_no_seed(net: Net) -> None:
     assert p.err == [], p.transcript()
 
 
+async def test_blocking_needs_no_seed(net: Net) -> None:
+    (words,) = commands("python eg/blocking.py")
+    p = await net.example("blocking.py", *words[2:])
+    assert await p.wait() == 0, p.transcript()
+    assert p.out == [
+        "pong while the saver works",
+        "saved a",
+        "saved b",
+        "saved c",
+        "flushed after every save",
+        "primes below 50000: 5133",
+    ], p.transcript()
+    assert p.err == [], p.transcript()
+
+
 async def test_sender_and_receiver(net: Net) -> None:
     await net.seed()
     receiver = await net.example("receiver.py")
