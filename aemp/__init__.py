@@ -86,6 +86,7 @@ __all__ = [
     "db_reg",
     "db_set",
     "db_values",
+    "drain",
     "kil",
     "mon",
     "mon_guard",
@@ -164,6 +165,11 @@ def rcv(
 
 
 snd = make_snd(current_node)  # Node.snd on the current node, inlined: aemp/kernel/_dispatch.py
+
+
+async def drain(target: str) -> None:
+    """Wait until `target` (a port or node ID) can take more: snd's awaitable twin."""
+    await (CURRENT.get() or current_node()).drain(target)
 
 
 def kil(port: str, *reason: Any) -> None:
