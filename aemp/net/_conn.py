@@ -101,7 +101,7 @@ class Conn(asyncio.Protocol):
         # queue_limit), the rest of a read fed a slice per loop turn, and
         # the peer's progress in taking what we wrote (stall_timeout)
         self._node_paused = False
-        self._rest = b""
+        self._rest: bytes | memoryview = b""
         self._more_handle: asyncio.Handle | None = None
         self._written = 0  # bytes handed to the transport (after TLS)
         self._taken = 0  # of those, taken by the peer when last looked
@@ -145,7 +145,7 @@ class Conn(asyncio.Protocol):
         self.bytes_in += len(data)
         if self._receive is not None:  # the data phase
             if len(data) > READ_SLICE:  # the rest a slice per loop turn, not reading meanwhile
-                self._rest = data[READ_SLICE:]
+                self._rest = memoryview(data)[READ_SLICE:]  # a view: no copy of the rest
                 data = data[:READ_SLICE]
                 if not self._node_paused:
                     cast(asyncio.Transport, self.transport).pause_reading()
@@ -182,13 +182,14 @@ class Conn(asyncio.Protocol):
         self._more_handle = None
         if self.closed or self._node_paused:
             return
-        data = self._rest
-        if len(data) > READ_SLICE:
-            self._rest = data[READ_SLICE:]
-            data = data[:READ_SLICE]
+        rest = self._rest
+        if len(rest) > READ_SLICE:
+            self._rest = rest[READ_SLICE:]
+            data = bytes(rest[:READ_SLICE])
             self._more_handle = self.loop.call_soon(self._more)
         else:
             self._rest = b""
+            data = bytes(rest)
         self._feed(data)
         if not self._rest and not self._node_paused and not self.closed:
             cast(asyncio.Transport, self.transport).resume_reading()
