@@ -25,6 +25,12 @@
 # these copies like any message, to its reply port's default callback
 # (Call._on_reply in aemp/_call.py).
 #
+# Flow control: packets read while the run queue is busy wait in it as one
+# NET entry per read (they count against _drain's budget packet by packet).
+# Past queue_limit held messages (run queue entries, packets of NET
+# entries, busy ports' backlogs) every link pauses reading; _drain's end
+# resumes them under half of it and wakes drain() of this node.
+#
 # May import the leaves and, of the kernel, _state.py, _port.py, _remote.py
 # (for its type) and _requests.py (handle_node_request).
 

@@ -14,6 +14,14 @@
 # the peer, which waits for them, can work on the first while we make the
 # rest. Heartbeats and limits live here: the core has no clock.
 #
+# Flow control: a read longer than READ_SLICE is fed a slice per loop turn
+# (reading paused meanwhile), so delivery never keeps timers waiting long;
+# the node pauses and resumes reading (Link.pause_reading, its queue_limit)
+# and a paused reader does not time its peer out. On the sending side the
+# transport's high-water mark is send_buffer (drained() waits under a
+# quarter of it); a peer that takes none of our bytes for stall_timeout,
+# or lets max_unsent pile up, is reset.
+#
 # Every timer and deadline is on the event loop's clock (loop.time,
 # loop.call_later), never on time.monotonic: a loop whose clock is virtual
 # (aemp.testing) drives the handshake timeout and the heartbeats.
