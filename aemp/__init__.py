@@ -90,6 +90,7 @@ __all__ = [
     "db_reg",
     "db_set",
     "db_values",
+    "drain",
     "kil",
     "mon",
     "mon_guard",
@@ -169,6 +170,11 @@ def rcv(
 
 
 snd = make_snd(current_node)  # Node.snd on the current node, inlined: aemp/kernel/_dispatch.py
+
+
+async def drain(target: str) -> None:
+    """Wait until `target` (a port or node ID) can take more: snd's awaitable twin."""
+    await (CURRENT.get() or current_node()).drain(target)
 
 
 def kil(port: str, *reason: Any) -> None:

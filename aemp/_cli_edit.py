@@ -376,6 +376,26 @@ _LOW_KEYS = {
         "an int from 1 to 1024",
         "threads for aemp.blocking work (default 8)",
     ),
+    "queue_limit": (
+        "COUNT",
+        "an int from 100 to 2**30",
+        "messages held before reading from links pauses (default 10000)",
+    ),
+    "send_buffer": (
+        "BYTES",
+        "a number of bytes of at least 65536",
+        "unsent bytes per link past which drain() waits (default 4 MiB)",
+    ),
+    "max_unsent": (
+        "BYTES",
+        "a number of bytes of at least 65536",
+        "unsent bytes per link past which the link fails (default 256 MiB)",
+    ),
+    "stall_timeout": (
+        "SECONDS",
+        "a positive number of seconds",
+        "seconds a peer may take none of our bytes (default 60)",
+    ),
 }
 
 for _key, (_meta, _expects, _note) in _LOW_KEYS.items():

@@ -54,6 +54,10 @@ class Config:
     spawn_allow: tuple[str, ...] | None = None
     max_packet: int = 64 * 1024 * 1024
     blocking_threads: int = 8
+    queue_limit: int = 10_000
+    send_buffer: int = 4 * 1024 * 1024
+    max_unsent: int = 256 * 1024 * 1024
+    stall_timeout: float = 60.0
 
     @classmethod
     def from_keys(cls, keys: Mapping[str, Any]) -> Config:
@@ -102,7 +106,11 @@ def _choice_list(allowed: tuple[str, ...]) -> Any:
 # never faster than every 0.05 s, so a shorter timeout would take healthy
 # links for dead ones; a day is far beyond any useful timeout or connect
 # attempt; and no msgpack str or bin can be longer than 4 GiB - 1 bytes.
-SECONDS_BOUNDS = {"monitor_timeout": (0.1, 86400.0), "connect_interval": (0.01, 86400.0)}
+SECONDS_BOUNDS = {
+    "monitor_timeout": (0.1, 86400.0),
+    "connect_interval": (0.01, 86400.0),
+    "stall_timeout": (0.1, 86400.0),
+}
 MAX_PACKET_BOUNDS = (1024, 2**32 - 1)
 # aemp.blocking's threads per node: each holds a stack (8 MiB of address
 # space on Linux), and more than a few hundred buy nothing but contention
@@ -139,6 +147,27 @@ def _threads(key: str, v: Any) -> int:
     low, high = BLOCKING_THREADS_BOUNDS
     if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
         raise ConfigError(f"{key!r} must be an int from {low} to {high} (got {v!r})")
+    return v
+
+
+# Flow control: fewer than 100 held messages would pause reading at every
+# burst; 2**30 messages would be far beyond any memory. A send buffer under
+# 64 KiB is smaller than asyncio's own default high-water mark.
+COUNT_BOUNDS = {"queue_limit": (100, 2**30)}
+BYTES_BOUNDS = {"send_buffer": (64 * 1024, 2**40), "max_unsent": (64 * 1024, 2**40)}
+
+
+def _count(key: str, v: Any) -> int:
+    low, high = COUNT_BOUNDS[key]
+    if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+        raise ConfigError(f"{key!r} must be an int from {low} to {high} (got {v!r})")
+    return v
+
+
+def _bytes(key: str, v: Any) -> int:
+    low, high = BYTES_BOUNDS[key]
+    if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+        raise ConfigError(f"{key!r} must be an int of {low} to {high} bytes (got {v!r})")
     return v
 
 
@@ -208,6 +237,10 @@ _CHECKS: dict[str, Any] = {
     "spawn_allow": _spawn_allow,
     "max_packet": _size,
     "blocking_threads": _threads,
+    "queue_limit": _count,
+    "send_buffer": _bytes,
+    "max_unsent": _bytes,
+    "stall_timeout": _seconds,
 }
 
 

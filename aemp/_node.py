@@ -59,7 +59,9 @@ class Node(Kernel):
         self.config = Config.from_keys(keys)
         nodeid = self.config.nodeid
         super().__init__(
-            expand_nodeid("anon/" if nodeid is None else nodeid), self.config.monitor_timeout
+            expand_nodeid("anon/" if nodeid is None else nodeid),
+            self.config.monitor_timeout,
+            self.config.queue_limit,
         )
         self.implicit = _implicit
         self._spawner = Spawner(self, self.config.secure, self.config.spawn_allow)

@@ -41,12 +41,29 @@ class Link(Protocol):
     def fail(self, reason: str) -> None:
         """The link is given up: whatever was not written is dropped, never sent."""
 
+    def pause_reading(self) -> None:
+        """Flow control: deliver nothing more to the Inbox until resume_reading.
+
+        The node holds more than it may (queue_limit). The link stops
+        reading, so the transport pushes back on the peer, and does not
+        take the peer's silence meanwhile for a dead peer (it is our own)."""
+
+    def resume_reading(self) -> None:
+        """Deliver again what arrives (and what was read and held back)."""
+
+    def drained(self) -> asyncio.Future[None] | None:
+        """None if the link can take more now; else a future resolved when its
+        unsent bytes fall under the low-water mark or the link is lost."""
+
 
 class Inbox(Protocol):
     """Where the packets read from one remote node go."""
 
     def receive(self, packets: Iterable[list[Any]]) -> None:
-        """Packets [portname, *message] from the node, in stream order."""
+        """Packets [portname, *message] from the node, in stream order.
+
+        The node may hold them in its run queue; when it holds too much it
+        asks every link to pause_reading (Link), and later to resume."""
 
 
 class LinkOwner(Protocol):

@@ -96,6 +96,7 @@ class MemoryEnd:
         self._loop = loop
         self._last_in = self._last_out = loop.time()
         self._hb_timer: asyncio.TimerHandle | None = None
+        self._paused = False  # the node asked us to deliver nothing (its queue_limit)
 
     def __repr__(self) -> str:
         state = f"closed: {self.why}" if self.closed else "open"
@@ -139,6 +140,23 @@ class MemoryEnd:
         if peer is not None:
             self._loop.call_soon(peer._broken, self._peer_sees)
 
+    def pause_reading(self) -> None:
+        """Deliver nothing until resume_reading: what arrives stays in flight."""
+        self._paused = True
+
+    def resume_reading(self) -> None:
+        """Deliver again, starting with what arrived meanwhile."""
+        if not self._paused:
+            return
+        self._paused = False
+        self._last_in = self._loop.time()  # the silence was our own
+        if self._in_flight and self._delivery is None and not self.closed:
+            self._delivery = self._loop.call_at(self._loop.time(), self._deliver)
+
+    def drained(self) -> asyncio.Future[None] | None:
+        """None: a memory link has no send buffer to wait for."""
+        return None
+
     # -- carrying ----------------------------------------------------------
 
     def _carry(self, data: bytes, packet: Packet) -> None:
@@ -164,8 +182,8 @@ class MemoryEnd:
         """What has arrived by now (or all in flight), in one read, to the node's inbox."""
         self._delivery = None
         flight = self._in_flight
-        if self.closed or not flight:
-            return
+        if self.closed or not flight or (self._paused and not everything):
+            return  # (paused: resume_reading delivers)
         now = self._loop.time()
         chunks = []
         while flight and (everything or flight[0][0] <= now):
@@ -200,6 +218,8 @@ class MemoryEnd:
         # the rule of aemp/net/_conn.py: write at least every hb, give up
         # after monitor_timeout of silence, on our own clock
         now = self._loop.time()
+        if self._paused:
+            self._last_in = now  # we do not read: the peer's silence is our own doing
         silent = now - self._last_in
         if silent >= self._monitor_timeout:
             self.fail("heartbeat timeout")

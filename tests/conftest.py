@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import socket
 from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +37,37 @@ def _no_user_config(
 async def node() -> AsyncIterator[aemp.Node]:
     async with aemp.Node(nodeid="test/%u") as n:
         yield n
+
+
+def _below_ephemeral() -> tuple[int, int]:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return (max(1024, low - 12000), low) if low > 2048 else (40000, 60000)
+
+
+_FREE_RANGE = _below_ephemeral()
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that is free now, for a node started later.
+
+    Taken below the kernel's ephemeral range, so that no outgoing
+    connection of this process (or another) takes it in between: a port
+    from bind(0) is one an outgoing connection may be given next.
+    """
+    low, high = _FREE_RANGE
+    for _ in range(1000):
+        port = random.randrange(low, high)
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}..{high}")
 
 
 async def settle(rounds: int = 5) -> None:

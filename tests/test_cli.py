@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from conftest import free_port
 
 import aemp
 from aemp._cli import _table, main
@@ -451,12 +452,6 @@ def test_network_commands_need_seeds(run: Run, cfg: Path, args: list[str]) -> No
 
 
 # ---------------------------------------------------------------- nodes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Lines:

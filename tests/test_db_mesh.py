@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
+from conftest import free_port
 
 import aemp
 from aemp import lowlevel
@@ -80,12 +80,6 @@ def _name(layout: tuple[Option, ...]) -> str:
         return f"g{i + 1}:{what}"
 
     return ",".join(one(i, o) for i, o in enumerate(layout))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def until(cond: Callable[[], Any], limit: float, what: str) -> None:

@@ -12,24 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
+from conftest import free_port
 
 import aemp
 from aemp import lowlevel, wire
 from tests.conftest import Recorder
 
 SECRET = "db-trust-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def until(cond: Callable[[], Any], limit: float = 5.0, what: str = "condition") -> None:

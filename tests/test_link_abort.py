@@ -38,7 +38,7 @@ async def flood(sender: aemp.Node, port: str, fired: Recorder, limit: int) -> in
 
 
 async def test_failed_link_delivers_nothing_queued_after_the_monitor_fired(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The receiver stops reading; the sender's buffer passes its limit and
     the monitor fires ("peer is not reading"). The receiver then reads what
@@ -46,10 +46,9 @@ async def test_failed_link_delivers_nothing_queued_after_the_monitor_fired(
     the limit's worth that was still queued at the sender; and its monitor
     on a port of the sender fires too (the connection was reset)."""
     limit = 4 * 1024 * 1024
-    monkeypatch.setattr(_conn, "SEND_BUFFER_LIMIT", limit)
     async with (
         aemp.Node(nodeid="rcv", binds=["127.0.0.1:0"], secret=SECRET) as rcv,
-        aemp.Node(nodeid="snd", seeds=rcv.listeners, secret=SECRET) as snd,
+        aemp.Node(nodeid="snd", seeds=rcv.listeners, secret=SECRET, max_unsent=limit) as snd,
     ):
         await wait_up(snd, "rcv")
         await wait_up(rcv, "snd")

@@ -147,6 +147,7 @@ class Context(KernelState):
         token = SELF.set(p.id)
         try:
             while backlog:
+                self._backlogged -= 1
                 self._deliver(p, backlog.popleft())
                 if p.task is not None or p.gate is DEAD:
                     return

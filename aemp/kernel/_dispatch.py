@@ -25,20 +25,28 @@
 # these copies like any message, to its reply port's default callback
 # (Call._on_reply in aemp/_call.py).
 #
+# Flow control: packets read while the run queue is busy wait in it as one
+# NET entry per read (they count against _drain's budget packet by packet).
+# Past queue_limit held messages (run queue entries, packets of NET
+# entries, busy ports' backlogs) every link pauses reading; _drain's end
+# resumes them under half of it and wakes drain() of this node.
+#
 # May import the leaves and, of the kernel, _state.py, _port.py, _remote.py
 # (for its type) and _requests.py (handle_node_request).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._ids import check_port_id
+from .._errors import InvalidArgument
+from .._ids import check_port_id, node_of
 from .._message import check_message
 from .._runtime import CURRENT, SELF
-from ._port import BUSY, RESUME, SYS, Port
+from ._port import BUSY, NET, RESUME, SYS, Port
 from ._requests import handle_node_request
 from ._state import KernelState
 
@@ -139,8 +147,17 @@ class Dispatch(KernelState):
         while q:
             p, msg = q.popleft()
             if p.gate is not None:
-                self._gated(p, msg)
+                if p.gate is NET:  # packets read from a link: they cost what they hold
+                    pkts = msg[1]
+                    self._inbound -= len(pkts)
+                    left -= len(pkts)
+                    self._receive(msg[0], pkts, True)
+                else:
+                    self._gated(p, msg)
+                    left -= 1
                 cur = None
+                if left <= 0:
+                    break
                 continue
             if p is not cur:
                 cur = p
@@ -166,9 +183,11 @@ class Dispatch(KernelState):
                 self._die(p, e)
             left -= 1
             if not left:
-                if q:
-                    self._drain_handle = self.loop.call_soon(self._drain)
-                return
+                break
+        if q and self._drain_handle is None:  # the budget is spent: the loop gets a turn
+            self._drain_handle = self.loop.call_soon(self._drain)
+        if self._reading_paused or self._load_waiters:
+            self._unload()
 
     def _receive(self, remote: Remote, packets: Any, queued: bool = False) -> None:
         """Packets [portname, *message] from another node: messages to our
@@ -181,8 +200,15 @@ class Dispatch(KernelState):
         overtake each other. Node requests are handled in stream order.
         """
         if not queued:
-            if self._queue:
-                self.post(self._receive, remote, list(packets), True)
+            q = self._queue
+            if q:
+                pkts = packets if type(packets) is list else list(packets)
+                self._inbound += len(pkts)
+                q.append((self._netq, (remote, pkts)))
+                if self._drain_handle is None:
+                    self._drain_handle = self.loop.call_soon(self._drain)
+                if len(q) + self._inbound + self._backlogged > self._queue_limit:
+                    self._pause_reading()
                 return
             if CURRENT.get() is not self:  # the network's context is this node's
                 CURRENT.set(self)
@@ -229,6 +255,67 @@ class Dispatch(KernelState):
         finally:
             if cur is not None and not queued:
                 set_self(None)
+        if (
+            not queued
+            and (self._queue or self._backlogged)
+            and len(self._queue) + self._inbound + self._backlogged > self._queue_limit
+        ):
+            self._pause_reading()
+
+    # ---------------------------------------------------------------- flow control
+
+    def _pause_reading(self) -> None:
+        """The node holds more than queue_limit messages: stop reading every link."""
+        if self._reading_paused:
+            return
+        self._reading_paused = True
+        log.debug("node %s: over queue_limit (%d): reading paused", self.id, self._queue_limit)
+        for r in self._remotes.values():
+            if r.link is not None:
+                r.link.pause_reading()
+
+    def _unload(self) -> None:
+        """Under half of queue_limit: read again, wake drain() of this node."""
+        if len(self._queue) + self._inbound + self._backlogged > self._queue_limit // 2:
+            return
+        if self._reading_paused:
+            self._reading_paused = False
+            log.debug("node %s: under queue_limit/2: reading resumed", self.id)
+            for r in list(self._remotes.values()):
+                if r.link is not None:
+                    r.link.resume_reading()
+        waiters, self._load_waiters = self._load_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    async def drain(self, target: str) -> None:
+        """Wait until `target` (a port ID or a node ID) can take more.
+
+        For another node: returns at once unless the link's unsent bytes
+        passed send_buffer, then when they fall under a quarter of it (or
+        the link is lost). For this node or its ports: when what the node
+        holds (run queue, packets read, busy ports' backlogs) is under half
+        of queue_limit. Never raises for a remote failure.
+        """
+        if not isinstance(target, str):
+            raise InvalidArgument(f"drain: target must be a port or node ID (got {target!r})")
+        node = node_of(target)
+        if node == self.id:
+            if len(self._queue) + self._inbound + self._backlogged <= self._queue_limit // 2:
+                return
+            fut: asyncio.Future[None] = self.loop.create_future()
+            self._load_waiters.append(fut)
+            if self._drain_handle is None and self._queue:
+                self._drain_handle = self.loop.call_soon(self._drain)
+            await fut
+            return
+        remote = self._remotes.get(node)
+        link = remote.link if remote is not None else None
+        if link is not None:
+            waiter = link.drained()
+            if waiter is not None:
+                await waiter
 
     def _deliver(self, p: Port, msg: tuple[Any, ...]) -> None:
         """The slow-path twin of the loop bodies of _drain and _receive."""
@@ -260,6 +347,7 @@ class Dispatch(KernelState):
             else:
                 assert p.backlog is not None
                 p.backlog.append(msg)
+                self._backlogged += 1
         # DEAD: dropped
 
     def _unhandled(self, p: Port, msg: tuple[Any, ...]) -> None:

@@ -51,8 +51,8 @@ class Kernel(Ports, Dispatch, Context, Monitors, Links, Requests):
     aemp.Node is a Kernel with a network, a database, spawn and cal.
     """
 
-    def __init__(self, nodeid: str, monitor_timeout: float) -> None:
-        super().__init__(nodeid, monitor_timeout)
+    def __init__(self, nodeid: str, monitor_timeout: float, queue_limit: int = 10_000) -> None:
+        super().__init__(nodeid, monitor_timeout, queue_limit)
         for tag, fn in CORE_REQUESTS.items():
             self._requests[tag] = functools.partial(fn, self)
 
@@ -76,6 +76,11 @@ class Kernel(Ports, Dispatch, Context, Monitors, Links, Requests):
             self._drain_handle.cancel()
             self._drain_handle = None
         self._queue.clear()
+        self._inbound = self._backlogged = 0
+        waiters, self._load_waiters = self._load_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)  # drain() never hangs on a closed node
         for timer in list(self._timers):
             timer.cancel()
         for fn in self._closers:
@@ -108,6 +113,8 @@ class Kernel(Ports, Dispatch, Context, Monitors, Links, Requests):
             "ports": len(self._ports),
             "queued": len(self._queue),
             "backlog": sum(len(p.backlog) for p in self._ports.values() if p.backlog),
+            "inbound": self._inbound,
+            "reading_paused": self._reading_paused,
             "tasks": len(self._tasks),
             "timers": len(self._timers),
             "routes": len(self._routes),

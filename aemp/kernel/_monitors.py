@@ -50,6 +50,10 @@ class Monitors(KernelState):
         if p.gate is DEAD:
             return
         p.gate = DEAD
+        if p.backlog:
+            self._backlogged -= len(p.backlog)
+            if self._reading_paused:
+                self.post(self._unload)  # no _drain may come: look at the load from the queue
         p.backlog = None
         p.tags = p.default = None
         del self._ports[p.id]

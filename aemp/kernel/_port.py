@@ -16,6 +16,7 @@ Callback = Callable[..., Any]
 BUSY = "busy"  # an async callback or a spawn init is running
 DEAD = "dead"  # the port was killed
 SYS = "sys"  # the pseudo-port that runs node-internal calls in FIFO order
+NET = "net"  # the pseudo-port of packets read from a link, waiting behind the queue
 
 RESUME = ("resume",)  # queued for a BUSY port when its async callback ended
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import InvalidArgument, NodeClosed
 from .._ids import counter_names, local_prefix, reply_prefix, secret_names, spawn_prefix
 from .._seam import Connector
-from ._port import SYS, Port
+from ._port import NET, SYS, Port
 
 if TYPE_CHECKING:
     from ._handles import Monitor, NodeWatch, Timer
@@ -54,7 +54,7 @@ def check_callback(what: str, cb: object) -> Callback:
 class KernelState:
     """The state every part of the kernel shares (see the module header)."""
 
-    def __init__(self, nodeid: str, monitor_timeout: float) -> None:
+    def __init__(self, nodeid: str, monitor_timeout: float, queue_limit: int = 10_000) -> None:
         try:
             self.loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -81,6 +81,17 @@ class KernelState:
         self._drain_handle: asyncio.Handle | None = None
         self._sys = Port(self.id)  # runs post()ed calls from the queue
         self._sys.gate = SYS
+        self._netq = Port(self.id)  # its entries: (remote, packets) read and not yet delivered
+        self._netq.gate = NET
+        # Flow control (_dispatch.py): what the node holds and has yet to
+        # handle is the run queue's entries, the packets in its NET entries
+        # and the busy ports' backlogs. Past queue_limit reading from every
+        # link pauses (TCP pushes back on the senders); it resumes under half.
+        self._queue_limit = queue_limit
+        self._inbound = 0  # packets in the run queue's NET entries
+        self._backlogged = 0  # messages in the backlogs of busy ports
+        self._reading_paused = False
+        self._load_waiters: list[asyncio.Future[None]] = []  # drain() of this node
         self._routes: dict[str, tuple[Remote, str]] = {}  # remote port ID -> (node, name)
         # node-owned tasks and timers (_context.py)
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -116,6 +127,7 @@ class KernelState:
         def _drain(self) -> None: ...
         def _receive(self, remote: Remote, packets: Any, queued: bool = False) -> None: ...
         def _deliver(self, p: Port, msg: tuple[Any, ...]) -> None: ...
+        def _unload(self) -> None: ...
 
         # _context.py
         def _start_async(self, p: Port, awaitable: Any) -> None: ...

@@ -14,6 +14,14 @@
 # the peer, which waits for them, can work on the first while we make the
 # rest. Heartbeats and limits live here: the core has no clock.
 #
+# Flow control: a read longer than READ_SLICE is fed a slice per loop turn
+# (reading paused meanwhile), so delivery never keeps timers waiting long;
+# the node pauses and resumes reading (Link.pause_reading, its queue_limit)
+# and a paused reader does not time its peer out. On the sending side the
+# transport's high-water mark is send_buffer (drained() waits under a
+# quarter of it); a peer that takes none of our bytes for stall_timeout,
+# or lets max_unsent pile up, is reset.
+#
 # Every timer and deadline is on the event loop's clock (loop.time,
 # loop.call_later), never on time.monotonic: a loop whose clock is virtual
 # (aemp.testing) drives the handshake timeout and the heartbeats.
@@ -63,7 +71,11 @@ class ConnOwner(Protocol):
 
 log = logging.getLogger("aemp.transport")
 
-SEND_BUFFER_LIMIT = 256 * 1024 * 1024  # bytes written but not taken by the peer
+# What one read hands the node in one loop turn: a 256 KiB read of small
+# packets is thousands of messages, and delivering them in one go kept
+# timers and heartbeats waiting for as long as the handlers took. The rest
+# of the read is fed a slice per loop turn, with reading paused meanwhile.
+READ_SLICE = 16 * 1024
 CHUNK_PACKETS = 256  # a burst is written in parts of this many packets
 # A packet sent more than this long (loop time) after a write at once is
 # taken to be lone: more than a millisecond, as the packets of one burst are
@@ -112,6 +124,18 @@ class Conn(asyncio.Protocol):
         self._hb: float | None = None
         self._hb_timeout = 0.0
         self._greeted_as = ""
+        # flow control (the data phase): reading paused by the node (its
+        # queue_limit), the rest of a read fed a slice per loop turn, and
+        # the peer's progress in taking what we wrote (stall_timeout)
+        self._node_paused = False
+        self._rest: bytes | memoryview = b""
+        self._more_handle: asyncio.Handle | None = None
+        self._written = 0  # bytes handed to the transport (after TLS)
+        self._taken = 0  # of those, taken by the peer when last looked
+        self._progress = loop.time()  # when the peer last took bytes (or none were unsent)
+        self._writing_paused = False  # the transport's buffer passed send_buffer
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._max_unsent = net.config.max_unsent
         self.tiebreak = False  # the peer settles twin connections by the nonce rule
         # resolved when this connection becomes the node's link (not merely
         # authenticated: it may wait for a twin, see Network._settle)
@@ -146,20 +170,14 @@ class Conn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._last_in = self._now()
         self.bytes_in += len(data)
-        receive = self._receive
-        if receive is not None:  # the data phase
-            if self._flush_handle is None:  # no batch open (nothing queued)
-                self._wrote = False  # the first reply may go at once
-            self._in_read = True
-            try:
-                self._deliver(receive(data))  # type: ignore[misc]
-            except RemoteProtocolError as e:
-                self.fail(str(e))
-                return
-            finally:
-                self._in_read = False
-            if self._chunks:  # replies go out now, not a loop turn later
-                self._flush()
+        if self._receive is not None:  # the data phase
+            if len(data) > READ_SLICE:  # the rest a slice per loop turn, not reading meanwhile
+                self._rest = memoryview(data)[READ_SLICE:]  # a view: no copy of the rest
+                data = data[:READ_SLICE]
+                if not self._node_paused:
+                    cast(asyncio.Transport, self.transport).pause_reading()
+                    self._more_handle = self.loop.call_soon(self._more)
+            self._feed(data)
             return
         if self.closed:
             return
@@ -168,6 +186,88 @@ class Conn(asyncio.Protocol):
             self._handshake()
         except RemoteProtocolError as e:
             self.fail(str(e))
+
+    def _feed(self, data: bytes) -> None:
+        receive = self._receive
+        if receive is None:
+            return
+        if self._flush_handle is None:  # no batch open (nothing queued)
+            self._wrote = False  # the first reply may go at once
+        self._in_read = True
+        try:
+            self._deliver(receive(data))  # type: ignore[misc]
+        except RemoteProtocolError as e:
+            self.fail(str(e))
+            return
+        finally:
+            self._in_read = False
+        if self._chunks:  # replies go out now, not a loop turn later
+            self._flush()
+
+    def _more(self) -> None:
+        # the next slice of a long read, a loop turn after the last
+        self._more_handle = None
+        if self.closed or self._node_paused:
+            return
+        rest = self._rest
+        if len(rest) > READ_SLICE:
+            self._rest = rest[READ_SLICE:]
+            data = bytes(rest[:READ_SLICE])
+            self._more_handle = self.loop.call_soon(self._more)
+        else:
+            self._rest = b""
+            data = bytes(rest)
+        self._feed(data)
+        if not self._rest and not self._node_paused and not self.closed:
+            cast(asyncio.Transport, self.transport).resume_reading()
+
+    # -- flow control -----------------------------------------------------
+
+    def pause_reading(self) -> None:
+        """The node holds too much (queue_limit): read nothing until resume_reading."""
+        if self._node_paused or self.closed:
+            return
+        self._node_paused = True
+        if self._more_handle is not None:
+            self._more_handle.cancel()
+            self._more_handle = None
+        elif not self._rest and self.transport is not None:
+            self.transport.pause_reading()  # (with a rest it is paused already)
+
+    def resume_reading(self) -> None:
+        """Read again; the peer's silence while we did not read was our own."""
+        if not self._node_paused or self.closed:
+            return
+        self._node_paused = False
+        self._last_in = self._now()
+        if self._rest:
+            self._more_handle = self.loop.call_soon(self._more)
+        elif self.transport is not None:
+            self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        # asyncio: the transport's buffer passed the high-water mark (send_buffer)
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        # asyncio: the buffer fell under the low-water mark (send_buffer / 4)
+        self._writing_paused = False
+        self._wake_drain()
+
+    def drained(self) -> asyncio.Future[None] | None:
+        """None if the link can take more now, else a future resolved when
+        its unsent bytes fall under a quarter of send_buffer (or it is lost)."""
+        if not self._writing_paused or self.closed:
+            return None
+        fut: asyncio.Future[None] = self.loop.create_future()
+        self._drain_waiters.append(fut)
+        return fut
+
+    def _wake_drain(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
 
     def eof_received(self) -> bool:
         self.fail("Unexpected end-of-file" if self.open else "peer closed during handshake")
@@ -210,6 +310,9 @@ class Conn(asyncio.Protocol):
         self._append = encoder.append_message
         self.remote_id = ev.remote_nodeid
         self.tiebreak = ev.greeting.tiebreak
+        if self.transport is not None:
+            high = self.net.config.send_buffer
+            self.transport.set_write_buffer_limits(high=high, low=high // 4)
         own_hb = self.net.settings.heartbeat
         if own_hb is not None and ev.remote_heartbeat is not None:
             # we write often enough for the stricter of the two sides, and
@@ -241,9 +344,25 @@ class Conn(asyncio.Protocol):
 
     def _heartbeat(self) -> None:
         now = self._now()
+        if self._node_paused:
+            self._last_in = now  # we do not read: the peer's silence is our own doing
         silent = now - self._last_in
         if silent >= self._hb_timeout:
             self.fail("heartbeat timeout")
+            return
+        # a peer that takes none of what we wrote for stall_timeout is not
+        # reading at all; one that takes some is merely slower, and stays
+        unsent = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        if not unsent:
+            self._progress = now
+        elif self._written - unsent != self._taken:
+            self._taken = self._written - unsent
+            self._progress = now
+        elif now - self._progress >= self.net.config.stall_timeout:
+            self.fail(
+                f"peer is not reading: it took none of {unsent} unsent bytes "
+                f"for stall_timeout ({self.net.config.stall_timeout:g} s)"
+            )
             return
         assert self._hb is not None
         if now - self._last_out >= self._hb and not self._chunks:
@@ -313,8 +432,11 @@ class Conn(asyncio.Protocol):
         self._last_out = self._now()
         wrap = self._wrap
         self.bytes_out += len(data)
-        transport.write(data if wrap is None else wrap(data))
-        if transport.get_write_buffer_size() > SEND_BUFFER_LIMIT and self._flush_handle is None:
+        if wrap is not None:
+            data = wrap(data)
+        self._written += len(data)
+        transport.write(data)
+        if transport.get_write_buffer_size() > self._max_unsent and self._flush_handle is None:
             self._flush_handle = self.loop.call_soon(self._flush)  # it fails us, from the loop
 
     def _write_chunks(self) -> None:
@@ -326,7 +448,10 @@ class Conn(asyncio.Protocol):
         wrap = self._wrap
         assert self.transport is not None
         self.bytes_out += len(data)
-        self.transport.write(data if wrap is None else wrap(data))
+        if wrap is not None:
+            data = wrap(data)
+        self._written += len(data)
+        self.transport.write(data)
 
     def _flush(self) -> None:
         if self._flush_handle is not None:
@@ -342,11 +467,17 @@ class Conn(asyncio.Protocol):
             self._last_out = self._now()
             wrap = self._wrap
             self.bytes_out += len(data)
-            transport.write(data if wrap is None else wrap(data))
+            if wrap is not None:
+                data = wrap(data)
+            self._written += len(data)
+            transport.write(data)
         self._wrote = False
         # checked here, from the loop, never inside a caller's send
-        if transport.get_write_buffer_size() > SEND_BUFFER_LIMIT:
-            self.fail(f"peer is not reading: more than {SEND_BUFFER_LIMIT} bytes unsent")
+        if transport.get_write_buffer_size() > self._max_unsent:
+            self.fail(
+                f"peer is not reading fast enough: more than max_unsent "
+                f"({self._max_unsent} bytes) unsent"
+            )
 
     # -- closing ----------------------------------------------------------
 
@@ -390,6 +521,10 @@ class Conn(asyncio.Protocol):
             self._timer.cancel()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
+        if self._more_handle is not None:
+            self._more_handle.cancel()
+        self._rest = b""
+        self._wake_drain()
         transport = self.transport
         if transport is not None:
             if abort and not transport.is_closing():

@@ -1,0 +1,188 @@
+"""Flow control: a fast sender into a slow receiver over TCP.
+
+The receiver falls behind; it must pause reading (TCP pushes back) instead
+of queueing without bound, keep its timers running, and the sender must
+slow down (drain) instead of being disconnected. Each case floods for
+FLOOD seconds with monitor_timeout and stall_timeout of 1 s, so a link
+taken for dead or stalled would be dropped well within it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import aemp
+from aemp import lowlevel
+
+SECRET = "flow-test"
+FLOOD = 1.5  # seconds of flooding per case
+LIMIT = 2000  # the receiver's queue_limit
+# What the receiver may hold past queue_limit: the slice of one read that
+# is being delivered when the limit is crossed (16 KiB of ~10-byte packets),
+# relayed copies of it, and the run queue's own entries.
+SLACK = 2 * 16 * 1024 // 8
+
+
+def busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+PAYLOAD = b"x" * 500  # loopback's socket buffers fill with a few thousand
+
+
+async def flood(
+    kind: str, make_receiver: Callable[[aemp.Node, list[int]], str], queues: bool = False
+) -> None:
+    """queues: the receiver's port queues more than queue_limit (async), so
+    the node itself pauses reading; a sync handler, or a relay to one, is
+    fed a read slice per loop turn and keeps up with that, TCP pushing back."""
+    keys: dict[str, Any] = {"secret": SECRET, "monitor_timeout": 1.0, "stall_timeout": 1.0}
+    async with (
+        aemp.Node(nodeid="rcv", binds=["127.0.0.1:0"], queue_limit=LIMIT, **keys) as rcv,
+        aemp.Node(nodeid="snd", seeds=rcv.listeners, send_buffer=256 * 1024, **keys) as snd,
+    ):
+        got: list[int] = []
+        port = make_receiver(rcv, got)
+        lost: list[tuple[Any, ...]] = []
+        snd.mon(port, lambda *reason: lost.append(reason))
+        assert await snd.cal(rcv.id, "time", timeout=5)  # linked, monitor in place
+
+        # the receiver's own timer, and what it holds, sampled every 10 ms
+        gaps: list[float] = []
+        paused = [False]
+        held: list[int] = []
+        last = [rcv.loop.time()]
+
+        def tick() -> None:
+            now = rcv.loop.time()
+            gaps.append(now - last[0])
+            last[0] = now
+            s = lowlevel.statistics(rcv)
+            held.append(s["queued"] + s["inbound"] + s["backlog"])
+            paused[0] = paused[0] or s["reading_paused"]
+            ticker[0] = lowlevel.timer(rcv, 0.01, tick)
+
+        ticker = [lowlevel.timer(rcv, 0.01, tick)]
+        sent = 0
+        waited = 0.0  # in drain: the sender was slowed down
+        end = snd.loop.time() + FLOOD
+        while snd.loop.time() < end:
+            for _ in range(100):
+                snd.snd(port, "m", sent, PAYLOAD)
+                sent += 1
+            t0 = snd.loop.time()
+            await snd.drain(port)
+            waited += snd.loop.time() - t0
+            await asyncio.sleep(0)
+        async with asyncio.timeout(30):
+            while len(got) < sent and not lost:
+                await asyncio.sleep(0.01)
+        ticker[0].cancel()
+        assert not lost, lost
+        assert got == list(range(sent)), f"{kind}: {len(got)} of {sent}, out of order or lost"
+        assert snd.node_is_up(rcv.id) and rcv.node_is_up(snd.id)
+        assert waited > FLOOD / 4, f"{kind}: the sender was not slowed ({sent} messages)"
+        assert paused[0] or not queues, f"{kind}: reading never paused ({sent} messages)"
+        assert max(held) <= LIMIT + SLACK, (kind, max(held))
+        # the 10 ms timer ran throughout (a 2 ms handler slice, the sender's batch)
+        assert max(gaps) < 0.25, (kind, max(gaps))
+
+
+async def test_flood_into_a_slow_sync_handler() -> None:
+    def make(node: aemp.Node, got: list[int]) -> str:
+        def m(i: int, payload: bytes) -> None:
+            busy(50e-6)
+            got.append(i)
+
+        return node.port(m=m)
+
+    await flood("sync 50 us", make)
+
+
+async def test_flood_relayed_to_a_slow_local_port() -> None:
+    def make(node: aemp.Node, got: list[int]) -> str:
+        def slow(i: int, payload: bytes) -> None:
+            busy(50e-6)
+            got.append(i)
+
+        slow_port = node.port(m=slow)
+        return node.port(m=lambda i, payload: node.snd(slow_port, "m", i, payload))
+
+    await flood("relay", make)
+
+
+async def test_flood_into_an_async_handler() -> None:
+    def make(node: aemp.Node, got: list[int]) -> str:
+        async def m(i: int, payload: bytes) -> None:
+            await asyncio.sleep(0)
+            got.append(i)
+
+        return node.port(m=m)
+
+    await flood("async", make, queues=True)
+
+
+@pytest.mark.allow_error_log
+async def test_a_peer_that_takes_nothing_is_dropped_after_stall_timeout() -> None:
+    """The receiver's only port never finishes its first message: reading
+    pauses for good. Its heartbeats still reach the sender, and it does not
+    time the sender out (its silence is the receiver's own doing); the
+    sender drops the link for stall_timeout, and says so."""
+    keys: dict[str, Any] = {"secret": SECRET, "monitor_timeout": 1.0, "stall_timeout": 1.0}
+    async with (
+        aemp.Node(nodeid="rcv", binds=["127.0.0.1:0"], queue_limit=100, **keys) as rcv,
+        aemp.Node(nodeid="snd", seeds=rcv.listeners, send_buffer=64 * 1024, **keys) as snd,
+    ):
+        never = asyncio.Event()
+
+        async def stuck(*msg: Any) -> None:
+            await never.wait()
+
+        port = rcv.port(stuck)
+        lost: list[tuple[Any, ...]] = []
+        snd.mon(port, lambda *reason: lost.append(reason))
+        rcv_lost: list[tuple[Any, ...]] = []
+        rcv.mon_nodes(lambda nodeid, up, *reason: rcv_lost.append(reason) if not up else None)
+        assert await snd.cal(rcv.id, "time", timeout=5)
+        payload = b"x" * 1000
+        started = snd.loop.time()
+        async with asyncio.timeout(10):
+            for _ in range(40_000):  # at most 40 MB: more than loopback's socket buffers
+                if lost:
+                    break
+                snd.snd(port, "m", payload)
+                if snd.loop.time() - started > 0.5:
+                    await asyncio.sleep(0.01)
+                else:
+                    await asyncio.sleep(0)
+            while not lost:
+                await asyncio.sleep(0.05)
+        assert lost[0][:2] == ("transport_error", "rcv")
+        assert "stall_timeout" in lost[0][2], lost
+        assert snd.loop.time() - started >= 1.0
+        await asyncio.sleep(0.1)
+        # the receiver saw a reset, never a heartbeat timeout of its own
+        assert all("heartbeat" not in str(r) for r in rcv_lost), rcv_lost
+        never.set()
+
+
+async def test_drain_of_this_node_waits_for_its_queue() -> None:
+    """drain() on a local port waits until the node holds under half of queue_limit."""
+    async with aemp.Node(queue_limit=100) as node:
+        got: list[int] = []
+        port = node.port(m=got.append)
+        for i in range(1000):
+            node.snd(port, "m", i)
+        await node.drain(port)
+        assert lowlevel.statistics(node)["queued"] <= 50
+        assert len(got) >= 950
+        await node.drain(node.id)  # returns at once now
+        with pytest.raises(aemp.InvalidArgument, match="drain"):
+            await node.drain(42)  # type: ignore[arg-type]
