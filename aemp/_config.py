@@ -53,6 +53,10 @@ class Config:
     secure: bool = False
     spawn_allow: tuple[str, ...] | None = None
     max_packet: int = 64 * 1024 * 1024
+    handshake_timeout: float = 5.0
+    max_handshakes: int = 256
+    max_handshakes_per_address: int = 32
+    listen_backlog: int = 1024
 
     @classmethod
     def from_keys(cls, keys: Mapping[str, Any]) -> Config:
@@ -101,8 +105,20 @@ def _choice_list(allowed: tuple[str, ...]) -> Any:
 # never faster than every 0.05 s, so a shorter timeout would take healthy
 # links for dead ones; a day is far beyond any useful timeout or connect
 # attempt; and no msgpack str or bin can be longer than 4 GiB - 1 bytes.
-SECONDS_BOUNDS = {"monitor_timeout": (0.1, 86400.0), "connect_interval": (0.01, 86400.0)}
+SECONDS_BOUNDS = {
+    "monitor_timeout": (0.1, 86400.0),
+    "connect_interval": (0.01, 86400.0),
+    "handshake_timeout": (0.1, 86400.0),
+}
 MAX_PACKET_BOUNDS = (1024, 2**32 - 1)
+# Connections before authentication (docs/protocol.md, section 13): at least
+# one, and no more than a process could hold open (a file descriptor each);
+# Linux cuts a listen backlog down to net.core.somaxconn by itself.
+COUNT_BOUNDS = {
+    "max_handshakes": (1, 1_000_000),
+    "max_handshakes_per_address": (1, 1_000_000),
+    "listen_backlog": (1, 65535),
+}
 
 
 def _seconds(key: str, v: Any) -> float:
@@ -128,6 +144,13 @@ def _size(key: str, v: Any) -> int:
         raise ConfigError(f"{key!r} must be an int of at least {low} bytes (got {v!r})")
     if v > high:
         raise ConfigError(f"{key!r} must be at most {high} bytes (4 GiB - 1) (got {v!r})")
+    return v
+
+
+def _count(key: str, v: Any) -> int:
+    low, high = COUNT_BOUNDS[key]
+    if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+        raise ConfigError(f"{key!r} must be an int from {low} to {high} (got {v!r})")
     return v
 
 
@@ -196,6 +219,10 @@ _CHECKS: dict[str, Any] = {
     "secure": _flag,
     "spawn_allow": _spawn_allow,
     "max_packet": _size,
+    "handshake_timeout": _seconds,
+    "max_handshakes": _count,
+    "max_handshakes_per_address": _count,
+    "listen_backlog": _count,
 }
 
 
