@@ -230,7 +230,9 @@ class Conn(asyncio.Protocol):
 
     def _handshake_timeout(self) -> None:
         timeout = self.net.config.handshake_timeout
-        self.fail(f"Connection timed out (handshake did not finish within {timeout:g} s)")
+        self.fail(
+            f"Connection timed out (handshake not done within handshake_timeout, {timeout:g} s)"
+        )
 
     def _heartbeat(self) -> None:
         now = self._now()
