@@ -141,7 +141,20 @@ def to_json(value: Any, indent: int | None = None) -> str:
     return json.dumps(value, default=default, ensure_ascii=False, indent=indent)
 
 
-_NUMBERS = ("monitor_timeout", "connect_interval", "max_packet", "blocking_threads")
+_NUMBERS = (
+    "monitor_timeout",
+    "connect_interval",
+    "max_packet",
+    "blocking_threads",
+    "queue_limit",
+    "send_buffer",
+    "max_unsent",
+    "stall_timeout",
+    "handshake_timeout",
+    "max_handshakes",
+    "max_handshakes_per_address",
+    "listen_backlog",
+)
 _FLAGS = ("nodelay", "secure", "norc", "force")
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")

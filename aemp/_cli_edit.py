@@ -396,6 +396,26 @@ _LOW_KEYS = {
         "a positive number of seconds",
         "seconds a peer may take none of our bytes (default 60)",
     ),
+    "handshake_timeout": (
+        "SECONDS",
+        "a number of seconds from 0.1 to 86400",
+        "seconds from connect to authentication (default 5)",
+    ),
+    "max_handshakes": (
+        "COUNT",
+        "an int from 1 to 1000000",
+        "connections in their handshake (default 256)",
+    ),
+    "max_handshakes_per_address": (
+        "COUNT",
+        "an int from 1 to 1000000",
+        "accepted connections in their handshake per address (default 32)",
+    ),
+    "listen_backlog": (
+        "COUNT",
+        "an int from 1 to 65535",
+        "connections the kernel holds until accepted (default 1024)",
+    ),
 }
 
 for _key, (_meta, _expects, _note) in _LOW_KEYS.items():

@@ -58,6 +58,10 @@ class Config:
     send_buffer: int = 4 * 1024 * 1024
     max_unsent: int = 256 * 1024 * 1024
     stall_timeout: float = 60.0
+    handshake_timeout: float = 5.0
+    max_handshakes: int = 256
+    max_handshakes_per_address: int = 32
+    listen_backlog: int = 1024
 
     @classmethod
     def from_keys(cls, keys: Mapping[str, Any]) -> Config:
@@ -110,6 +114,7 @@ SECONDS_BOUNDS = {
     "monitor_timeout": (0.1, 86400.0),
     "connect_interval": (0.01, 86400.0),
     "stall_timeout": (0.1, 86400.0),
+    "handshake_timeout": (0.1, 86400.0),
 }
 MAX_PACKET_BOUNDS = (1024, 2**32 - 1)
 # aemp.blocking's threads per node: each holds a stack (8 MiB of address
@@ -153,7 +158,15 @@ def _threads(key: str, v: Any) -> int:
 # Flow control: fewer than 100 held messages would pause reading at every
 # burst; 2**30 messages would be far beyond any memory. A send buffer under
 # 64 KiB is smaller than asyncio's own default high-water mark.
-COUNT_BOUNDS = {"queue_limit": (100, 2**30)}
+# Connections before authentication (docs/protocol.md, section 13): at least
+# one, and no more than a process could hold open (a file descriptor each);
+# Linux cuts a listen backlog down to net.core.somaxconn by itself.
+COUNT_BOUNDS = {
+    "queue_limit": (100, 2**30),
+    "max_handshakes": (1, 1_000_000),
+    "max_handshakes_per_address": (1, 1_000_000),
+    "listen_backlog": (1, 65535),
+}
 BYTES_BOUNDS = {"send_buffer": (64 * 1024, 2**40), "max_unsent": (64 * 1024, 2**40)}
 
 
@@ -241,6 +254,10 @@ _CHECKS: dict[str, Any] = {
     "send_buffer": _bytes,
     "max_unsent": _bytes,
     "stall_timeout": _seconds,
+    "handshake_timeout": _seconds,
+    "max_handshakes": _count,
+    "max_handshakes_per_address": _count,
+    "listen_backlog": _count,
 }
 
 

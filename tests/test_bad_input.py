@@ -19,7 +19,7 @@ async def server() -> AsyncIterator[tuple[aemp.Node, aemp.Node]]:
     async with (
         aemp.Node(
             nodeid="srv", binds=["127.0.0.1:0"], secret=SECRET, monitor_timeout=1.0,
-            max_packet=4096,
+            handshake_timeout=1.0, max_packet=4096,
         ) as srv,
         aemp.Node(nodeid="good", seeds=srv.listeners, secret=SECRET) as good,
     ):  # fmt: skip
@@ -94,7 +94,7 @@ async def test_handshake_that_stops_half_way(server: tuple[aemp.Node, aemp.Node]
     srv, good = server
     reader, writer = await raw(srv)
     writer.write(b"aemp;1;slow;hmac_sha3_512;msgpack\n")  # and then nothing
-    assert await closed_by_peer(reader, limit=5)  # monitor_timeout is 1 s here
+    assert await closed_by_peer(reader, limit=5)  # handshake_timeout is 1 s here
     writer.close()
     await still_serving(srv, good)
 

@@ -22,6 +22,10 @@
 # quarter of it); a peer that takes none of our bytes for stall_timeout,
 # or lets max_unsent pile up, is reset.
 #
+# Until the handshake ends a connection counts among those the network
+# bounds (max_handshakes, Network.handshake_started), which may reset it
+# quietly (drop) to make room; it gives up after handshake_timeout.
+#
 # Every timer and deadline is on the event loop's clock (loop.time,
 # loop.call_later), never on time.monotonic: a loop whose clock is virtual
 # (aemp.testing) drives the handshake timeout and the heartbeats.
@@ -67,6 +71,10 @@ class ConnOwner(Protocol):
     def authenticated(self, conn: Conn) -> None: ...
 
     def closed(self, conn: Conn, reason: str) -> None: ...
+
+    def handshake_started(self, conn: Conn, host: str | None) -> str | None: ...
+
+    def handshake_failed(self, conn: Conn, reason: str) -> None: ...
 
 
 log = logging.getLogger("aemp.transport")
@@ -146,9 +154,12 @@ class Conn(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = t = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        host = None  # dialled; accepted: where from (Network.handshake_started)
         if self.expect is None and self.peeraddr == "?":
             peer = t.get_extra_info("peername")
+            host = "?"
             if peer:
+                host = peer[0]
                 self.peeraddr = format_address(peer[0], peer[1])
                 self.wire = wire.Connection(self.net.settings, peeraddr=self.peeraddr)
                 self._encode = self.wire.encode
@@ -162,9 +173,13 @@ class Conn(asyncio.Protocol):
             except OSError:  # pragma: no cover - not a TCP socket
                 pass
         self.net.conns.add(self)
+        refusal = self.net.handshake_started(self, host)
+        if refusal:  # too many in their handshake (logged there, per burst)
+            self.drop(refusal)
+            return
         self.wire.start()
         t.write(self.wire.data_to_send())
-        timeout = self.net.config.monitor_timeout
+        timeout = self.net.config.handshake_timeout
         self._timer = self.loop.call_later(timeout, self._handshake_timeout)
 
     def data_received(self, data: bytes) -> None:
@@ -340,7 +355,10 @@ class Conn(asyncio.Protocol):
             self._receive, self._wrap = self.wire.data_phase()
 
     def _handshake_timeout(self) -> None:
-        self.fail("Connection timed out (handshake did not finish within monitor_timeout)")
+        timeout = self.net.config.handshake_timeout
+        self.fail(
+            f"Connection timed out (handshake not done within handshake_timeout, {timeout:g} s)"
+        )
 
     def _heartbeat(self) -> None:
         now = self._now()
@@ -504,12 +522,16 @@ class Conn(asyncio.Protocol):
             out = self.wire.data_to_send()
             if out and self.transport is not None and not self.transport.is_closing():
                 self.transport.write(out)
-            log.warning(
-                "node %s: connection with %s failed: %s", self.net.owner.id, self.describe(), reason
-            )
+            self.net.handshake_failed(self, reason)  # logged, a few per burst
             self._shutdown(reason)
             return
         self._shutdown(reason, abort=True)
+
+    def drop(self, reason: str) -> None:
+        """Reset a connection in its handshake, without a word or a log
+        line: the network closes the oldest over a cap (and logs that)."""
+        if not self.closed:
+            self._shutdown(reason, abort=True)
 
     def _shutdown(self, reason: str, abort: bool = False) -> None:
         self.closed = True

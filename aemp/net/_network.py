@@ -19,15 +19,31 @@
 # link is the one left, or between aemp nodes the one with the smaller
 # nonce, or, with a Perl peer, the one it keeps (docs/protocol.md, 11).
 #
-# Every wait (connect_interval, the twin deadline, the seeds' back-off) is
-# on the event loop's clock.
+# Connections before authentication are bounded (docs/protocol.md, 13):
+# every connection in its handshake counts toward max_handshakes, the
+# accepted ones also toward max_handshakes_per_address of their source
+# (an IPv4 address, an IPv6 /64). When a new one would pass a cap, the
+# oldest accepted connection in its handshake (of that source, for the
+# per-address cap) is reset, so a flood of stalled connections keeps
+# only the newest ones and a legitimate peer that connects during it
+# gets its turn at once. Dialled connections count but are never closed
+# for it: this node made them, for nodes its own code wants to reach, so
+# there are as many as it chose, and an inbound flood must not keep it
+# from reaching anyone; they make room by closing accepted ones. Closing
+# for a cap, and the failed handshakes of accepted connections, are
+# logged a few lines per burst (_Burst), never one line per connection.
+#
+# Every wait (connect_interval, the twin deadline, the seeds' back-off,
+# the log bursts) is on the event loop's clock.
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from .. import wire
@@ -39,6 +55,69 @@ from .._version import __version__
 from ._conn import Conn
 
 log = logging.getLogger("aemp.transport")
+
+# A burst of log-worthy events ends when none has come for this long.
+BURST_QUIET = 10.0
+# Failed handshakes of accepted connections logged one by one per burst;
+# the rest are counted and told in one line when the burst ends.
+FAILED_HANDSHAKES_LOGGED = 5
+
+
+class _Burst:
+    """Events that may come by the thousand (a flood), logged a few per
+    burst: the first `each` one by one, then a count when none has come
+    for BURST_QUIET seconds (on the loop's clock)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, each: int, summary: str) -> None:
+        self.loop = loop
+        self.each = each
+        self.summary = summary  # %-format: node ID, count, seconds
+        self.nodeid = ""
+        self.count = 0
+        self.first = self.last = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def note(self, nodeid: str, line: Callable[[], None]) -> None:
+        now = self.loop.time()
+        if self._timer is None:
+            self.count = 0
+            self.first = now
+            self._timer = self.loop.call_later(BURST_QUIET, self._check)
+        self.nodeid = nodeid
+        self.last = now
+        self.count += 1
+        if self.count <= self.each:
+            line()
+
+    def _check(self, ended: bool = False) -> None:
+        wait = self.last + BURST_QUIET - self.loop.time()
+        if wait > 0 and not ended:
+            self._timer = self.loop.call_later(wait, self._check)
+            return
+        self._timer = None
+        if self.count > self.each:
+            log.warning(self.summary, self.nodeid, self.count, self.last - self.first)
+
+    def close(self) -> None:
+        """The node closes: tell the count of a burst under way."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._check(ended=True)
+
+
+def source_of(host: str) -> str:
+    """What max_handshakes_per_address counts by: an IPv4 address (also
+    one mapped into IPv6), or the /64 an IPv6 address is in (one host
+    often holds a whole /64)."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host  # not an IP address (a unix socket): counted as it is
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 class Network:
@@ -60,6 +139,23 @@ class Network:
         # node ID -> the deadline for a peer to close one of two connections
         self._undecided: dict[str, asyncio.TimerHandle] = {}
         self._closing = False
+        # connections in their handshake: accepted (oldest first, with their
+        # source), by source, and dialled (see the module comment)
+        self._accepting: dict[Conn, str] = {}
+        self._by_source: dict[str, dict[Conn, None]] = {}
+        self._dialling: set[Conn] = set()
+        self._cap_burst = _Burst(
+            self.loop,
+            1,
+            "node %s: closed %d connections in their handshake over %.1f s "
+            "(max_handshakes, max_handshakes_per_address)",
+        )
+        self._failed_burst = _Burst(
+            self.loop,
+            FAILED_HANDSHAKES_LOGGED,
+            "node %s: %d accepted connections failed in their handshake over %.1f s "
+            f"(the first {FAILED_HANDSHAKES_LOGGED} logged)",
+        )
 
     async def listen(self, binds: tuple[str, ...]) -> None:
         loop = self.loop
@@ -68,7 +164,11 @@ class Network:
             host, port = parse_bind(bind, "'binds' entry")
             try:
                 server = await loop.create_server(
-                    lambda: Conn(self, peeraddr="?"), host, port, reuse_address=True
+                    lambda: Conn(self, peeraddr="?"),
+                    host,
+                    port,
+                    reuse_address=True,
+                    backlog=self.config.listen_backlog,
                 )
             except OSError as e:
                 raise ConfigError(f"cannot listen on {bind!r}: {e.strerror or e}") from e
@@ -77,6 +177,77 @@ class Network:
                 addr = sock.getsockname()  # an IP address, whatever the bind named
                 bound.append((host, sock.family, addr[0], addr[1]))
         self.listeners = listen_addresses(bound)
+
+    # -- connections in their handshake -------------------------------------
+
+    def handshake_started(self, conn: Conn, host: str | None) -> str | None:
+        """Count `conn` (accepted from `host`, or dialled: None) among the
+        connections in their handshake, closing the oldest accepted ones
+        over a cap; the reason to refuse `conn` itself, if it must go."""
+        cfg = self.config
+        source = None if host is None else source_of(host)
+        if source is None:
+            self._dialling.add(conn)
+        else:
+            same = self._by_source.get(source, {})
+            if len(same) >= cfg.max_handshakes_per_address:
+                self._cap_reached(
+                    next(iter(same)),
+                    f"max_handshakes_per_address ({cfg.max_handshakes_per_address}) "
+                    f"connections from {source} in their handshake",
+                )
+        # a dialled one is counted already, an accepted one not yet
+        if len(self._accepting) + len(self._dialling) >= cfg.max_handshakes + (source is None):
+            why = f"max_handshakes ({cfg.max_handshakes}) connections in their handshake"
+            if self._accepting:
+                self._cap_reached(next(iter(self._accepting)), why)
+            elif source is not None:  # all dialled: the new accepted one goes
+                self._cap_burst.note(self.owner.id, lambda: self._log_cap(conn, why, "new"))
+                return f"closed: {why}"
+        if source is not None:
+            self._accepting[conn] = source
+            self._by_source.setdefault(source, {})[conn] = None
+        return None
+
+    def _cap_reached(self, oldest: Conn, why: str) -> None:
+        self._cap_burst.note(self.owner.id, lambda: self._log_cap(oldest, why, "oldest"))
+        oldest.drop(f"closed: {why}, this one the oldest")
+
+    def _log_cap(self, conn: Conn, why: str, which: str) -> None:
+        log.warning(
+            "node %s: %s: closing the %s (%s), and so on: counted, not logged, until none for %g s",
+            self.owner.id,
+            why,
+            which,
+            conn.peeraddr,
+            BURST_QUIET,
+        )
+
+    def handshake_ended(self, conn: Conn) -> None:
+        """`conn` authenticated or closed: it no longer counts."""
+        source = self._accepting.pop(conn, None)
+        if source is not None:
+            same = self._by_source[source]
+            del same[conn]
+            if not same:
+                del self._by_source[source]
+        else:
+            self._dialling.discard(conn)
+
+    def handshake_failed(self, conn: Conn, reason: str) -> None:
+        """Log a failed handshake: a dialled one always, an accepted one
+        a few per burst (anyone may connect, so anyone could fill the log)."""
+        if conn not in self._accepting:  # dialled: ours, as many as we made
+            log.warning(
+                "node %s: connection with %s failed: %s", self.owner.id, conn.describe(), reason
+            )
+            return
+        self._failed_burst.note(
+            self.owner.id,
+            lambda: log.warning(
+                "node %s: connection with %s failed: %s", self.owner.id, conn.describe(), reason
+            ),
+        )
 
     # -- events from connections -------------------------------------------
 
@@ -108,6 +279,7 @@ class Network:
         return None
 
     def authenticated(self, conn: Conn) -> None:
+        self.handshake_ended(conn)
         nodeid = conn.remote_id
         if conn.expect is not None or conn.peeraddr in self.seeds:
             self.addresses.setdefault(nodeid, [])
@@ -171,6 +343,7 @@ class Network:
             conn.authenticated.set_result(nodeid)
 
     def closed(self, conn: Conn, reason: str) -> None:
+        self.handshake_ended(conn)
         if conn.is_link:
             self.owner.link_lost(conn.remote_id, conn, reason)
             return
@@ -295,6 +468,8 @@ class Network:
 
     async def close(self) -> None:
         self._closing = True
+        self._cap_burst.close()
+        self._failed_burst.close()
         for timer in self._undecided.values():
             timer.cancel()
         self._undecided.clear()
