@@ -141,7 +141,7 @@ def to_json(value: Any, indent: int | None = None) -> str:
     return json.dumps(value, default=default, ensure_ascii=False, indent=indent)
 
 
-_NUMBERS = ("monitor_timeout", "connect_interval", "max_packet")
+_NUMBERS = ("monitor_timeout", "connect_interval", "max_packet", "max_objects")
 _FLAGS = ("nodelay", "secure", "norc", "force")
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")

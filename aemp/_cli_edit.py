@@ -371,6 +371,12 @@ _LOW_KEYS = {
         "a number of bytes of at least 1024",
         "largest packet accepted (default 64 MiB)",
     ),
+    "max_objects": (
+        "COUNT",
+        "a number of at least 1024",
+        "most values (list and dict elements, counting each list and dict) in one packet "
+        "sent or accepted (default 4194304)",
+    ),
 }
 
 for _key, (_meta, _expects, _note) in _LOW_KEYS.items():

@@ -53,6 +53,7 @@ class Config:
     secure: bool = False
     spawn_allow: tuple[str, ...] | None = None
     max_packet: int = 64 * 1024 * 1024
+    max_objects: int = 4 * 1024 * 1024
 
     @classmethod
     def from_keys(cls, keys: Mapping[str, Any]) -> Config:
@@ -131,6 +132,19 @@ def _size(key: str, v: Any) -> int:
     return v
 
 
+MAX_OBJECTS_BOUNDS = (1024, 2**32 - 1)  # as few as max_packet's least bytes; msgpack's most
+
+
+def _count(key: str, v: Any) -> int:
+    low, high = MAX_OBJECTS_BOUNDS
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(f"{key!r} must be an int from {low} to {high} (got a {_type_name(v)})")
+    if not low <= v <= high:
+        got = v if v.bit_length() < 64 else f"an int of {v.bit_length()} bits"
+        raise ConfigError(f"{key!r} must be an int from {low} to {high} (got {got})")
+    return v
+
+
 def _nodeid(key: str, v: Any) -> str | None:
     if v == "":
         raise ConfigError(
@@ -196,6 +210,7 @@ _CHECKS: dict[str, Any] = {
     "secure": _flag,
     "spawn_allow": _spawn_allow,
     "max_packet": _size,
+    "max_objects": _count,
 }
 
 

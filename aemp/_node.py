@@ -60,6 +60,8 @@ class Node(Kernel):
         super().__init__(
             expand_nodeid("anon/" if nodeid is None else nodeid), self.config.monitor_timeout
         )
+        cfg = self.config
+        self.send_limits = (cfg.framing_format, cfg.max_packet, cfg.max_objects)
         self.implicit = _implicit
         self._spawner = Spawner(self, self.config.secure, self.config.spawn_allow)
         self._calls = CallTable(self)

@@ -2,12 +2,22 @@
 # back to back with no length prefix or separator, so each must tell
 # "incomplete, wait for more" from "invalid".
 #
-# msgpack's Unpacker makes that distinction itself; we only count bytes,
-# since it consumes the headers of a partial packet and so its buffer
-# limit does not bound a packet. For JSON a small bracket scanner finds
+# msgpack's Unpacker makes that distinction itself; we count bytes, since
+# it consumes the headers of a partial packet and so its buffer limit does
+# not bound a packet, and objects: a byte of msgpack can become a 64-byte
+# Python list, so a packet's bytes alone do not bound its memory. Every
+# array and map the unpacker builds passes a hook that adds its length to
+# the packet's count (so every value is counted, as an element of its
+# container, and every container once more); past max_objects the hook
+# raises, the unpacker stops, and the connection fails naming the limit.
+# The unpacker's own per-container limits (max_array_len, max_map_len) are
+# set to max_objects as well, so one header cannot make it allocate more. For JSON a small bracket scanner finds
 # where the pending array ends, and only then is the text parsed: a packet
 # split at any byte decodes once complete, and a large packet arriving in
-# many pieces costs linear, not quadratic, time.
+# many pieces costs linear, not quadratic, time. A JSON value takes a
+# character at least, so a packet of no more characters than max_objects
+# is parsed at once; a longer one has its commas, colons and opening
+# brackets outside strings counted first (an upper bound of its values).
 #
 # Everything a peer sends either decodes into packets (lists whose first
 # element is a str) or raises RemoteProtocolError, nothing else.
@@ -27,6 +37,13 @@ from .._errors import RemoteProtocolError
 MSGPACK = "msgpack"
 JSON = "json"
 DEFAULT_MAX_PACKET = 64 * 1024 * 1024
+# values in one packet (each element of a list or dict, keys too, and each
+# list and dict once more): a packet of empty lists is 1 byte of msgpack but
+# 64 bytes of Python each, so this, not max_packet, bounds the memory one
+# packet costs the receiver (about 64 bytes a value at worst: 256 MiB).
+# Raise it for messages that carry millions of numbers in lists (or send
+# them as bytes); the default is far above any packet aemp sends itself.
+DEFAULT_MAX_OBJECTS = 4 * 1024 * 1024
 
 Packet = list[Any]
 
@@ -68,6 +85,8 @@ def brief(value: Any, limit: int) -> str:
             put("}")
         elif isinstance(v, str | bytes | bytearray) and len(v) > limit:
             put(repr(v[:limit]))  # only a head is shown: repr no more than that
+        elif isinstance(v, int) and v.bit_length() > 4 * limit:
+            put(f"<int of {v.bit_length()} bits>")  # repr would take time, or refuse
         else:
             put(repr(v))
 
@@ -90,6 +109,17 @@ def _too_long(limit: int) -> RemoteProtocolError:
     return RemoteProtocolError(f"the peer sent a packet larger than max_packet ({limit} bytes)")
 
 
+def _too_many(limit: int) -> RemoteProtocolError:
+    return RemoteProtocolError(
+        f"the peer sent a packet of more than max_objects ({limit}) values, "
+        "counting each list and dict"
+    )
+
+
+class _TooMany(Exception):
+    """Raised by the unpacker's hooks, through the unpacker."""
+
+
 def _refused_ext() -> RemoteProtocolError:
     return RemoteProtocolError("the peer sent a msgpack extension type (e.g. a timestamp)")
 
@@ -103,14 +133,40 @@ class MsgpackDecoder:
 
     name = MSGPACK
 
-    def __init__(self, max_packet: int = DEFAULT_MAX_PACKET) -> None:
+    def __init__(
+        self, max_packet: int = DEFAULT_MAX_PACKET, max_objects: int = DEFAULT_MAX_OBJECTS
+    ) -> None:
         self._max = max_packet
+        self._max_objects = max_objects
         # told of a RemoteProtocolError before it is raised, when packets()
         # is not given its own on_error
         self.on_error: Callable[[RemoteProtocolError], None] | None = None
+        # the values of the packet being decoded so far, in a cell the hooks
+        # share with packets(), which empties it after each packet
+        count = self._count = [0]
+
+        def counted(container: Any) -> Any:
+            n = count[0] = count[0] + len(container) + 1
+            if n > max_objects:
+                raise _TooMany
+            return container
+
+        def counted_map(container: dict[Any, Any]) -> dict[Any, Any]:
+            n = count[0] = count[0] + 2 * len(container) + 1
+            if n > max_objects:
+                raise _TooMany
+            return container
+
         # max_ext_len=0 refuses timestamps too, which bypass ext_hook
         self._unpacker = msgpack.Unpacker(
-            raw=False, max_buffer_size=max_packet, max_ext_len=0, ext_hook=_refuse_ext
+            raw=False,
+            max_buffer_size=max_packet,
+            max_ext_len=0,
+            ext_hook=_refuse_ext,
+            max_array_len=max_objects,
+            max_map_len=max_objects // 2,
+            list_hook=counted,
+            object_hook=counted_map,
         )
         self._fed = 0  # bytes fed so far
         self._boundary = 0  # stream offset where the pending packet starts
@@ -130,6 +186,7 @@ class MsgpackDecoder:
         iteration (after on_error is told), behind the packets before it."""
         up = self._unpacker
         tell = up.tell
+        count = self._count
         pos, size = 0, len(data)
         boundary = self._boundary
         try:
@@ -154,6 +211,7 @@ class MsgpackDecoder:
                     if type(packet) is not list or (packet and type(packet[0]) is not str):
                         raise _bad_packet(packet)
                     boundary = tell()
+                    count[0] = 0
                     yield packet
                 if pos >= size:
                     return
@@ -161,9 +219,16 @@ class MsgpackDecoder:
             if on_error is not None or (on_error := self.on_error) is not None:
                 on_error(exc)
             raise
+        except _TooMany:
+            error = _too_many(self._max_objects)
+            if on_error is not None or (on_error := self.on_error) is not None:
+                on_error(error)
+            raise error from None
         except Exception as exc:
             if "max_ext_len" in str(exc):  # how msgpack refuses timestamps for us
                 error = _refused_ext()
+            elif "max_array_len" in str(exc) or "max_map_len" in str(exc):
+                error = _too_many(self._max_objects)  # one header asked for too many
             else:
                 error = RemoteProtocolError(f"invalid msgpack from the peer: {exc}")
             if on_error is not None or (on_error := self.on_error) is not None:
@@ -182,13 +247,32 @@ _PLAIN = re.compile(r'[^"\[\]{}]*')  # outside strings: everything but quotes an
 _STR_BODY = re.compile(r'[^"\\]*')  # inside a string: everything but its end and escapes
 
 
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')  # a whole JSON string, escapes and all
+
+
+def _json_values(text: str) -> int:
+    """An upper bound of the values in the JSON text of one packet, each
+    list and dict counted once more: its commas, colons and opening brackets
+    outside strings (counted inside them too when that is within reach)."""
+    count = text.count
+    quick = count(",") + count(":") + count("[") + count("{")
+    if quick <= 1 or '"' not in text:
+        return quick
+    bare = _STRING.sub("", text)
+    count = bare.count
+    return count(",") + count(":") + count("[") + count("{")
+
+
 class JsonDecoder:
     """Incremental decoder for JSON arrays written back to back."""
 
     name = JSON
 
-    def __init__(self, max_packet: int = DEFAULT_MAX_PACKET) -> None:
+    def __init__(
+        self, max_packet: int = DEFAULT_MAX_PACKET, max_objects: int = DEFAULT_MAX_OBJECTS
+    ) -> None:
         self._max = max_packet
+        self._max_objects = max_objects
         self.on_error: Callable[[RemoteProtocolError], None] | None = None  # as msgpack's
         self._utf8 = codecs.getincrementaldecoder("utf-8")("strict")
         self._parse = json.JSONDecoder(parse_constant=_refuse_constant).raw_decode
@@ -240,6 +324,12 @@ class JsonDecoder:
                     pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
                     continue
                 raise RemoteProtocolError(f"packet is not a JSON array: {text[pos : pos + 40]!r}")
+            if size - pos > self._max_objects:  # it may hold more values than allowed
+                end = self._scan(text, pos)
+                if end < 0:  # incomplete: kept, and counted when complete
+                    self._add_pending(text[pos:])
+                    return out
+                self._count_values(text[pos:end])
             try:
                 packet, end = parse(text, pos)
             except ValueError as exc:
@@ -263,7 +353,12 @@ class JsonDecoder:
         if self._pending > self._max:
             raise _too_long(self._max)
 
+    def _count_values(self, text: str) -> None:
+        if len(text) > self._max_objects and _json_values(text) > self._max_objects:
+            raise _too_many(self._max_objects)
+
     def _decode_whole(self, text: str) -> Packet:
+        self._count_values(text)
         try:
             packet, end = self._parse(text)
         except ValueError as exc:
