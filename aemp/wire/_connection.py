@@ -103,7 +103,9 @@ class Connection:
         if not isinstance(settings, Settings):
             raise ConfigError(f"settings must be an aemp.wire.Settings (got {brief(settings, 60)})")
         if not isinstance(peeraddr, str) or any(c in peeraddr for c in ";\r\n"):
-            raise ConfigError(f"peeraddr must be a 'host:port' str without ';' (got {brief(peeraddr, 60)})")
+            raise ConfigError(
+                f"peeraddr must be a 'host:port' str without ';' (got {brief(peeraddr, 60)})"
+            )
         self.settings = settings
         self.peeraddr = peeraddr
         self._state = State.IDLE

@@ -35,7 +35,9 @@ def _names(key: str, value: Any, known: Sequence[str]) -> tuple[str, ...]:
         raise ConfigError(f"{key!r} must not be empty (choose from {list(known)})")
     for name in value:
         if name not in known:
-            raise ConfigError(f"{key!r}: {brief(name, 60)} is not supported (choose from {list(known)})")
+            raise ConfigError(
+                f"{key!r}: {brief(name, 60)} is not supported (choose from {list(known)})"
+            )
     return tuple(value)
 
 
