@@ -63,15 +63,16 @@ def _check_value(x: Any, depth: int) -> None:
         for k, v in x.items():
             if not isinstance(k, str):
                 raise MessageError(
-                    f"message dict key {brief(k, 60)} is a {type(k).__name__}: dict keys must be str"
+                    f"message dict key {brief(k, 60)} is a {type(k).__name__}: "
+                    "dict keys must be str"
                 )
             if not k.isascii():
                 _check_str(k)
             _check_value(v, depth + 1)
         return
     raise MessageError(
-        f"message element {brief(x, 60)} is a {type(x).__name__}: messages hold only None, bool, int, "
-        "float, str, bytes (or bytearray), list and dict with str keys"
+        f"message element {brief(x, 60)} is a {type(x).__name__}: messages hold only None, "
+        "bool, int, float, str, bytes (or bytearray), list and dict with str keys"
     )
 
 

@@ -105,7 +105,7 @@ def test_values_over_max_objects_are_refused_at_send(framing: str) -> None:
         enc.encode_message("p", tuple(range(1100)))
     loop: list[object] = []
     loop.append(loop)  # one that contains itself: refused, not walked forever
-    with pytest.raises(MessageError, match="max_objects|nested"):
+    with pytest.raises(MessageError, match=r"max_objects|nested"):
         enc.encode(["p", loop])
 
 
@@ -118,7 +118,6 @@ def test_error_texts_never_format_a_whole_value() -> None:
             enc.encode(["p", bad, "x" * 10_000_000])
         assert len(str(info.value)) < 600 and time.perf_counter() - t0 < 0.5
     with pytest.raises(MessageError, match="bits") as info:
-        aemp.Node.check = None  # type: ignore[attr-defined]  # (no node needed)
         from aemp._message import check_message
 
         check_message((big,))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import AuthError, ConfigError, LocalProtocolError, RemoteProtocolError
 from ._auth import auth_token, choose_auth_method, parse_auth_line, verify_auth_line
+from ._decoding import brief
 from ._events import (
     NEED_DATA,
     Authenticated,
@@ -29,7 +30,6 @@ from ._events import (
     NeedData,
     Packets,
 )
-from ._decoding import brief
 from ._framing import Decoder, Encoder, choose_framing, make_decoder, make_encoder
 from ._greeting import (
     TIEBREAK,

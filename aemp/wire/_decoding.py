@@ -11,8 +11,10 @@
 # container, and every container once more); past max_objects the hook
 # raises, the unpacker stops, and the connection fails naming the limit.
 # The unpacker's own per-container limits (max_array_len, max_map_len) are
-# set to max_objects as well, so one header cannot make it allocate more. For JSON a small bracket scanner finds
-# where the pending array ends, and only then is the text parsed: a packet
+# set to max_objects as well, so one header cannot make it allocate more.
+#
+# For JSON a small bracket scanner finds where the pending array ends,
+# and only then is the text parsed: a packet
 # split at any byte decodes once complete, and a large packet arriving in
 # many pieces costs linear, not quadratic, time. A JSON value takes a
 # character at least, so a packet of no more characters than max_objects
