@@ -121,6 +121,7 @@ REQUIRED = {
             "secure",
             "spawn_allow",
             "max_packet",
+            "max_objects",
             "nodeid",
             "secret",
             "cert",
