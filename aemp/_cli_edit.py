@@ -374,8 +374,8 @@ _LOW_KEYS = {
     "max_objects": (
         "COUNT",
         "a number of at least 1024",
-        "most values (list and dict elements, counting each list and dict) in one packet "
-        "sent or accepted (default 4194304)",
+        "most values (elements of lists and dicts at every depth, keys included) in one "
+        "packet sent or accepted (default 4194304)",
     ),
 }
 

@@ -149,7 +149,7 @@ def _feed_split(decoder: wire.Decoder, data: bytes, rng: random.Random) -> list[
 @pytest.mark.parametrize("framing", ["msgpack", "json"])
 def test_the_decoder_bounds_values_per_packet(framing: str) -> None:
     rng = random.Random(13)
-    ok = _empty_arrays(framing, 900)  # 1,802 values: 901 elements, 901 lists
+    ok = _empty_arrays(framing, 1900)  # 1,901 values
     assert _feed_split(wire.make_decoder(framing, 1 << 20, 2000), ok * 3, rng)[2][1] == []
     for data in [
         _empty_arrays(framing, 5000),
@@ -163,6 +163,21 @@ def test_the_decoder_bounds_values_per_packet(framing: str) -> None:
     # commas inside strings are not values
     text = json.dumps(["", "," * 10_000, ":[{" * 1000]).encode()
     assert len(wire.make_decoder("json", 1 << 20, 2000).feed(text)[0]) == 3
+
+
+@pytest.mark.parametrize("framing", ["msgpack", "json"])
+def test_big_packets_within_the_limit_decode_among_small_ones(framing: str) -> None:
+    # a packet longer than max_objects bytes is decoded again, counting its
+    # values; the small ones around it, split anywhere, decode as before
+    enc = wire.make_encoder(framing)
+    small = [["p", i, "x" * (i % 7)] for i in range(50)]
+    big = [["p", "y" * 30_000, list(range(1500))], ["p", {f"k{i}": [i] for i in range(600)}]]
+    packets = small[:20] + big[:1] + small[20:30] + big[1:] + small[30:]
+    data = b"".join(enc.encode(p) for p in packets)
+    for seed in range(20):
+        decoder = wire.make_decoder(framing, 1 << 20, 2000)
+        assert _feed_split(decoder, data, random.Random(seed)) == packets
+        assert not decoder.has_partial()
 
 
 @pytest.mark.parametrize("framing", ["msgpack", "json"])

@@ -6,10 +6,12 @@
 # it consumes the headers of a partial packet and so its buffer limit does
 # not bound a packet, and objects: a byte of msgpack can become a 64-byte
 # Python list, so a packet's bytes alone do not bound its memory. Every
-# array and map the unpacker builds passes a hook that adds its length to
-# the packet's count (so every value is counted, as an element of its
-# container, and every container once more); past max_objects the hook
-# raises, the unpacker stops, and the connection fails naming the limit.
+# value takes a byte, so a packet of no more bytes than max_objects is
+# within it and is decoded as it is; only a packet that grows past that is
+# decoded again from its start by an unpacker whose hooks add the length
+# of every array and map it builds to the packet's count. Past
+# max_objects the hook raises, the unpacker stops, and the connection
+# fails naming the limit. The common small packet costs nothing more.
 # The unpacker's own per-container limits (max_array_len, max_map_len) are
 # set to max_objects as well, so one header cannot make it allocate more.
 #
@@ -39,8 +41,8 @@ from .._errors import RemoteProtocolError
 MSGPACK = "msgpack"
 JSON = "json"
 DEFAULT_MAX_PACKET = 64 * 1024 * 1024
-# values in one packet (each element of a list or dict, keys too, and each
-# list and dict once more): a packet of empty lists is 1 byte of msgpack but
+# values in one packet (the elements of its arrays and maps at every depth,
+# keys included; each takes a byte at least): a packet of empty lists is 1 byte of msgpack but
 # 64 bytes of Python each, so this, not max_packet, bounds the memory one
 # packet costs the receiver (about 64 bytes a value at worst: 256 MiB).
 # Raise it for messages that carry millions of numbers in lists (or send
@@ -113,8 +115,8 @@ def _too_long(limit: int) -> RemoteProtocolError:
 
 def _too_many(limit: int) -> RemoteProtocolError:
     return RemoteProtocolError(
-        f"the peer sent a packet of more than max_objects ({limit}) values, "
-        "counting each list and dict"
+        f"the peer sent a packet of more than max_objects ({limit}) values "
+        "(the elements of its arrays and maps, keys included)"
     )
 
 
@@ -140,38 +142,48 @@ class MsgpackDecoder:
     ) -> None:
         self._max = max_packet
         self._max_objects = max_objects
+        # a packet of no more bytes than this is within both limits uncounted
+        self._quick = min(max_packet, max_objects)
         # told of a RemoteProtocolError before it is raised, when packets()
         # is not given its own on_error
         self.on_error: Callable[[RemoteProtocolError], None] | None = None
-        # the values of the packet being decoded so far, in a cell the hooks
-        # share with packets(), which empties it after each packet
+        # the values of the packet being decoded so far (while counting), in
+        # a cell the hooks share with packets(), which empties it per packet
         count = self._count = [0]
 
         def counted(container: Any) -> Any:
-            n = count[0] = count[0] + len(container) + 1
+            n = count[0] = count[0] + len(container)
             if n > max_objects:
                 raise _TooMany
             return container
 
         def counted_map(container: dict[Any, Any]) -> dict[Any, Any]:
-            n = count[0] = count[0] + 2 * len(container) + 1
+            n = count[0] = count[0] + 2 * len(container)
             if n > max_objects:
                 raise _TooMany
             return container
 
+        self._hooks = {"list_hook": counted, "object_hook": counted_map}
+        self._unpacker = self._make_unpacker(counting=False)
+        self._counting = False  # is _unpacker the counting one?
+        # offsets in what _unpacker was fed: all of it, and where the pending packet starts
+        self._fed = 0
+        self._boundary = 0
+        # while not counting: the pending packet's bytes, to decode it again
+        # with a counting unpacker once it grows past _quick
+        self._held = bytearray()
+
+    def _make_unpacker(self, counting: bool) -> msgpack.Unpacker:
         # max_ext_len=0 refuses timestamps too, which bypass ext_hook
-        self._unpacker = msgpack.Unpacker(
+        return msgpack.Unpacker(
             raw=False,
-            max_buffer_size=max_packet,
+            max_buffer_size=self._max,
             max_ext_len=0,
             ext_hook=_refuse_ext,
-            max_array_len=max_objects,
-            max_map_len=max_objects // 2,
-            list_hook=counted,
-            object_hook=counted_map,
+            max_array_len=self._max_objects,
+            max_map_len=self._max_objects // 2,
+            **(self._hooks if counting else {}),
         )
-        self._fed = 0  # bytes fed so far
-        self._boundary = 0  # stream offset where the pending packet starts
 
     def has_partial(self) -> bool:
         return self._fed != self._boundary
@@ -185,36 +197,74 @@ class MsgpackDecoder:
         """feed() as a generator: each packet is handed out as soon as it is
         decoded, so a receiver can act on it while it is fresh in the cache.
         Run it to the end before feeding more; an error is raised by the
-        iteration (after on_error is told), behind the packets before it."""
+        iteration (after on_error is told), behind the packets before it.
+
+        Packets are decoded by a plain unpacker, which costs nothing per
+        packet, as long as the pending packet has no more than _quick bytes
+        (so no more values than max_objects: each takes a byte). One that
+        grows past that is decoded again from its start by an unpacker
+        whose hooks count its values, which is used until nothing is
+        pending; then a plain one takes over again."""
         up = self._unpacker
         tell = up.tell
         count = self._count
+        held = self._held
+        quick = self._quick
+        counting, fed, boundary = self._counting, self._fed, self._boundary
         pos, size = 0, len(data)
-        boundary = self._boundary
         try:
             while True:
-                # the unpacker consumes the headers of a partial packet, so its
-                # buffer does not bound a packet; we count bytes ourselves
-                room = self._max - (self._fed - boundary)
+                pending = fed - boundary
+                if counting:
+                    room = self._max - pending
+                    if room <= 0:
+                        raise _too_long(self._max)
+                elif pending >= quick:
+                    if pending >= self._max:
+                        raise _too_long(self._max)
+                    # past what may be decoded uncounted: again, counting
+                    up = self._unpacker = self._make_unpacker(counting=True)
+                    tell = up.tell
+                    counting, fed, boundary = True, len(held), 0
+                    count[0] = 0
+                    up.feed(bytes(held))
+                    held.clear()
+                    continue
+                else:
+                    room = quick - pending
                 if size - pos <= room:
                     chunk = data[pos:] if pos else data
-                elif room <= 0:
-                    raise _too_long(self._max)
                 else:
                     chunk = data[pos : pos + room]
+                start = fed
                 pos += len(chunk)
                 up.feed(chunk)
-                self._fed += len(chunk)
+                fed += len(chunk)
                 # tell() after each packet, not once after the loop: the loop
                 # ends by consuming the start of the next, partial packet
                 # (its headers and whole elements), so a single tell() there
                 # would hide that packet from has_partial() and from the limit
-                for packet in up:
-                    if type(packet) is not list or (packet and type(packet[0]) is not str):
-                        raise _bad_packet(packet)
-                    boundary = tell()
-                    count[0] = 0
-                    yield packet
+                if counting:
+                    for packet in up:
+                        if type(packet) is not list or (packet and type(packet[0]) is not str):
+                            raise _bad_packet(packet)
+                        boundary = tell()
+                        count[0] = 0
+                        yield packet
+                    if boundary == fed:  # nothing pending: the plain unpacker again
+                        up = self._unpacker = self._make_unpacker(counting=False)
+                        tell = up.tell
+                        counting, fed, boundary = False, 0, 0
+                else:
+                    for packet in up:
+                        if type(packet) is not list or (packet and type(packet[0]) is not str):
+                            raise _bad_packet(packet)
+                        boundary = tell()
+                        yield packet
+                    if boundary > start:
+                        held[:] = chunk[boundary - start :]
+                    else:
+                        held += chunk
                 if pos >= size:
                     return
         except RemoteProtocolError as exc:
@@ -237,7 +287,7 @@ class MsgpackDecoder:
                 on_error(error)
             raise error from exc
         finally:  # also when the consumer stops early: what it took is gone
-            self._boundary = boundary
+            self._counting, self._fed, self._boundary = counting, fed, boundary
 
 
 def _refuse_constant(name: str) -> NoReturn:
@@ -252,17 +302,19 @@ _STR_BODY = re.compile(r'[^"\\]*')  # inside a string: everything but its end an
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')  # a whole JSON string, escapes and all
 
 
-def _json_values(text: str) -> int:
-    """An upper bound of the values in the JSON text of one packet, each
-    list and dict counted once more: its commas, colons and opening brackets
-    outside strings (counted inside them too when that is within reach)."""
+def _json_values(text: str, limit: int) -> int:
+    """An upper bound of the values in the JSON text of one packet, as
+    msgpack's decoder counts them: outside strings, a value for each comma
+    and colon and one more for each list or dict that is not empty (each
+    opening bracket, less those of "[]" and "{}"). Counted in strings too
+    first, which is all it takes when that is within ``limit``."""
     count = text.count
-    quick = count(",") + count(":") + count("[") + count("{")
-    if quick <= 1 or '"' not in text:
-        return quick
-    bare = _STRING.sub("", text)
+    most = count(",") + count(":") + count("[") + count("{")  # "[]" in a str must not count
+    if most <= limit:
+        return most
+    bare = _STRING.sub('""', text) if '"' in text else text
     count = bare.count
-    return count(",") + count(":") + count("[") + count("{")
+    return count(",") + count(":") + count("[") + count("{") - count("[]") - count("{}")
 
 
 class JsonDecoder:
@@ -356,7 +408,8 @@ class JsonDecoder:
             raise _too_long(self._max)
 
     def _count_values(self, text: str) -> None:
-        if len(text) > self._max_objects and _json_values(text) > self._max_objects:
+        limit = self._max_objects
+        if len(text) > limit and _json_values(text, limit) > limit:
             raise _too_many(self._max_objects)
 
     def _decode_whole(self, text: str) -> Packet:

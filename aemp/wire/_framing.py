@@ -19,8 +19,9 @@
 # packed and its exact size checked. The bound errs low only for
 # non-ASCII text and JSON escapes, so what is packed only to be refused is
 # at most a few times max_packet, never the whole message. The number of
-# objects (every value, counting containers) is bounded the same way
-# (max_objects), so that we never send what the peer's decoder refuses.
+# values (the elements of its lists and dicts at every depth, keys
+# included) is bounded the same way (max_objects), so that we never send
+# what a peer with the same limit would refuse.
 
 from __future__ import annotations
 
@@ -189,7 +190,7 @@ def _too_many(packet: Any, objects: int, limit: int, at_least: bool = False) -> 
     return _over_limit(
         "max_objects",
         f"packet of {'at least ' if at_least else ''}{objects} values exceeds max_objects "
-        f"({limit}, counting each list and dict): {brief(packet, 100)}",
+        f"({limit}; the elements of its lists and dicts, keys included): {brief(packet, 100)}",
     )
 
 
@@ -198,14 +199,16 @@ _MAX_SCALAR = 24
 
 
 def _bounds(packet: Any, max_bytes: int, max_objects: int) -> tuple[int, int]:
-    """(high, objects) of a packet: the most bytes it takes in any framing
-    and its objects (every value, counting containers). Raises
+    """(high, values) of a packet: the most bytes it takes in any framing
+    and its values (the elements of its lists and dicts, keys included,
+    at every depth: what the peer's decoder counts). Raises
     MessageError naming the limit once the fewest bytes it takes in any
-    framing pass max_bytes, or its objects pass max_objects: a packet far
+    framing pass max_bytes, or its values pass max_objects: a packet far
     over a limit costs a walk up to the limit, not to its end (nor forever,
     for one that contains itself). Without recursion: depth is checked
     elsewhere, and the nesting costs no stack here."""
-    low = high = objects = 0
+    low = high = 0
+    objects = -1  # the packet's own list is no value of it
     stack = [packet]
     pop, push, extend = stack.pop, stack.append, stack.extend
     while stack:
@@ -325,6 +328,7 @@ class MsgpackEncoder:
         self._quick = min(max_packet, max_objects)
         self._pack = msgpack.Packer(use_bin_type=True, datetime=False).pack
         self.out: list[bytes] = []
+        self._fast()
 
     def _over(self, packet: Sequence[Any], data: bytes) -> None:
         """Raise unless an encoded packet longer than _quick is within the limits."""
@@ -357,51 +361,68 @@ class MsgpackEncoder:
             self._over(packet, data)
         return data
 
-    def encode_message(
-        self, portname: str, msg: Sequence[Any], _fixed: frozenset[type] = _FIXED
-    ) -> bytes:
+    def encode_message(self, portname: str, msg: Sequence[Any]) -> bytes:
         """encode([portname, *msg]) for a non-empty msg, a little faster."""
-        size = 0
-        for item in msg:
-            kind = type(item)
-            if kind is str or kind is bytes:
-                size += len(item)
-            elif kind not in _fixed:
-                return self.encode([portname, *msg])
-        packet = [portname, *msg]
-        if size > self._max:
-            raise _too_large(packet, size, self._max, at_least=True)
-        try:
-            data: bytes = self._pack(packet)
-        except Exception as exc:
-            raise _explain(packet, True, exc) from exc
-        if len(data) > self._quick:
-            self._over(packet, data)
-        return data
+        return self.encode([portname, *msg])  # replaced per instance by _fast()
 
-    def append_message(
-        self, portname: str, msg: Sequence[Any], _fixed: frozenset[type] = _FIXED
-    ) -> None:
+    def append_message(self, portname: str, msg: Sequence[Any]) -> None:
         """self.out.append(encode_message(portname, msg)), in one call: a
         sender that collects packets saves a call per packet."""
-        size = 0
-        for item in msg:
-            kind = type(item)
-            if kind is str or kind is bytes:
-                size += len(item)
-            elif kind not in _fixed:
-                self.out.append(self.encode([portname, *msg]))
-                return
-        packet = [portname, *msg]
-        if size > self._max:
-            raise _too_large(packet, size, self._max, at_least=True)
-        try:
-            data: bytes = self._pack(packet)
-        except Exception as exc:
-            raise _explain(packet, True, exc) from exc
-        if len(data) > self._quick:
-            self._over(packet, data)
-        self.out.append(data)
+        self.out.append(self.encode([portname, *msg]))  # replaced per instance by _fast()
+
+    def _fast(self) -> None:
+        # The hot paths, as closures: the limits and the packer are cells,
+        # not attributes, which pays for adding up the lengths of str and
+        # bytes. A flat message of plain scalars goes this way; anything
+        # else takes encode(), which looks closer.
+        limit, quick, pack, encode = self._max, self._quick, self._pack, self.encode
+        fixed = _FIXED
+
+        def encode_message(portname: str, msg: Sequence[Any]) -> bytes:
+            size = 0
+            for item in msg:
+                kind = type(item)
+                if kind in fixed:
+                    continue
+                if kind is str or kind is bytes:
+                    size += len(item)
+                else:
+                    return encode([portname, *msg])
+            packet = [portname, *msg]
+            if size > limit:
+                raise _too_large(packet, size, limit, at_least=True)
+            try:
+                data: bytes = pack(packet)
+            except Exception as exc:
+                raise _explain(packet, True, exc) from exc
+            if len(data) > quick:
+                self._over(packet, data)
+            return data
+
+        def append_message(portname: str, msg: Sequence[Any]) -> None:
+            size = 0
+            for item in msg:
+                kind = type(item)
+                if kind in fixed:
+                    continue
+                if kind is str or kind is bytes:
+                    size += len(item)
+                else:
+                    self.out.append(encode([portname, *msg]))
+                    return
+            packet = [portname, *msg]
+            if size > limit:
+                raise _too_large(packet, size, limit, at_least=True)
+            try:
+                data: bytes = pack(packet)
+            except Exception as exc:
+                raise _explain(packet, True, exc) from exc
+            if len(data) > quick:
+                self._over(packet, data)
+            self.out.append(data)
+
+        self.encode_message = encode_message  # type: ignore[method-assign]
+        self.append_message = append_message  # type: ignore[method-assign]
 
 
 class JsonEncoder:
