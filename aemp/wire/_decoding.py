@@ -203,35 +203,21 @@ class MsgpackDecoder:
         packet, as long as the pending packet has no more than _quick bytes
         (so no more values than max_objects: each takes a byte). One that
         grows past that is decoded again from its start by an unpacker
-        whose hooks count its values, which is used until nothing is
-        pending; then a plain one takes over again."""
+        whose hooks count its values (_counted), which is used until
+        nothing is pending; then a plain one takes over again."""
+        if self._counting:
+            yield from self._counted(data, on_error)
+            return
         up = self._unpacker
         tell = up.tell
-        count = self._count
-        held = self._held
         quick = self._quick
-        counting, fed, boundary = self._counting, self._fed, self._boundary
+        fed, boundary = self._fed, self._boundary
         pos, size = 0, len(data)
         try:
             while True:
-                pending = fed - boundary
-                if counting:
-                    room = self._max - pending
-                    if room <= 0:
-                        raise _too_long(self._max)
-                elif pending >= quick:
-                    if pending >= self._max:
-                        raise _too_long(self._max)
-                    # past what may be decoded uncounted: again, counting
-                    up = self._unpacker = self._make_unpacker(counting=True)
-                    tell = up.tell
-                    counting, fed, boundary = True, len(held), 0
-                    count[0] = 0
-                    up.feed(bytes(held))
-                    held.clear()
-                    continue
-                else:
-                    room = quick - pending
+                room = quick - (fed - boundary)
+                if room <= 0:  # past what may be decoded uncounted
+                    break
                 if size - pos <= room:
                     chunk = data[pos:] if pos else data
                 else:
@@ -244,50 +230,95 @@ class MsgpackDecoder:
                 # ends by consuming the start of the next, partial packet
                 # (its headers and whole elements), so a single tell() there
                 # would hide that packet from has_partial() and from the limit
-                if counting:
-                    for packet in up:
-                        if type(packet) is not list or (packet and type(packet[0]) is not str):
-                            raise _bad_packet(packet)
-                        boundary = tell()
-                        count[0] = 0
-                        yield packet
-                    if boundary == fed:  # nothing pending: the plain unpacker again
-                        up = self._unpacker = self._make_unpacker(counting=False)
-                        tell = up.tell
-                        counting, fed, boundary = False, 0, 0
-                else:
-                    for packet in up:
-                        if type(packet) is not list or (packet and type(packet[0]) is not str):
-                            raise _bad_packet(packet)
-                        boundary = tell()
-                        yield packet
+                for packet in up:
+                    if type(packet) is not list or (packet and type(packet[0]) is not str):
+                        raise _bad_packet(packet)
+                    boundary = tell()
+                    yield packet
+                if boundary != fed:  # keep the pending packet's bytes
                     if boundary > start:
-                        held[:] = chunk[boundary - start :]
+                        self._held[:] = chunk[boundary - start :]
                     else:
-                        held += chunk
+                        self._held += chunk
+                elif self._held:
+                    self._held.clear()
                 if pos >= size:
                     return
-        except RemoteProtocolError as exc:
-            if on_error is not None or (on_error := self.on_error) is not None:
-                on_error(exc)
-            raise
-        except _TooMany:
-            error = _too_many(self._max_objects)
-            if on_error is not None or (on_error := self.on_error) is not None:
-                on_error(error)
-            raise error from None
         except Exception as exc:
-            if "max_ext_len" in str(exc):  # how msgpack refuses timestamps for us
-                error = _refused_ext()
-            elif "max_array_len" in str(exc) or "max_map_len" in str(exc):
-                error = _too_many(self._max_objects)  # one header asked for too many
-            else:
-                error = RemoteProtocolError(f"invalid msgpack from the peer: {exc}")
-            if on_error is not None or (on_error := self.on_error) is not None:
-                on_error(error)
-            raise error from exc
+            error = self._error(exc, on_error)
+            raise error from (None if error is exc else exc)
         finally:  # also when the consumer stops early: what it took is gone
-            self._counting, self._fed, self._boundary = counting, fed, boundary
+            self._fed, self._boundary = fed, boundary
+        if fed - boundary >= self._max:
+            raise self._error(_too_long(self._max), on_error)
+        # decode the pending packet again, counting, and go on so
+        self._unpacker = self._make_unpacker(counting=True)
+        self._counting = True
+        self._count[0] = 0
+        self._fed, self._boundary = 0, 0
+        held, self._held = bytes(self._held), bytearray()
+        yield from self._counted(held + data[pos:], on_error)
+
+    def _counted(
+        self, data: bytes, on_error: Callable[[RemoteProtocolError], None] | None
+    ) -> Iterator[Packet]:
+        """packets() with the counting unpacker."""
+        up = self._unpacker
+        tell = up.tell
+        count = self._count
+        fed, boundary = self._fed, self._boundary
+        pos, size = 0, len(data)
+        try:
+            while True:
+                room = self._max - (fed - boundary)
+                if room <= 0:
+                    raise _too_long(self._max)
+                chunk = data[pos : pos + room] if size - pos > room else data[pos:]
+                pos += len(chunk)
+                up.feed(chunk)
+                fed += len(chunk)
+                for packet in up:
+                    if type(packet) is not list or (packet and type(packet[0]) is not str):
+                        raise _bad_packet(packet)
+                    boundary = tell()
+                    count[0] = 0
+                    yield packet
+                if boundary == fed:  # nothing pending: the plain unpacker again
+                    self._unpacker = self._make_unpacker(counting=False)
+                    self._counting = False
+                    self._fed = self._boundary = 0
+                    if pos < size:
+                        yield from self.packets(data[pos:], on_error)
+                    return
+                if pos >= size:
+                    return
+        except Exception as exc:
+            error = self._error(exc, on_error)
+            raise error from (None if error is exc else exc)
+        finally:
+            if self._counting:
+                self._fed, self._boundary = fed, boundary
+
+    def _error(
+        self, exc: Exception, on_error: Callable[[RemoteProtocolError], None] | None
+    ) -> RemoteProtocolError:
+        """The RemoteProtocolError for exc, which on_error is told of first."""
+        if isinstance(exc, RemoteProtocolError):
+            error = exc
+        elif isinstance(exc, _TooMany):
+            error = _too_many(self._max_objects)
+        elif "max_ext_len" in str(exc):  # how msgpack refuses timestamps for us
+            error = _refused_ext()
+        elif "max_array_len" in str(exc) or "max_map_len" in str(exc):
+            error = _too_many(self._max_objects)  # one header asked for too many
+        else:
+            error = RemoteProtocolError(f"invalid msgpack from the peer: {exc}")
+        if getattr(exc, "told", False):  # raised through a nested packets()
+            return error
+        if on_error is not None or (on_error := self.on_error) is not None:
+            on_error(error)
+        error.told = True  # type: ignore[attr-defined]
+        return error
 
 
 def _refuse_constant(name: str) -> NoReturn:

@@ -336,30 +336,16 @@ class MsgpackEncoder:
             raise _too_large(packet, len(data), self._max)
         _bounds(packet, self._max, self._max_objects)
 
-    def encode(self, packet: Sequence[Any], _fixed: frozenset[type] = _FIXED) -> bytes:
-        # inlined check for the common flat packet: this runs a million times a second;
-        # the lengths of its str and bytes bound its size before it is packed
-        if type(packet) is list and packet and type(packet[0]) is str:
-            size = 0
-            for item in packet:
-                kind = type(item)
-                if kind is str or kind is bytes:
-                    size += len(item)
-                elif kind not in _fixed:
-                    _check_packet(packet, _SCALARS_BIN, True, self._max, self._max_objects)
-                    break
-            else:
-                if size > self._max:
-                    raise _too_large(packet, size, self._max, at_least=True)
-        else:
-            _check_packet(packet, _SCALARS_BIN, True, self._max, self._max_objects)
+    def encode(self, packet: Sequence[Any]) -> bytes:
+        """One packet as bytes; MessageError naming the value or the limit."""
+        _check_packet(packet, _SCALARS_BIN, True, self._max, self._max_objects)
         try:
             data: bytes = self._pack(packet)
         except Exception as exc:  # the packer resets itself; say which value it was
             raise _explain(packet, True, exc) from exc
         if len(data) > self._quick:
             self._over(packet, data)
-        return data
+        return data  # replaced per instance by _fast(), with a fast path
 
     def encode_message(self, portname: str, msg: Sequence[Any]) -> bytes:
         """encode([portname, *msg]) for a non-empty msg, a little faster."""
@@ -375,8 +361,32 @@ class MsgpackEncoder:
         # not attributes, which pays for adding up the lengths of str and
         # bytes. A flat message of plain scalars goes this way; anything
         # else takes encode(), which looks closer.
-        limit, quick, pack, encode = self._max, self._quick, self._pack, self.encode
+        limit, quick, pack, checked = self._max, self._quick, self._pack, self.encode
         fixed = _FIXED
+
+        def encode(packet: Sequence[Any]) -> bytes:
+            # inlined check for the common flat packet: this runs a million
+            # times a second; the lengths of its str and bytes bound its size
+            if type(packet) is not list or not packet or type(packet[0]) is not str:
+                return checked(packet)
+            size = 0
+            for item in packet:
+                kind = type(item)
+                if kind in fixed:
+                    continue
+                if kind is str or kind is bytes:
+                    size += len(item)
+                else:
+                    return checked(packet)
+            if size > limit:
+                raise _too_large(packet, size, limit, at_least=True)
+            try:
+                data: bytes = pack(packet)
+            except Exception as exc:  # the packer resets itself; say which value it was
+                raise _explain(packet, True, exc) from exc
+            if len(data) > quick:
+                self._over(packet, data)
+            return data
 
         def encode_message(portname: str, msg: Sequence[Any]) -> bytes:
             size = 0
@@ -421,6 +431,7 @@ class MsgpackEncoder:
                 self._over(packet, data)
             self.out.append(data)
 
+        self.encode = encode  # type: ignore[method-assign]
         self.encode_message = encode_message  # type: ignore[method-assign]
         self.append_message = append_message  # type: ignore[method-assign]
 
