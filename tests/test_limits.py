@@ -182,16 +182,18 @@ def test_big_packets_within_the_limit_decode_among_small_ones(framing: str) -> N
 
 @pytest.mark.parametrize("framing", ["msgpack", "json"])
 def test_a_packet_of_empty_arrays_costs_bounded_memory(framing: str) -> None:
-    # 24 MB of empty arrays became 1.55 GB of lists (msgpack); now the
-    # decoder stops at max_objects (4 Mi values, about 256 MiB at worst)
+    # 24 MB of empty arrays became 1.7 GB of lists (msgpack); now the
+    # decoder stops at max_objects (4 Mi values, about 64 bytes each)
     result = _run(
         f"""
         from aemp import wire, RemoteProtocolError
-        n = 24_000_000 if {framing!r} == "msgpack" else 8_000_000
+        # lists of 1000 empty lists: no header alone is over the limit
         if {framing!r} == "msgpack":
-            data = b"\\xdd" + (n + 1).to_bytes(4, "big") + b"\\xa0" + b"\\x90" * n
+            inner = b"\\xdc" + (1000).to_bytes(2, "big") + b"\\x90" * 1000
+            data = b"\\xdd" + (24_001).to_bytes(4, "big") + b"\\xa0" + inner * 24_000
         else:
-            data = b'[""' + b",[]" * n + b"]"
+            inner = b",[" + b",".join([b"[]"] * 1000) + b"]"
+            data = b'[""' + inner * 8_000 + b"]"
         dec = wire.make_decoder({framing!r})
         h0 = hwm(); t0 = time.perf_counter(); error = ""
         try:

@@ -251,7 +251,9 @@ class MsgpackDecoder:
             self._fed, self._boundary = fed, boundary
         if fed - boundary >= self._max:
             raise self._error(_too_long(self._max), on_error)
-        # decode the pending packet again, counting, and go on so
+        # decode the pending packet again, counting, and go on so; what the
+        # plain unpacker built of it goes first, not to be held twice
+        del up, tell
         self._unpacker = self._make_unpacker(counting=True)
         self._counting = True
         self._count[0] = 0
