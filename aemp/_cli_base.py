@@ -154,6 +154,7 @@ _NUMBERS = (
     "max_handshakes",
     "max_handshakes_per_address",
     "listen_backlog",
+    "max_objects",
 )
 _FLAGS = ("nodelay", "secure", "norc", "force")
 _TRUE = ("true", "yes", "on", "1")

@@ -416,6 +416,12 @@ _LOW_KEYS = {
         "an int from 1 to 65535",
         "connections the kernel holds until accepted (default 1024)",
     ),
+    "max_objects": (
+        "COUNT",
+        "a number of at least 1024",
+        "most values (elements of lists and dicts at every depth, keys included) in one "
+        "packet sent or accepted (default 4194304)",
+    ),
 }
 
 for _key, (_meta, _expects, _note) in _LOW_KEYS.items():

@@ -62,6 +62,7 @@ class Config:
     max_handshakes: int = 256
     max_handshakes_per_address: int = 32
     listen_backlog: int = 1024
+    max_objects: int = 4 * 1024 * 1024
 
     @classmethod
     def from_keys(cls, keys: Mapping[str, Any]) -> Config:
@@ -166,21 +167,30 @@ COUNT_BOUNDS = {
     "max_handshakes": (1, 1_000_000),
     "max_handshakes_per_address": (1, 1_000_000),
     "listen_backlog": (1, 65535),
+    "max_objects": (1024, 2**32 - 1),  # as few as max_packet's least bytes; msgpack's most
 }
 BYTES_BOUNDS = {"send_buffer": (64 * 1024, 2**40), "max_unsent": (64 * 1024, 2**40)}
+
+
+def _shown(v: Any) -> str:
+    """repr(v) for an error, short: an int of thousands of digits has no repr."""
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() >= 64:
+        return f"an int of {v.bit_length()} bits"
+    text = repr(v)
+    return text if len(text) <= 80 else f"{text[:80]}..."
 
 
 def _count(key: str, v: Any) -> int:
     low, high = COUNT_BOUNDS[key]
     if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
-        raise ConfigError(f"{key!r} must be an int from {low} to {high} (got {v!r})")
+        raise ConfigError(f"{key!r} must be an int from {low} to {high} (got {_shown(v)})")
     return v
 
 
 def _bytes(key: str, v: Any) -> int:
     low, high = BYTES_BOUNDS[key]
     if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
-        raise ConfigError(f"{key!r} must be an int of {low} to {high} bytes (got {v!r})")
+        raise ConfigError(f"{key!r} must be an int of {low} to {high} bytes (got {_shown(v)})")
     return v
 
 
@@ -258,6 +268,7 @@ _CHECKS: dict[str, Any] = {
     "max_handshakes": _count,
     "max_handshakes_per_address": _count,
     "listen_backlog": _count,
+    "max_objects": _count,
 }
 
 

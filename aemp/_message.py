@@ -5,12 +5,15 @@
 # day its receiver moves to another node ("local is not special"). The fast
 # path costs one type lookup per top-level element (and an isascii() per
 # str, for lone surrogates, which no encoder takes); only containers recurse.
+# Errors show a value through wire's brief(), never its whole repr: the
+# value may be a GiB, or an int whose repr Python refuses to make.
 
 from __future__ import annotations
 
 from typing import Any
 
 from ._errors import MessageError
+from .wire._decoding import brief
 from .wire._framing import MAX_DEPTH
 
 _INT_MIN = -(2**63)
@@ -45,7 +48,7 @@ def _check_value(x: Any, depth: int) -> None:
     if isinstance(x, int):
         if not _INT_MIN <= x <= _INT_MAX:
             raise MessageError(
-                f"message element {x!r} is out of range: integers must fit in 64 bits "
+                f"message element {brief(x, 60)} is out of range: integers must fit in 64 bits "
                 f"({_INT_MIN} .. {_INT_MAX})"
             )
         return
@@ -60,15 +63,16 @@ def _check_value(x: Any, depth: int) -> None:
         for k, v in x.items():
             if not isinstance(k, str):
                 raise MessageError(
-                    f"message dict key {k!r} is a {type(k).__name__}: dict keys must be str"
+                    f"message dict key {brief(k, 60)} is a {type(k).__name__}: "
+                    "dict keys must be str"
                 )
             if not k.isascii():
                 _check_str(k)
             _check_value(v, depth + 1)
         return
     raise MessageError(
-        f"message element {x!r} is a {type(x).__name__}: messages hold only None, bool, int, "
-        "float, str, bytes (or bytearray), list and dict with str keys"
+        f"message element {brief(x, 60)} is a {type(x).__name__}: messages hold only None, "
+        "bool, int, float, str, bytes (or bytearray), list and dict with str keys"
     )
 
 

@@ -63,6 +63,8 @@ class Node(Kernel):
             self.config.monitor_timeout,
             self.config.queue_limit,
         )
+        cfg = self.config
+        self.send_limits = (cfg.framing_format, cfg.max_packet, cfg.max_objects)
         self.implicit = _implicit
         self._spawner = Spawner(self, self.config.secure, self.config.spawn_allow)
         self._calls = CallTable(self)

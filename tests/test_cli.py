@@ -123,6 +123,7 @@ REQUIRED = {
             "spawn_allow",
             "max_packet",
             "blocking_threads",
+            "max_objects",
             "nodeid",
             "secret",
             "cert",

@@ -10,6 +10,13 @@
 # they wait (the peer dialled back at once) fires them on the spot, before
 # any packet takes the new link.
 #
+# A packet queued while connecting is checked against the limits the
+# encoder will apply (the node's max_packet and max_objects, in the
+# stricter of the framings that may be negotiated): an over-limit message
+# raises MessageError at snd, as on an open link, and never reaches the
+# queue, where it would fail the link when it came up and take the packets
+# queued with it down too.
+#
 # A Remote back in IDLE with nothing waiting (no packets, no monitors) is
 # forgotten: the node drops it, and the route cache entries that point at
 # it, so a node that served many short-lived peers (one-shot `aemp cal`
@@ -29,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._errors import MessageError
 from .._seam import Link
+from ..wire import check_unsent
 
 if TYPE_CHECKING:
     from ._handles import Monitor
@@ -42,6 +50,9 @@ MAX_IDLE_SUBSCRIPTIONS = 4096  # remote ports we keep monitoring with no local m
 class RemoteOwner(Protocol):
     """What a Remote asks of its kernel (KernelState has it): declared here,
     so that this module imports no other part but the handles' types."""
+
+    # the framings, max_packet and max_objects a queued packet must fit
+    send_limits: tuple[tuple[str, ...], int, int]
 
     def post(self, fn: Callable[..., Any], *args: Any) -> None: ...
 
@@ -105,6 +116,7 @@ class Remote:
         if len(self.pending) >= MAX_PENDING:
             self.lost(f"more than {MAX_PENDING} packets queued while connecting")
             return
+        check_unsent(packet, *self.node.send_limits)  # raises MessageError, as a link would
         self.pending.append(packet)
         if self.state is State.IDLE:
             self.start_connect()

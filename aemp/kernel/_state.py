@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import InvalidArgument, NodeClosed
 from .._ids import counter_names, local_prefix, reply_prefix, secret_names, spawn_prefix
 from .._seam import Connector
+from ..wire import DEFAULT_FRAMINGS, DEFAULT_MAX_OBJECTS, DEFAULT_MAX_PACKET
 from ._port import NET, SYS, Port
 
 if TYPE_CHECKING:
@@ -108,6 +109,13 @@ class KernelState:
         self._link_watchers: dict[Callable[[str, bool], None], None] = {}
         # the node requests (_requests.py): tag -> fn(remote, *args) (remote: None from here)
         self._requests: dict[str, RequestHandler] = {}
+        # what a packet queued while connecting is checked against (_remote.py):
+        # the framings we might send in, max_packet, max_objects (the node's config)
+        self.send_limits: tuple[tuple[str, ...], int, int] = (
+            DEFAULT_FRAMINGS,
+            DEFAULT_MAX_PACKET,
+            DEFAULT_MAX_OBJECTS,
+        )
 
     def check_open(self) -> None:
         """Raise NodeClosed if the node is closed."""

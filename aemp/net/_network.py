@@ -506,6 +506,7 @@ def make_settings(cfg: Config, nodeid: str) -> wire.Settings:
             auth_accept=cfg.auth_accept,
             framing_format=cfg.framing_format,
             max_packet=cfg.max_packet,
+            max_objects=cfg.max_objects,
             heartbeat=max(
                 wire.MIN_HEARTBEAT, cfg.monitor_timeout / 4
             ),  # 'monitor_timeout' <= 86400

@@ -24,7 +24,7 @@ from ._auth import (
     verify_auth_line,
 )
 from ._connection import HANDSHAKE_STATES, Connection, State
-from ._decoding import DEFAULT_MAX_PACKET, JsonDecoder, MsgpackDecoder
+from ._decoding import DEFAULT_MAX_OBJECTS, DEFAULT_MAX_PACKET, JsonDecoder, MsgpackDecoder
 from ._events import (
     NEED_DATA,
     Authenticated,
@@ -41,6 +41,7 @@ from ._framing import (
     Encoder,
     JsonEncoder,
     MsgpackEncoder,
+    check_unsent,
     choose_framing,
     make_decoder,
     make_encoder,
@@ -60,6 +61,7 @@ __all__ = [
     "AUTH_METHODS",
     "DEFAULT_AUTH",
     "DEFAULT_FRAMINGS",
+    "DEFAULT_MAX_OBJECTS",
     "DEFAULT_MAX_PACKET",
     "FRAMINGS",
     "HANDSHAKE_STATES",
@@ -86,6 +88,7 @@ __all__ = [
     "Settings",
     "State",
     "auth_token",
+    "check_unsent",
     "choose_auth_method",
     "choose_framing",
     "make_decoder",

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import AuthError, ConfigError, LocalProtocolError, RemoteProtocolError
 from ._auth import auth_token, choose_auth_method, parse_auth_line, verify_auth_line
+from ._decoding import brief
 from ._events import (
     NEED_DATA,
     Authenticated,
@@ -100,9 +101,11 @@ class Connection:
 
     def __init__(self, settings: Settings, *, peeraddr: str) -> None:
         if not isinstance(settings, Settings):
-            raise ConfigError(f"settings must be an aemp.wire.Settings (got {settings!r:.60})")
+            raise ConfigError(f"settings must be an aemp.wire.Settings (got {brief(settings, 60)})")
         if not isinstance(peeraddr, str) or any(c in peeraddr for c in ";\r\n"):
-            raise ConfigError(f"peeraddr must be a 'host:port' str without ';' (got {peeraddr!r})")
+            raise ConfigError(
+                f"peeraddr must be a 'host:port' str without ';' (got {brief(peeraddr, 60)})"
+            )
         self.settings = settings
         self.peeraddr = peeraddr
         self._state = State.IDLE
@@ -332,8 +335,8 @@ class Connection:
                 f"the peer will send framing {auth.framing!r}, which we did not offer "
                 f"(we offered {list(s.framing_format)})"
             )
-        self._encoder = make_encoder(self._send_framing, s.max_packet)
-        self._decoder = make_decoder(auth.framing, s.max_packet)
+        self._encoder = make_encoder(self._send_framing, s.max_packet, s.max_objects)
+        self._decoder = make_decoder(auth.framing, s.max_packet, s.max_objects)
         self._decoder.on_error = self._data_error
         self._set_state(State.OPEN)
         return Authenticated(

@@ -9,6 +9,19 @@
 # never a stream the peer must drop. The checks take a fast path for flat
 # messages of plain scalars, which is what a million packets a second
 # look like; only containers and unusual types get a closer look.
+#
+# A packet's size is bounded before it is packed: the fast path adds up
+# the lengths of its str and bytes (a lower bound of the encoded size),
+# and the closer look walks containers adding up the same bound, stopping
+# as soon as it passes max_packet. So a message far over the limit (a
+# GiB of bytes, or a list of a million references to one large str) is
+# refused before a byte is produced; one that the bound lets through is
+# packed and its exact size checked. The bound errs low only for
+# non-ASCII text and JSON escapes, so what is packed only to be refused is
+# at most a few times max_packet, never the whole message. The number of
+# values (the elements of its lists and dicts at every depth, keys
+# included) is bounded the same way (max_objects), so that we never send
+# what a peer with the same limit would refuse.
 
 from __future__ import annotations
 
@@ -20,6 +33,7 @@ from typing import Any, Protocol
 import msgpack
 
 from .._errors import MessageError, RemoteProtocolError
+from ._decoding import DEFAULT_MAX_OBJECTS as DEFAULT_MAX_OBJECTS
 from ._decoding import DEFAULT_MAX_PACKET as DEFAULT_MAX_PACKET
 from ._decoding import JSON, MSGPACK, JsonDecoder, MsgpackDecoder, Packet, brief
 
@@ -64,19 +78,23 @@ def choose_framing(remote: Sequence[str], ours: Sequence[str]) -> str:
     )
 
 
-def make_encoder(framing: str, max_packet: int = DEFAULT_MAX_PACKET) -> Encoder:
+def make_encoder(
+    framing: str, max_packet: int = DEFAULT_MAX_PACKET, max_objects: int = DEFAULT_MAX_OBJECTS
+) -> Encoder:
     if framing == MSGPACK:
-        return MsgpackEncoder(max_packet)
+        return MsgpackEncoder(max_packet, max_objects)
     if framing == JSON:
-        return JsonEncoder(max_packet)
+        return JsonEncoder(max_packet, max_objects)
     raise ValueError(f"unknown framing {framing!r} (known: {', '.join(FRAMINGS)})")
 
 
-def make_decoder(framing: str, max_packet: int = DEFAULT_MAX_PACKET) -> Decoder:
+def make_decoder(
+    framing: str, max_packet: int = DEFAULT_MAX_PACKET, max_objects: int = DEFAULT_MAX_OBJECTS
+) -> Decoder:
     if framing == MSGPACK:
-        return MsgpackDecoder(max_packet)
+        return MsgpackDecoder(max_packet, max_objects)
     if framing == JSON:
-        return JsonDecoder(max_packet)
+        return JsonDecoder(max_packet, max_objects)
     raise ValueError(f"unknown framing {framing!r} (known: {', '.join(FRAMINGS)})")
 
 
@@ -154,7 +172,89 @@ def _cannot_send(packet: Any, value: Any, reason: str) -> MessageError:
     )
 
 
-def _check_packet(packet: Any, scalars: frozenset[type], binary: bool) -> None:
+def _over_limit(key: str, text: str) -> MessageError:
+    error = MessageError(text)
+    error.limit = key  # type: ignore[attr-defined]  # check_unsent tells size from kind by it
+    return error
+
+
+def _too_large(packet: Any, size: int, limit: int, at_least: bool = False) -> MessageError:
+    return _over_limit(
+        "max_packet",
+        f"packet of {'at least ' if at_least else ''}{size} bytes exceeds max_packet "
+        f"({limit} bytes): {brief(packet, 100)}",
+    )
+
+
+def _too_many(packet: Any, objects: int, limit: int, at_least: bool = False) -> MessageError:
+    return _over_limit(
+        "max_objects",
+        f"packet of {'at least ' if at_least else ''}{objects} values exceeds max_objects "
+        f"({limit}; the elements of its lists and dicts, keys included): {brief(packet, 100)}",
+    )
+
+
+# the most bytes a number, bool or null takes: "-1.7976931348623157e+308" in JSON
+_MAX_SCALAR = 24
+
+
+def _bounds(packet: Any, max_bytes: int, max_objects: int) -> tuple[int, int]:
+    """(high, values) of a packet: the most bytes it takes in any framing
+    and its values (the elements of its lists and dicts, keys included,
+    at every depth: what the peer's decoder counts). Raises
+    MessageError naming the limit once the fewest bytes it takes in any
+    framing pass max_bytes, or its values pass max_objects: a packet far
+    over a limit costs a walk up to the limit, not to its end (nor forever,
+    for one that contains itself). Without recursion: depth is checked
+    elsewhere, and the nesting costs no stack here."""
+    low = high = 0
+    objects = -1  # the packet's own list is no value of it
+    stack = [packet]
+    pop, push, extend = stack.pop, stack.append, stack.extend
+    while stack:
+        v = pop()
+        t = type(v)
+        objects += 1
+        if t is str:
+            n = len(v)
+            low += n + 1
+            high += 6 * n + 5  # JSON's \u00XX escapes; UTF-8 takes at most 4
+        elif t is bytes or t is bytearray:
+            n = len(v)
+            low += n + 1
+            high += n + 5
+        elif t is list or t is tuple or isinstance(v, (list, tuple)):
+            low += 1
+            high += 5 + len(v)  # a header, or brackets and commas
+            if len(v) > max_objects:
+                raise _too_many(packet, objects + len(v), max_objects, at_least=True)
+            extend(v)
+        elif isinstance(v, dict):
+            low += 1
+            high += 5 + 2 * len(v)
+            if 2 * len(v) > max_objects:
+                raise _too_many(packet, objects + 2 * len(v), max_objects, at_least=True)
+            for key, item in v.items():
+                push(key)
+                push(item)
+        else:
+            low += 1
+            high += _MAX_SCALAR
+            continue
+        if low > max_bytes:
+            raise _too_large(packet, low, max_bytes, at_least=True)
+        if objects + len(stack) > max_objects:
+            raise _too_many(packet, objects + len(stack), max_objects, at_least=True)
+    return high, objects
+
+
+def _check_packet(
+    packet: Any,
+    scalars: frozenset[type],
+    binary: bool,
+    max_bytes: int = DEFAULT_MAX_PACKET,
+    max_objects: int = DEFAULT_MAX_OBJECTS,
+) -> None:
     kind = type(packet)
     if (kind is not list and kind is not tuple) and (
         not isinstance(packet, (list, tuple)) or isinstance(packet, msgpack.ExtType)
@@ -168,6 +268,7 @@ def _check_packet(packet: Any, scalars: frozenset[type], binary: bool) -> None:
             f"a packet must start with the port name, a str (got {brief(packet[0], 100)}, "
             f"a {type(packet[0]).__name__}); in packet {brief(packet, 200)}"
         )
+    _bounds(packet, max_bytes, max_objects)  # first: it stops early on a huge packet
     for item in packet:
         if type(item) not in scalars:
             problem = _problem(item, binary, 1)
@@ -182,10 +283,34 @@ def _explain(packet: Any, binary: bool, exc: Exception) -> MessageError:
     return MessageError(f"cannot encode packet {brief(packet, 200)}: {exc}")
 
 
-def _too_large(packet: Any, size: int, limit: int) -> MessageError:
-    return MessageError(
-        f"packet of {size} bytes exceeds max_packet ({limit} bytes): {brief(packet, 100)}"
-    )
+def check_unsent(
+    packet: Sequence[Any],
+    framings: Sequence[str],
+    max_packet: int = DEFAULT_MAX_PACKET,
+    max_objects: int = DEFAULT_MAX_OBJECTS,
+) -> None:
+    """MessageError if a packet whose framing is not known yet (one queued
+    while connecting) would exceed max_packet or max_objects in any of
+    ``framings``, the ones we might send in: the stricter of them decides,
+    so that it is refused at snd as it would be on an open link, rather
+    than dropped with the link when it comes up. A value that one framing
+    cannot carry at all (bytes in JSON) is not a matter of size and is
+    left to the link. Exact, yet cheap for a packet clearly under the
+    limit: only one that might be over is encoded to find out."""
+    high, _ = _bounds(packet, max_packet, max_objects)
+    if high <= max_packet:
+        return
+    for framing in framings:
+        try:
+            make_encoder(framing, max_packet, max_objects).encode(packet)
+        except MessageError as exc:
+            if getattr(exc, "limit", None):
+                raise
+
+
+_NONE_T = type(None)
+# the scalars of the fast path that take the same few bytes whatever their value
+_FIXED: frozenset[type] = frozenset({int, float, bool, _NONE_T})
 
 
 class MsgpackEncoder:
@@ -193,61 +318,122 @@ class MsgpackEncoder:
 
     name = MSGPACK
 
-    def __init__(self, max_packet: int = DEFAULT_MAX_PACKET) -> None:
+    def __init__(
+        self, max_packet: int = DEFAULT_MAX_PACKET, max_objects: int = DEFAULT_MAX_OBJECTS
+    ) -> None:
         self._max = max_packet
+        self._max_objects = max_objects
+        # every object takes a byte at least: a packet of no more bytes than
+        # this is within both limits, with no count of its objects
+        self._quick = min(max_packet, max_objects)
         self._pack = msgpack.Packer(use_bin_type=True, datetime=False).pack
         self.out: list[bytes] = []
+        self._fast()
 
-    def encode(self, packet: Sequence[Any], _scalars: frozenset[type] = _SCALARS_BIN) -> bytes:
-        # inlined check for the common flat packet: this runs a million times a second
-        if type(packet) is list and packet and type(packet[0]) is str:
-            for item in packet:
-                if type(item) not in _scalars:
-                    _check_packet(packet, _scalars, True)
-                    break
-        else:
-            _check_packet(packet, _scalars, True)
+    def _over(self, packet: Sequence[Any], data: bytes) -> None:
+        """Raise unless an encoded packet longer than _quick is within the limits."""
+        if len(data) > self._max:
+            raise _too_large(packet, len(data), self._max)
+        _bounds(packet, self._max, self._max_objects)
+
+    def encode(self, packet: Sequence[Any]) -> bytes:
+        """One packet as bytes; MessageError naming the value or the limit."""
+        _check_packet(packet, _SCALARS_BIN, True, self._max, self._max_objects)
         try:
             data: bytes = self._pack(packet)
         except Exception as exc:  # the packer resets itself; say which value it was
             raise _explain(packet, True, exc) from exc
-        if len(data) > self._max:
-            raise _too_large(packet, len(data), self._max)
-        return data
+        if len(data) > self._quick:
+            self._over(packet, data)
+        return data  # replaced per instance by _fast(), with a fast path
 
-    def encode_message(
-        self, portname: str, msg: Sequence[Any], _scalars: frozenset[type] = _SCALARS_BIN
-    ) -> bytes:
+    def encode_message(self, portname: str, msg: Sequence[Any]) -> bytes:
         """encode([portname, *msg]) for a non-empty msg, a little faster."""
-        for item in msg:
-            if type(item) not in _scalars:
-                return self.encode([portname, *msg])
-        packet = [portname, *msg]
-        try:
-            data: bytes = self._pack(packet)
-        except Exception as exc:
-            raise _explain(packet, True, exc) from exc
-        if len(data) > self._max:
-            raise _too_large(packet, len(data), self._max)
-        return data
+        return self.encode([portname, *msg])  # replaced per instance by _fast()
 
-    def append_message(
-        self, portname: str, msg: Sequence[Any], _scalars: frozenset[type] = _SCALARS_BIN
-    ) -> None:
+    def append_message(self, portname: str, msg: Sequence[Any]) -> None:
         """self.out.append(encode_message(portname, msg)), in one call: a
         sender that collects packets saves a call per packet."""
-        for item in msg:
-            if type(item) not in _scalars:
-                self.out.append(self.encode([portname, *msg]))
-                return
-        packet = [portname, *msg]
-        try:
-            data: bytes = self._pack(packet)
-        except Exception as exc:
-            raise _explain(packet, True, exc) from exc
-        if len(data) > self._max:
-            raise _too_large(packet, len(data), self._max)
-        self.out.append(data)
+        self.out.append(self.encode([portname, *msg]))  # replaced per instance by _fast()
+
+    def _fast(self) -> None:
+        # The hot paths, as closures: the limits and the packer are cells,
+        # not attributes, which pays for adding up the lengths of str and
+        # bytes. A flat message of plain scalars goes this way; anything
+        # else takes encode(), which looks closer.
+        limit, quick, pack, checked = self._max, self._quick, self._pack, self.encode
+        fixed = _FIXED
+
+        def encode(packet: Sequence[Any]) -> bytes:
+            # inlined check for the common flat packet: this runs a million
+            # times a second; the lengths of its str and bytes bound its size
+            if type(packet) is not list or not packet or type(packet[0]) is not str:
+                return checked(packet)
+            size = 0
+            for item in packet:
+                kind = type(item)
+                if kind in fixed:
+                    continue
+                if kind is str or kind is bytes:
+                    size += len(item)
+                else:
+                    return checked(packet)
+            if size > limit:
+                raise _too_large(packet, size, limit, at_least=True)
+            try:
+                data: bytes = pack(packet)
+            except Exception as exc:  # the packer resets itself; say which value it was
+                raise _explain(packet, True, exc) from exc
+            if len(data) > quick:
+                self._over(packet, data)
+            return data
+
+        def encode_message(portname: str, msg: Sequence[Any]) -> bytes:
+            size = 0
+            for item in msg:
+                kind = type(item)
+                if kind in fixed:
+                    continue
+                if kind is str or kind is bytes:
+                    size += len(item)
+                else:
+                    return encode([portname, *msg])
+            packet = [portname, *msg]
+            if size > limit:
+                raise _too_large(packet, size, limit, at_least=True)
+            try:
+                data: bytes = pack(packet)
+            except Exception as exc:
+                raise _explain(packet, True, exc) from exc
+            if len(data) > quick:
+                self._over(packet, data)
+            return data
+
+        def append_message(portname: str, msg: Sequence[Any]) -> None:
+            size = 0
+            for item in msg:
+                kind = type(item)
+                if kind in fixed:
+                    continue
+                if kind is str or kind is bytes:
+                    size += len(item)
+                else:
+                    self.out.append(encode([portname, *msg]))
+                    return
+            packet = [portname, *msg]
+            if size > limit:
+                raise _too_large(packet, size, limit, at_least=True)
+            try:
+                data: bytes = pack(packet)
+            except Exception as exc:
+                raise _explain(packet, True, exc) from exc
+            if len(data) > quick:
+                self._over(packet, data)
+            self.out.append(data)
+
+        self.encode = encode  # type: ignore[method-assign]
+        self.encode_message = encode_message  # type: ignore[method-assign]
+        self.append_message = append_message  # type: ignore[method-assign]
 
 
 class JsonEncoder:
@@ -255,8 +441,12 @@ class JsonEncoder:
 
     name = JSON
 
-    def __init__(self, max_packet: int = DEFAULT_MAX_PACKET) -> None:
+    def __init__(
+        self, max_packet: int = DEFAULT_MAX_PACKET, max_objects: int = DEFAULT_MAX_OBJECTS
+    ) -> None:
         self._max = max_packet
+        self._max_objects = max_objects
+        self._quick = min(max_packet, max_objects)
         self.out: list[bytes] = []
         self._dumps = json.JSONEncoder(
             separators=(",", ":"), ensure_ascii=False, allow_nan=False
@@ -268,23 +458,32 @@ class JsonEncoder:
         # json.dumps would write any int and turn non-str keys into strings
         # without a word, so those are checked here; the rest it refuses itself
         if type(packet) is list and packet and type(packet[0]) is str:
+            size = 0
             for item in packet:
                 kind = type(item)
+                if kind is str:
+                    size += len(item)
+                    continue
                 if kind is int:
                     if _INT_MIN <= item <= _INT_MAX:
                         continue
                 elif kind in _scalars:
                     continue
-                _check_packet(packet, _SCALARS_JSON, False)
+                _check_packet(packet, _SCALARS_JSON, False, self._max, self._max_objects)
                 break
+            else:
+                if size > self._max:
+                    raise _too_large(packet, size, self._max, at_least=True)
         else:
-            _check_packet(packet, _SCALARS_JSON, False)
+            _check_packet(packet, _SCALARS_JSON, False, self._max, self._max_objects)
         try:
             data = self._dumps(packet).encode("utf-8")
         except Exception as exc:  # e.g. a lone surrogate in a str
             raise _explain(packet, False, exc) from exc
-        if len(data) > self._max:
-            raise _too_large(packet, len(data), self._max)
+        if len(data) > self._quick:
+            if len(data) > self._max:
+                raise _too_large(packet, len(data), self._max)
+            _bounds(packet, self._max, self._max_objects)
         return data
 
     def encode_message(self, portname: str, msg: Sequence[Any]) -> bytes:

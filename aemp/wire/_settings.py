@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError
 from ._auth import AUTH_METHODS, DEFAULT_AUTH
-from ._framing import DEFAULT_FRAMINGS, DEFAULT_MAX_PACKET, FRAMINGS
+from ._decoding import brief
+from ._framing import DEFAULT_FRAMINGS, DEFAULT_MAX_OBJECTS, DEFAULT_MAX_PACKET, FRAMINGS
 from ._greeting import MAX_HEARTBEAT, MIN_HEARTBEAT
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ _LINE_BREAKERS = (";", "\r", "\n")
 
 
 def _got(value: Any) -> str:
-    return f"got {value!r:.60}, a {type(value).__name__}"
+    return f"got {brief(value, 60)}, a {type(value).__name__}"
 
 
 def _names(key: str, value: Any, known: Sequence[str]) -> tuple[str, ...]:
@@ -34,7 +35,9 @@ def _names(key: str, value: Any, known: Sequence[str]) -> tuple[str, ...]:
         raise ConfigError(f"{key!r} must not be empty (choose from {list(known)})")
     for name in value:
         if name not in known:
-            raise ConfigError(f"{key!r}: {name!r} is not supported (choose from {list(known)})")
+            raise ConfigError(
+                f"{key!r}: {brief(name, 60)} is not supported (choose from {list(known)})"
+            )
     return tuple(value)
 
 
@@ -43,7 +46,7 @@ def _text(key: str, value: Any, forbidden: Sequence[str]) -> None:
         raise ConfigError(f"{key!r} must be a non-empty str ({_got(value)})")
     for char in forbidden:
         if char in value:
-            raise ConfigError(f"{key!r} must not contain {char!r} (got {value!r})")
+            raise ConfigError(f"{key!r} must not contain {char!r} (got {brief(value, 60)})")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class Settings:
     auth_accept: Sequence[str] = DEFAULT_AUTH
     framing_format: Sequence[str] = DEFAULT_FRAMINGS
     max_packet: int = DEFAULT_MAX_PACKET
+    max_objects: int = DEFAULT_MAX_OBJECTS
     heartbeat: float | None = None
     secret_bytes: bytes | None = field(init=False, repr=False, compare=False)
 
@@ -86,6 +90,9 @@ class Settings:
         mp = self.max_packet
         if not isinstance(mp, int) or isinstance(mp, bool) or mp < 1:
             raise ConfigError(f"'max_packet' must be a positive int of bytes ({_got(mp)})")
+        mo = self.max_objects
+        if not isinstance(mo, int) or isinstance(mo, bool) or mo < 1:
+            raise ConfigError(f"'max_objects' must be a positive int of values ({_got(mo)})")
         hb = self.heartbeat
         if hb is not None and not (
             isinstance(hb, (int, float))
@@ -99,7 +106,7 @@ class Settings:
             )
         if secret is None and not self.tls:
             raise ConfigError(
-                f"node {self.nodeid!r} has neither a shared secret nor a certificate and "
+                f"node {brief(self.nodeid, 60)} has neither a shared secret nor a certificate and "
                 f"could not authenticate to anyone: set a shared secret (aemp gensecret) "
                 f"or a certificate (aemp gencert)"
             )
