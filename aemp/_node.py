@@ -198,7 +198,7 @@ class Node(Kernel):
         """
         if self.closed:
             self.check_open()
-        if not self.port_alive(port):  # else known good
+        if port not in self._routes and port not in self._ports:  # else known good
             check_port_id(port)
         if not msg:
             check_message(msg)  # raises; the send checks the rest
