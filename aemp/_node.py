@@ -311,7 +311,10 @@ class Node(Kernel):
         stats["calls"] = len(self._calls)
         stats["call_targets"] = self._calls.targets
         net = self._net
-        stats["links"] = net.statistics() if net is not None else {}
+        stats["links"] = links = net.statistics() if net is not None else {}
+        for nodeid, link in links.items():
+            remote = self._remotes.get(nodeid)
+            link["packets_in"] = remote.packets_in if remote is not None else 0
         stats["addresses"] = {n: list(a) for n, a in net.addresses.items()} if net else {}
         stats["db"] = self._db.statistics()
         return stats

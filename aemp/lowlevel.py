@@ -262,8 +262,10 @@ def statistics(node: Node) -> dict[str, Any]:
       every other node the kernel keeps state for; ``unreachable``: nodes
       remembered as unreachable (bounded); ``backoffs``: attempts to reach
       a node that wait out a back-off;
-    - ``links``: {node ID: {"address", "bytes_in", "bytes_out", "framing",
-      "tls"}} for each connected node (bytes of the data phase);
+    - ``links``: {node ID: {"address", "bytes_in", "bytes_out",
+      "packets_in", "packets_out", "framing", "tls"}} for each connected
+      node (bytes of the data phase; packets written on this link, and
+      packets received from that node since its state was made);
       ``addresses``: {node ID: [addresses]}, where the node would dial it;
     - ``db``: {"entries": this node's own entries, "families": families it
       watches, "monitors": db_mon callbacks, "queries": pending queries,

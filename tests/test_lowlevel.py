@@ -342,3 +342,33 @@ async def test_database_shows_own_entries_and_on_a_global_the_merge() -> None:
         assert db["shards"]["c"]["svc"] == {"k": 1} and db["shards"]["g"]["svc"] == {"own": 2}
         db["merged"]["svc"].clear()  # a copy: the node's database is untouched
         assert lowlevel.database(g)["merged"]["svc"] == {"k": 1, "own": 2}
+
+
+async def test_statistics_count_packets_each_way() -> None:
+    async with (
+        aemp.Node(nodeid="a", binds=["127.0.0.1:0"], secret=SECRET) as a,
+        aemp.Node(nodeid="b", seeds=a.listeners, secret=SECRET) as b,
+    ):
+        await wait_up(b, "a")
+        got = Recorder()
+        sink = a.port(got)
+        srv = a.port(ask=lambda reply: a.snd(reply, "ok"))
+        assert await b.cal(srv, "ask", timeout=5) == ("ok",)  # settled: both ways up
+        before_b, before_a = (
+            lowlevel.statistics(b)["links"]["a"],
+            lowlevel.statistics(a)["links"]["b"],
+        )
+        for i in range(1000):  # a burst, written in batches
+            b.snd(sink, i)
+        assert await b.cal(srv, "ask", timeout=5) == ("ok",)
+        await got.wait(1000)
+        after_b, after_a = (
+            lowlevel.statistics(b)["links"]["a"],
+            lowlevel.statistics(a)["links"]["b"],
+        )
+        # heartbeats may add a few, never take any away
+        assert 1001 <= after_b["packets_out"] - before_b["packets_out"] <= 1010
+        assert 1001 <= after_a["packets_in"] - before_a["packets_in"] <= 1010
+        assert 1 <= after_a["packets_out"] - before_a["packets_out"] <= 10
+        assert 1 <= after_b["packets_in"] - before_b["packets_in"] <= 10
+        assert after_b["bytes_out"] > before_b["bytes_out"]

@@ -215,8 +215,10 @@ class Dispatch(KernelState):
         ports = self._by_name
         set_self = SELF.set
         cur = None
+        n = 0  # packets taken, for statistics
         try:
             for pkt in packets:
+                n += 1
                 try:
                     tag = pkt[1]
                 except IndexError:
@@ -253,6 +255,7 @@ class Dispatch(KernelState):
                 except Exception as e:
                     self._die(p, e)
         finally:
+            remote.packets_in += n
             if cur is not None and not queued:
                 set_self(None)
         if (

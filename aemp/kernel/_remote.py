@@ -79,6 +79,7 @@ class Remote:
         "link",
         "monitors",
         "node",
+        "packets_in",
         "pending",
         "receive",
         "state",
@@ -91,6 +92,7 @@ class Remote:
         self._connect = connect
         # the node's Inbox (aemp/_seam.py): what the network reads from this node
         self.receive: Callable[[Any], None] = functools.partial(node._receive, self)
+        self.packets_in = 0  # packets received from the node, counted by the kernel
         self.state = State.IDLE
         self.link: Link | None = None
         self.pending: list[list[Any]] = []

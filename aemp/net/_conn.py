@@ -108,6 +108,7 @@ class Conn(asyncio.Protocol):
         self._deliver: Callable[[Iterable[list[Any]]], None] | None = None
         self.is_link = False  # made the node's link (LinkOwner.link_up)
         self.bytes_in = self.bytes_out = 0  # read; packets written (before TLS)
+        self.packets_out = 0  # packets written (what comes in is counted by the Inbox)
         self.wire = wire.Connection(net.settings, peeraddr=peeraddr)
         self._encode = self.wire.encode
         self._encode_message = self.wire.encode_message
@@ -450,6 +451,7 @@ class Conn(asyncio.Protocol):
         self._last_out = self._now()
         wrap = self._wrap
         self.bytes_out += len(data)
+        self.packets_out += 1
         if wrap is not None:
             data = wrap(data)
         self._written += len(data)
@@ -460,6 +462,7 @@ class Conn(asyncio.Protocol):
     def _write_chunks(self) -> None:
         # a long burst of replies goes out in parts, so that the peer can
         # start on it while we go on; the limit is checked by the _flush due
+        self.packets_out += len(self._chunks)
         data = b"".join(self._chunks)
         self._chunks.clear()
         self._last_out = self._now()
@@ -480,6 +483,7 @@ class Conn(asyncio.Protocol):
         if self.closed or transport is None:
             return
         if self._chunks:
+            self.packets_out += len(self._chunks)
             data = b"".join(self._chunks)
             self._chunks.clear()
             self._last_out = self._now()

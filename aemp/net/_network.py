@@ -453,12 +453,14 @@ class Network:
     def statistics(self) -> dict[str, dict[str, Any]]:
         """The links, by node ID: the peer's address, the bytes read and
         written in the data phase (packets as encoded, before TLS), the
-        framing we send in and the TLS version (None without TLS)."""
+        packets written, the framing we send in and the TLS version (None
+        without TLS). The packets read are the kernel's to count."""
         return {
             c.remote_id: {
                 "address": c.peeraddr,
                 "bytes_in": c.bytes_in,
                 "bytes_out": c.bytes_out,
+                "packets_out": c.packets_out,
                 "framing": c.wire.send_framing,
                 "tls": c.wire.tls_version,
             }
