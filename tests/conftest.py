@@ -8,6 +8,7 @@ import logging
 import random
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,35 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError(f"no free port in {low}..{high}")
+
+
+async def until(cond: Callable[[], Any], limit: float = 5.0, what: str = "condition") -> None:
+    """Wait until cond() is true; AssertionError naming `what` after `limit` seconds."""
+    try:
+        async with asyncio.timeout(limit):
+            while not cond():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"after {limit} s: not {what}") from None
+
+
+class Watch:
+    """A db_mon callback that keeps the last view and each change as sets."""
+
+    def __init__(self) -> None:
+        self.view: dict[str, Any] = {}
+        self.events: list[tuple[set[str], set[str], set[str]]] = []
+
+    def __call__(self, fam: Any, added: list[str], changed: list[str], deleted: list[str]) -> None:
+        self.view = dict(fam)
+        self.events.append((set(added), set(changed), set(deleted)))
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[AsyncExitStack]:
+    """Nodes pushed onto it are closed when the test ends."""
+    async with AsyncExitStack() as s:
+        yield s
 
 
 async def settle(rounds: int = 5) -> None:

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
-from conftest import free_port
+from conftest import free_port, until
 
 import aemp
 from aemp import lowlevel
 from tests.conftest import Recorder, settle
 
 SECRET = "db-test-secret"
-
-
-async def until(cond: Callable[[], Any], limit: float = 5.0, what: str = "condition") -> None:
-    async with asyncio.timeout(limit):
-        while not cond():
-            await asyncio.sleep(0.01)
 
 
 class Watch:
@@ -193,12 +185,6 @@ async def start(stack: AsyncExitStack, **keys: Any) -> aemp.Node:
     keys.setdefault("secret", SECRET)
     keys.setdefault("monitor_timeout", 2.0)
     return await stack.enter_async_context(aemp.Node(**keys))
-
-
-@pytest.fixture
-async def stack() -> AsyncIterator[AsyncExitStack]:
-    async with AsyncExitStack() as s:
-        yield s
 
 
 async def test_seed_and_two_nodes(stack: AsyncExitStack) -> None:

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.test_db import free_port
+from conftest import free_port
 
 DB_PROC = Path(__file__).resolve().parent / "db_proc.py"
 SECRET = "db-proc-secret"

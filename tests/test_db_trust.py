@@ -12,33 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
-from conftest import free_port
+from conftest import free_port, until
 
 import aemp
 from aemp import lowlevel, wire
 from tests.conftest import Recorder
 
 SECRET = "db-trust-secret"
-
-
-async def until(cond: Callable[[], Any], limit: float = 5.0, what: str = "condition") -> None:
-    try:
-        async with asyncio.timeout(limit):
-            while not cond():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"after {limit} s: not {what}") from None
-
-
-@pytest.fixture
-async def stack() -> AsyncIterator[AsyncExitStack]:
-    async with AsyncExitStack() as s:
-        yield s
 
 
 async def start(stack: AsyncExitStack, **keys: Any) -> aemp.Node:

@@ -10,43 +10,16 @@ with the difference between the view it kept and the master's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
-import pytest
-from conftest import free_port
+from conftest import Watch, free_port, until
 
 import aemp
 from aemp import wire
 from tests.conftest import Recorder
 
 SECRET = "db-views-secret"
-
-
-async def until(cond: Callable[[], Any], limit: float = 5.0, what: str = "condition") -> None:
-    try:
-        async with asyncio.timeout(limit):
-            while not cond():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"after {limit} s: not {what}") from None
-
-
-class Watch:
-    def __init__(self) -> None:
-        self.view: dict[str, Any] = {}
-        self.events: list[tuple[set[str], set[str], set[str]]] = []
-
-    def __call__(self, fam: Any, added: list[str], changed: list[str], deleted: list[str]) -> None:
-        self.view = dict(fam)
-        self.events.append((set(added), set(changed), set(deleted)))
-
-
-@pytest.fixture
-async def stack() -> AsyncIterator[AsyncExitStack]:
-    async with AsyncExitStack() as s:
-        yield s
 
 
 async def start(stack: AsyncExitStack, **keys: Any) -> aemp.Node:

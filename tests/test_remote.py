@@ -519,7 +519,7 @@ async def test_mon1_and_message_to_a_port_not_there_yet() -> None:
     handles both in arrival order). Seen in eg/supervisor.py: a cal to a worker
     that a supervisor had just spawned on a third node hung until its timeout
     instead of failing at once."""
-    from tests.test_db import free_port
+    from conftest import free_port
 
     addr = f"127.0.0.1:{free_port()}"
     async with (

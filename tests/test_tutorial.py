@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import free_port
 
 import aemp
-from tests.test_db import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 INTRO = ROOT / "docs" / "intro.md"
