@@ -17,6 +17,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "aemp"
 
+# Capabilities built on the open kernel: each imports only the public faces
+# below (FACES), the leaves, and other capabilities; never layers 1-4.
+CAPABILITIES: set[str] = set()
+FACES = {"__init__", "lowlevel", "testing"}
+
 # lowest first; a module may import its own layer and the ones before it
 LAYERS: list[set[str]] = [
     {
@@ -27,10 +32,9 @@ LAYERS: list[set[str]] = [
     {"kernel", "net"},
     {"_call", "_spawn", "db"},
     {"_node"},
-    {
-        "__init__", "lowlevel", "testing", "_current", "_services", "__main__", "_cli",
-        "_blocking",
-    },
+    {"__init__", "lowlevel", "testing", "_current", "_services", "_blocking"},
+    CAPABILITIES,
+    {"__main__", "_cli"},
 ]  # fmt: skip
 SIBLINGS_APART = {frozenset({"kernel", "net"})}
 
@@ -135,6 +139,19 @@ def test_every_import_goes_down() -> None:
             elif frozenset({unit, other}) in SIBLINGS_APART:
                 bad.append(f"{where}: {unit} imports its sibling {target}")
     assert not bad, "imports against the layers:\n" + "\n".join(bad)
+
+
+def test_capabilities_use_only_the_public_faces() -> None:
+    """A capability sees the node through `aemp`, `aemp.lowlevel` and the leaves, nothing else."""
+    allowed = FACES | CAPABILITIES | LAYERS[0]
+    bad = []
+    for module, path in _modules():
+        if _unit(module) not in CAPABILITIES:
+            continue
+        for line, target in _imports(module, path):
+            if _unit(target) not in allowed:
+                bad.append(f"{path.relative_to(ROOT.parent)}:{line}: imports {target}")
+    assert not bad, "capabilities reaching below the public faces:\n" + "\n".join(bad)
 
 
 @pytest.mark.parametrize("package", ["kernel", "net", "db"])
