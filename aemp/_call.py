@@ -63,12 +63,12 @@ class Call(Pending):
         self._result = ()
         self._exc = None
         self._future = None
-        self._reply = reply = node.reply_port(self._on_reply)
         table.add(self, port, timeout)
         try:
-            node.send(port, (*msg, reply.id))
-        except BaseException:
-            self._finish(None)  # undo everything, quietly
+            self._reply = node.call_out(port, msg, self._on_reply)
+        except BaseException:  # the reply port is gone already; undo the rest
+            self._done = True
+            table.remove(self)
             raise
 
     def __repr__(self) -> str:

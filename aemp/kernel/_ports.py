@@ -170,12 +170,24 @@ class Ports(KernelState):
         if p.gate is not DEAD:  # fn may have ended its own port
             self._resume(p)
 
-    def reply_port(self, cb: Callback) -> Port:
-        """A fresh port with an unguessable name and default callback cb, made
-        without port()'s checks (for cal: the node is known to be open)."""
+    def call_out(self, port: str, msg: tuple[Any, ...], cb: Callback) -> Port:
+        """cal's start in one step: a fresh port with an unguessable name and
+        default callback cb, made without port()'s checks (the node is known
+        to be open), and msg plus its ID sent to `port`. If the send raises,
+        the port is gone again."""
         pid = next(self._reply_names)
         p = self._ports[pid] = self._by_name[pid[self._prefix_len :]] = Port(pid)
         p.default = cb
+        try:
+            route = self._routes.get(port)  # send(), inlined for a cached route
+            link = route[0].link if route is not None else None
+            if link is not None:
+                link.send_message(route[1], (*msg, pid))  # type: ignore[index]
+            else:
+                self.send(port, (*msg, pid))
+        except BaseException:
+            self.drop_port(p)
+            raise
         return p
 
     def drop_port(self, p: Port) -> None:

@@ -370,14 +370,14 @@ class MsgpackEncoder:
             if type(packet) is not list or not packet or type(packet[0]) is not str:
                 return checked(packet)
             size = 0
-            for item in packet:
+            for item in packet:  # str first: the commonest, and it needs its length
                 kind = type(item)
-                if kind in fixed:
-                    continue
-                if kind is str or kind is bytes:
+                if kind is str:
                     size += len(item)
-                else:
-                    return checked(packet)
+                elif kind not in fixed:
+                    if kind is not bytes:
+                        return checked(packet)
+                    size += len(item)
             if size > limit:
                 raise _too_large(packet, size, limit, at_least=True)
             try:
@@ -392,12 +392,12 @@ class MsgpackEncoder:
             size = 0
             for item in msg:
                 kind = type(item)
-                if kind in fixed:
-                    continue
-                if kind is str or kind is bytes:
+                if kind is str:
                     size += len(item)
-                else:
-                    return encode([portname, *msg])
+                elif kind not in fixed:
+                    if kind is not bytes:
+                        return encode([portname, *msg])
+                    size += len(item)
             packet = [portname, *msg]
             if size > limit:
                 raise _too_large(packet, size, limit, at_least=True)
@@ -413,13 +413,13 @@ class MsgpackEncoder:
             size = 0
             for item in msg:
                 kind = type(item)
-                if kind in fixed:
-                    continue
-                if kind is str or kind is bytes:
+                if kind is str:
                     size += len(item)
-                else:
-                    self.out.append(encode([portname, *msg]))
-                    return
+                elif kind not in fixed:
+                    if kind is not bytes:
+                        self.out.append(encode([portname, *msg]))
+                        return
+                    size += len(item)
             packet = [portname, *msg]
             if size > limit:
                 raise _too_large(packet, size, limit, at_least=True)
