@@ -73,7 +73,14 @@ class Config:
                 f"unknown configuration key {unknown[0]!r}: "
                 f"known keys are {', '.join(sorted(known))}"
             )
-        return cls(**{k: _CHECKS[k](k, v) for k, v in keys.items()})
+        config = cls(**{k: _CHECKS[k](k, v) for k, v in keys.items()})
+        if config.max_unsent < config.send_buffer:
+            raise ConfigError(
+                f"'max_unsent' ({config.max_unsent}) must be at least 'send_buffer' "
+                f"({config.send_buffer}): snd is refused past max_unsent, and drain() "
+                "waits for the buffer to fall under a quarter of send_buffer"
+            )
+        return config
 
 
 def _type_name(v: object) -> str:

@@ -42,6 +42,16 @@ class MessageError(AempError, TypeError):
     """A message is empty or holds a value that cannot cross the wire."""
 
 
+class Overloaded(AempError, BufferError):
+    """snd or cal to another node refused: its link holds too much already.
+
+    Raised when the link holds more than max_unsent unsent bytes or, while
+    it connects, when more than max_unsent bytes or 100,000 packets wait
+    for it. Nothing was sent and the link stays up; await ``drain(port)``
+    and send again. Sends to this node's own ports are never refused.
+    """
+
+
 class SpawnError(AempError, ValueError):
     """A spawn target is not of the form "package.module:function"."""
 

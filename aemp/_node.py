@@ -65,6 +65,7 @@ class Node(Kernel):
         )
         cfg = self.config
         self.send_limits = (cfg.framing_format, cfg.max_packet, cfg.max_objects)
+        self.max_unsent = cfg.max_unsent
         self.implicit = _implicit
         self._spawner = Spawner(self, self.config.secure, self.config.spawn_allow)
         self._calls = CallTable(self)

@@ -186,3 +186,109 @@ async def test_drain_of_this_node_waits_for_its_queue() -> None:
         await node.drain(node.id)  # returns at once now
         with pytest.raises(aemp.InvalidArgument, match="drain"):
             await node.drain(42)  # type: ignore[arg-type]
+
+
+async def test_a_sender_that_never_drains_is_refused_not_dropped() -> None:
+    """A sender that never awaits drain() into a slower receiver: past
+    max_unsent its snd raises Overloaded (nothing sent, nothing lost), the
+    link stays up, and every message that snd took arrives, in order."""
+    keys: dict[str, Any] = {"secret": SECRET, "monitor_timeout": 1.0, "stall_timeout": 1.0}
+    limit = 1 << 20
+    async with (
+        aemp.Node(nodeid="rcv", binds=["127.0.0.1:0"], **keys) as rcv,
+        aemp.Node(
+            nodeid="snd", seeds=rcv.listeners, send_buffer=256 * 1024, max_unsent=limit, **keys
+        ) as snd,
+    ):
+        got: list[int] = []
+
+        def m(i: int, payload: bytes) -> None:
+            busy(100e-6)
+            got.append(i)
+
+        port = rcv.port(m=m)
+        lost: list[tuple[Any, ...]] = []
+        snd.mon(port, lambda *reason: lost.append(reason))
+        assert await snd.cal(rcv.id, "time", timeout=5)
+        sent = refused = 0
+        errors: list[str] = []
+        end = snd.loop.time() + FLOOD
+        while snd.loop.time() < end:
+            for _ in range(200):
+                try:
+                    snd.snd(port, "m", sent, PAYLOAD)
+                except aemp.Overloaded as e:
+                    refused += 1
+                    errors.append(str(e))
+                    break
+                sent += 1
+            await asyncio.sleep(0)
+        assert refused, f"max_unsent never reached ({sent} messages)"
+        assert "max_unsent (1048576)" in errors[0] and "drain('rcv')" in errors[0], errors[0]
+        assert isinstance(aemp.Overloaded("x"), BufferError)
+        # a cal is refused the same way while the link is full
+        while True:
+            try:
+                snd.snd(port, "m", sent, PAYLOAD)
+            except aemp.Overloaded:
+                break
+            sent += 1
+        with pytest.raises(aemp.Overloaded):
+            await snd.cal(port, "m", timeout=1)
+        async with asyncio.timeout(30):
+            while len(got) < sent and not lost:
+                await asyncio.sleep(0.01)
+        assert not lost, lost
+        assert got == list(range(sent))
+        assert snd.node_is_up(rcv.id) and rcv.node_is_up(snd.id)
+        snd.snd(port, "m", sent, PAYLOAD)  # taken again once drained
+        await snd.drain(port)
+
+
+async def test_while_connecting_snd_is_refused_past_max_unsent_and_the_packet_cap() -> None:
+    """Packets wait for a link that is coming up; past max_unsent bytes (or
+    100,000 packets) snd raises Overloaded, and what was queued arrives."""
+    keys: dict[str, Any] = {"secret": SECRET}
+    async with aemp.Node(nodeid="rcv2", binds=["127.0.0.1:0"], **keys) as rcv:
+        got: list[int] = []
+        port = rcv.port(m=lambda i, payload: got.append(i))
+        async with aemp.Node(
+            nodeid="snd2",
+            seeds=rcv.listeners,
+            send_buffer=64 * 1024,
+            max_unsent=1 << 20,
+            **keys,
+        ) as snd:
+            assert not snd.node_is_up("rcv2")
+            payload = b"p" * 4000
+            sent = 0
+            with pytest.raises(aemp.Overloaded, match=r"wait for the connection"):
+                for _ in range(1000):  # no await: the link cannot come up meanwhile
+                    snd.snd(port, "m", sent, payload)
+                    sent += 1
+            assert 200 <= sent <= (1 << 20) // 4000 + 1, sent
+            lost: list[tuple[Any, ...]] = []
+            snd.mon(port, lambda *reason: lost.append(reason))
+            async with asyncio.timeout(10):
+                while len(got) < sent:
+                    await asyncio.sleep(0.005)
+            assert got == list(range(sent)) and not lost
+    async with aemp.Node(nodeid="rcv3", binds=["127.0.0.1:0"], **keys) as rcv:
+        small: list[int] = []
+        port = rcv.port(m=small.append)
+        async with aemp.Node(nodeid="snd3", seeds=rcv.listeners, **keys) as snd:
+            n = 0
+            with pytest.raises(aemp.Overloaded, match=r"100000 packets"):
+                for _ in range(100_001):
+                    snd.snd(port, "m", n)
+                    n += 1
+            assert n == 100_000
+            async with asyncio.timeout(20):
+                while len(small) < n:
+                    await asyncio.sleep(0.01)
+            assert small == list(range(n))
+
+
+def test_max_unsent_below_send_buffer_is_a_config_error() -> None:
+    with pytest.raises(aemp.ConfigError, match=r"'max_unsent' \(65536\) must be at least"):
+        aemp.Node(send_buffer=1 << 20, max_unsent=64 * 1024)

@@ -24,31 +24,45 @@ async def wait_up(node: aemp.Node, other: str, limit: float = 5.0) -> None:
             await asyncio.sleep(0.005)
 
 
-async def flood(sender: aemp.Node, port: str, fired: Recorder, limit: int) -> int:
-    """Send numbered messages until the monitor fires; bounded in count and time."""
-    sent = 0
+async def flood(sender: aemp.Node, port: str, fired: Recorder, limit: int) -> tuple[int, int]:
+    """Send numbered messages until the monitor fires; bounded in count and
+    time. Returns (messages snd took, times it refused one as Overloaded)."""
+    sent = refused = 0
     async with asyncio.timeout(20):
         while not fired.calls:
             for _ in range(64):
-                sender.snd(port, "m", sent, PAYLOAD)
+                try:
+                    sender.snd(port, "m", sent, PAYLOAD)
+                except aemp.Overloaded:
+                    refused += 1
+                    await asyncio.sleep(0.01)
+                    break
                 sent += 1
             await asyncio.sleep(0)
             assert sent < limit, f"the monitor did not fire after {sent} messages"
-    return sent
+    return sent, refused
 
 
 async def test_failed_link_delivers_nothing_queued_after_the_monitor_fired(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The receiver stops reading; the sender's buffer passes its limit and
-    the monitor fires ("peer is not reading"). The receiver then reads what
+    """The receiver stops reading; the sender's buffer passes max_unsent (snd
+    refuses more), the peer takes nothing for stall_timeout and the monitor
+    fires ("peer is not reading"). The receiver then reads what
     is left: only what sat in its own kernel receive buffer, a few MB, not
     the limit's worth that was still queued at the sender; and its monitor
     on a port of the sender fires too (the connection was reset)."""
     limit = 4 * 1024 * 1024
     async with (
         aemp.Node(nodeid="rcv", binds=["127.0.0.1:0"], secret=SECRET) as rcv,
-        aemp.Node(nodeid="snd", seeds=rcv.listeners, secret=SECRET, max_unsent=limit) as snd,
+        aemp.Node(
+            nodeid="snd",
+            seeds=rcv.listeners,
+            secret=SECRET,
+            max_unsent=limit,
+            monitor_timeout=4.0,
+            stall_timeout=1.0,
+        ) as snd,
     ):
         await wait_up(snd, "rcv")
         await wait_up(rcv, "snd")
@@ -61,9 +75,11 @@ async def test_failed_link_delivers_nothing_queued_after_the_monitor_fired(
         assert await snd.cal(rcv.id, "time", timeout=5)  # both monitors are in place
         conn = testing.connection(rcv, "snd")
         conn.transport.pause_reading()
-        sent = await flood(snd, port, fired_snd, limit=40 * limit // len(PAYLOAD))
+        sent, refused = await flood(snd, port, fired_snd, limit=40 * limit // len(PAYLOAD))
+        assert refused  # max_unsent was reached before the link was dropped
         assert fired_snd.calls[0][:2] == ("transport_error", "rcv")
         assert "peer is not reading" in fired_snd.calls[0][2]
+        assert "stall_timeout" in fired_snd.calls[0][2]
         conn.transport.resume_reading()
         await fired_rcv.wait(1, limit=5)
         await asyncio.sleep(0.05)  # nothing more comes: the connection is gone

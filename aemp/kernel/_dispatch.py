@@ -119,7 +119,7 @@ class Dispatch(KernelState):
                 link.send_message(name, msg)  # the encoder checks the message
             else:
                 check_message(msg)
-                remote.send([name, *msg])
+                remote.offer([name, *msg])
             return
         check_message(msg)
         if not name:

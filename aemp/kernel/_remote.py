@@ -34,7 +34,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._errors import MessageError
+from .._errors import MessageError, Overloaded
 from .._seam import Link
 from ..wire import check_unsent
 
@@ -53,6 +53,7 @@ class RemoteOwner(Protocol):
 
     # the framings, max_packet and max_objects a queued packet must fit
     send_limits: tuple[tuple[str, ...], int, int]
+    max_unsent: int  # bytes that may wait for the link (Overloaded past it)
 
     def post(self, fn: Callable[..., Any], *args: Any) -> None: ...
 
@@ -81,6 +82,7 @@ class Remote:
         "node",
         "packets_in",
         "pending",
+        "pending_bytes",
         "receive",
         "state",
         "watched",
@@ -96,6 +98,7 @@ class Remote:
         self.state = State.IDLE
         self.link: Link | None = None
         self.pending: list[list[Any]] = []
+        self.pending_bytes = 0  # at most, in any framing: what pending takes on the wire
         # local monitors on this node's ports, by port name ("" = the node itself)
         self.monitors: dict[str, dict[Monitor, None]] = {}
         self.idle = 0  # names in monitors with an empty dict: subscribed, unused
@@ -112,16 +115,37 @@ class Remote:
         return self.link is not None
 
     def send(self, packet: list[Any]) -> None:
+        """Send or queue a packet of the node's own (a request, a reply)."""
         if self.link is not None:
             self.link.send(packet)
             return
-        if len(self.pending) >= MAX_PENDING:
-            self.lost(f"more than {MAX_PENDING} packets queued while connecting")
+        if len(self.pending) >= 2 * MAX_PENDING or self.pending_bytes > 2 * self.node.max_unsent:
+            # snd stopped at half of this (offer): the node's own packets overran it
+            self.lost(
+                f"more than {2 * MAX_PENDING} packets or twice max_unsent "
+                f"({self.node.max_unsent} bytes) queued while connecting"
+            )
             return
-        check_unsent(packet, *self.node.send_limits)  # raises MessageError, as a link would
+        # raises MessageError, as a link would
+        self.pending_bytes += check_unsent(packet, *self.node.send_limits)
         self.pending.append(packet)
         if self.state is State.IDLE:
             self.start_connect()
+
+    def offer(self, packet: list[Any]) -> None:
+        """send() for a message of snd or cal: Overloaded, with nothing queued,
+        while more than max_unsent bytes or MAX_PENDING packets wait for the
+        link to come up (the link itself refuses snd past max_unsent)."""
+        if self.link is None and (
+            len(self.pending) >= MAX_PENDING or self.pending_bytes > self.node.max_unsent
+        ):
+            raise Overloaded(
+                f"snd to {self.id}#{packet[0]}: {len(self.pending)} packets "
+                f"({self.pending_bytes} bytes at most) already wait for the connection, "
+                f"more than {MAX_PENDING} packets or max_unsent ({self.node.max_unsent}); "
+                f"nothing was sent: await drain({self.id!r}) and send again"
+            )
+        self.send(packet)
 
     def start_connect(self) -> None:
         if self.state is State.IDLE:
@@ -134,6 +158,7 @@ class Remote:
         self.state = State.UP
         self.link = link
         pending, self.pending = self.pending, []
+        self.pending_bytes = 0
         for packet in pending:
             try:
                 link.send(packet)
@@ -192,6 +217,7 @@ class Remote:
         link, self.link = self.link, None
         self.state = State.FIRING
         self.pending = []
+        self.pending_bytes = 0
         watched, self.watched = self.watched, set()
         if link is not None:
             link.fail(why)  # nothing still queued on it may arrive after the monitors fired

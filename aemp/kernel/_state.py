@@ -116,6 +116,7 @@ class KernelState:
             DEFAULT_MAX_PACKET,
             DEFAULT_MAX_OBJECTS,
         )
+        self.max_unsent = 256 * 1024 * 1024  # bytes that may wait for a link (the config's)
 
     def check_open(self) -> None:
         """Raise NodeClosed if the node is closed."""

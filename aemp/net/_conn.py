@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .. import wire
 from .._addr import format_address
-from .._errors import RemoteProtocolError
+from .._errors import Overloaded, RemoteProtocolError
 from .._seam import Inbox
 
 if TYPE_CHECKING:
@@ -145,6 +145,10 @@ class Conn(asyncio.Protocol):
         self._writing_paused = False  # the transport's buffer passed send_buffer
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._max_unsent = net.config.max_unsent
+        # past max_unsent the link refuses snd (Overloaded) until the buffer
+        # drains under a quarter of send_buffer; past twice it, what the node
+        # itself sends (requests, replies) has overrun it too: reset
+        self._over = False
         self.tiebreak = False  # the peer settles twin connections by the nonce rule
         # resolved when this connection becomes the node's link (not merely
         # authenticated: it may wait for a twin, see Network._settle)
@@ -268,6 +272,10 @@ class Conn(asyncio.Protocol):
     def resume_writing(self) -> None:
         # asyncio: the buffer fell under the low-water mark (send_buffer / 4)
         self._writing_paused = False
+        if self._over:
+            self._over = False
+            if self.send_message == self._refuse:
+                self.send_message = self._send_message
         self._wake_drain()
 
     def drained(self) -> asyncio.Future[None] | None:
@@ -435,7 +443,7 @@ class Conn(asyncio.Protocol):
         # encoder's own append into the batch meanwhile: one call per packet
         # of a burst instead of two. (In a read, bursts go out in parts.)
         self._flush_handle = self.loop.call_soon(self._flush)
-        if not self._in_read and self._append is not None:
+        if not self._in_read and self._append is not None and not self._over:
             self.send_message = self._append
 
     def _write_now(self, data: bytes) -> None:
@@ -478,7 +486,7 @@ class Conn(asyncio.Protocol):
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        self.send_message = self._send_message  # the batch is over
+        self.send_message = self._refuse if self._over else self._send_message  # batch over
         transport = self.transport
         if self.closed or transport is None:
             return
@@ -495,11 +503,31 @@ class Conn(asyncio.Protocol):
             transport.write(data)
         self._wrote = False
         # checked here, from the loop, never inside a caller's send
-        if transport.get_write_buffer_size() > self._max_unsent:
-            self.fail(
-                f"peer is not reading fast enough: more than max_unsent "
-                f"({self._max_unsent} bytes) unsent"
-            )
+        unsent = transport.get_write_buffer_size()
+        if unsent > self._max_unsent:
+            if unsent > 2 * self._max_unsent:
+                self.fail(
+                    f"peer is not reading fast enough: {unsent} bytes unsent, more than "
+                    f"twice max_unsent ({self._max_unsent} bytes)"
+                )
+            elif not self._over:
+                self._over = True
+                self.send_message = self._refuse
+                log.debug(
+                    "node %s: %d bytes unsent to %s, over max_unsent: snd refused",
+                    self.net.owner.id,
+                    unsent,
+                    self.remote_id,
+                )
+
+    def _refuse(self, portname: str, msg: tuple[Any, ...]) -> None:
+        """send_message while the link holds more than max_unsent: Overloaded."""
+        unsent = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        raise Overloaded(
+            f"snd to {self.remote_id}#{portname}: the link holds {unsent} unsent bytes, "
+            f"more than max_unsent ({self._max_unsent}); nothing was sent: await "
+            f"drain({self.remote_id!r}) and send again"
+        )
 
     # -- closing ----------------------------------------------------------
 

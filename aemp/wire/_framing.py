@@ -288,9 +288,10 @@ def check_unsent(
     framings: Sequence[str],
     max_packet: int = DEFAULT_MAX_PACKET,
     max_objects: int = DEFAULT_MAX_OBJECTS,
-) -> None:
-    """MessageError if a packet whose framing is not known yet (one queued
-    while connecting) would exceed max_packet or max_objects in any of
+) -> int:
+    """The most bytes a packet takes in any framing. MessageError if a
+    packet whose framing is not known yet (one queued while connecting)
+    would exceed max_packet or max_objects in any of
     ``framings``, the ones we might send in: the stricter of them decides,
     so that it is refused at snd as it would be on an open link, rather
     than dropped with the link when it comes up. A value that one framing
@@ -299,13 +300,14 @@ def check_unsent(
     limit: only one that might be over is encoded to find out."""
     high, _ = _bounds(packet, max_packet, max_objects)
     if high <= max_packet:
-        return
+        return high
     for framing in framings:
         try:
             make_encoder(framing, max_packet, max_objects).encode(packet)
         except MessageError as exc:
             if getattr(exc, "limit", None):
                 raise
+    return high
 
 
 _NONE_T = type(None)
