@@ -63,7 +63,7 @@ class Inbox(Protocol):
         """Packets [portname, *message] from the node, in stream order.
 
         The node may hold them in its run queue; when it holds too much it
-        asks every link to pause_reading (Link), and later to resume."""
+        asks the links that add to it to pause_reading (Link), and later to resume."""
 
 
 class LinkOwner(Protocol):

@@ -292,3 +292,46 @@ async def test_while_connecting_snd_is_refused_past_max_unsent_and_the_packet_ca
 def test_max_unsent_below_send_buffer_is_a_config_error() -> None:
     with pytest.raises(aemp.ConfigError, match=r"'max_unsent' \(65536\) must be at least"):
         aemp.Node(send_buffer=1 << 20, max_unsent=64 * 1024)
+
+
+async def test_only_the_links_feeding_a_stuck_port_pause() -> None:
+    """A port that never finishes fills its backlog from node a: reading
+    from a pauses. Node b, whose messages go to a port that keeps up, reads
+    on; when the stuck port is killed, a's link reads again."""
+    keys: dict[str, Any] = {"secret": SECRET, "monitor_timeout": 2.0}
+    async with (
+        aemp.Node(nodeid="r", binds=["127.0.0.1:0"], queue_limit=100, **keys) as r,
+        aemp.Node(nodeid="a", seeds=r.listeners, send_buffer=64 * 1024, **keys) as a,
+        aemp.Node(nodeid="b", seeds=r.listeners, **keys) as b,
+    ):
+        never = asyncio.Event()
+
+        async def stuck(*msg: Any) -> None:
+            await never.wait()
+
+        stuck_port = r.port(stuck)
+        fast: list[int] = []
+        fast_port = r.port(m=fast.append)
+        assert await a.cal(r.id, "time", timeout=5) and await b.cal(r.id, "time", timeout=5)
+        for i in range(2000):  # far past queue_limit
+            a.snd(stuck_port, "m", i, b"x" * 100)
+        async with asyncio.timeout(5):
+            while not lowlevel.statistics(r)["reading_paused"]:
+                await asyncio.sleep(0.01)
+        for i in range(500):
+            b.snd(fast_port, "m", i)
+            if i % 50 == 49:
+                await asyncio.sleep(0.01)
+        async with asyncio.timeout(5):
+            while len(fast) < 500:
+                await asyncio.sleep(0.01)
+        assert fast == list(range(500))
+        assert lowlevel.statistics(r)["reading_paused"]  # a is still paused
+        held = lowlevel.statistics(r)["backlog"]
+        assert held <= 100 + SLACK, held
+        r.kil(stuck_port)
+        async with asyncio.timeout(5):
+            while lowlevel.statistics(r)["reading_paused"]:
+                await asyncio.sleep(0.01)
+        assert a.node_is_up("r") and b.node_is_up("r")
+        never.set()

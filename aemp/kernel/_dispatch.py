@@ -28,7 +28,8 @@
 # Flow control: packets read while the run queue is busy wait in it as one
 # NET entry per read (they count against _drain's budget packet by packet).
 # Past queue_limit held messages (run queue entries, packets of NET
-# entries, busy ports' backlogs) every link pauses reading; _drain's end
+# entries, busy ports' backlogs) a link whose packets added to them pauses
+# reading (one feeding only ports that keep up reads on); _drain's end
 # resumes them under half of it and wakes drain() of this node.
 #
 # May import the leaves and, of the kernel, _state.py, _port.py, _remote.py
@@ -208,10 +209,11 @@ class Dispatch(KernelState):
                 if self._drain_handle is None:
                     self._drain_handle = self.loop.call_soon(self._drain)
                 if len(q) + self._inbound + self._backlogged > self._queue_limit:
-                    self._pause_reading()
+                    self._pause_link(remote)
                 return
             if CURRENT.get() is not self:  # the network's context is this node's
                 CURRENT.set(self)
+        held = self._backlogged  # not queued: the run queue is empty, this is all it holds
         ports = self._by_name
         set_self = SELF.set
         cur = None
@@ -258,24 +260,29 @@ class Dispatch(KernelState):
             remote.packets_in += n
             if cur is not None and not queued:
                 set_self(None)
-        if (
-            not queued
-            and (self._queue or self._backlogged)
-            and len(self._queue) + self._inbound + self._backlogged > self._queue_limit
-        ):
-            self._pause_reading()
+        if not queued and (self._queue or self._backlogged):
+            now = len(self._queue) + self._inbound + self._backlogged
+            if now > self._queue_limit and now > held:  # these packets added to it
+                self._pause_link(remote)
 
     # ---------------------------------------------------------------- flow control
 
-    def _pause_reading(self) -> None:
-        """The node holds more than queue_limit messages: stop reading every link."""
-        if self._reading_paused:
+    def _pause_link(self, remote: Remote) -> None:
+        """The node holds more than queue_limit messages, and what `remote`
+        sent added to them: stop reading its link. A link whose packets go
+        to ports that keep up reads on."""
+        if remote in self._paused:
             return
+        self._paused[remote] = None
         self._reading_paused = True
-        log.debug("node %s: over queue_limit (%d): reading paused", self.id, self._queue_limit)
-        for r in self._remotes.values():
-            if r.link is not None:
-                r.link.pause_reading()
+        log.debug(
+            "node %s: over queue_limit (%d): reading from %s paused",
+            self.id,
+            self._queue_limit,
+            remote.id,
+        )
+        if remote.link is not None:
+            remote.link.pause_reading()
 
     def _unload(self) -> None:
         """Under half of queue_limit: read again, wake drain() of this node."""
@@ -283,8 +290,9 @@ class Dispatch(KernelState):
             return
         if self._reading_paused:
             self._reading_paused = False
+            paused, self._paused = self._paused, {}
             log.debug("node %s: under queue_limit/2: reading resumed", self.id)
-            for r in list(self._remotes.values()):
+            for r in paused:
                 if r.link is not None:
                     r.link.resume_reading()
         waiters, self._load_waiters = self._load_waiters, []

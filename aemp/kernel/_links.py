@@ -116,8 +116,8 @@ class Links(KernelState):
         if waiting is not None:
             waiting.cancel()
         remote = self._remote(nodeid)
-        if self._reading_paused:
-            link.pause_reading()  # the node holds too much: this link waits too
+        if remote in self._paused:
+            link.pause_reading()  # the node holds too much of what it sent: this link waits too
         remote.up(link)
         for w in list(self._node_watchers):
             w._notify(nodeid, True, ())

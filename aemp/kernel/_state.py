@@ -91,7 +91,8 @@ class KernelState:
         self._queue_limit = queue_limit
         self._inbound = 0  # packets in the run queue's NET entries
         self._backlogged = 0  # messages in the backlogs of busy ports
-        self._reading_paused = False
+        self._reading_paused = False  # some links are paused: self._paused
+        self._paused: dict[Remote, None] = {}  # nodes whose links the node paused
         self._load_waiters: list[asyncio.Future[None]] = []  # drain() of this node
         self._routes: dict[str, tuple[Remote, str]] = {}  # remote port ID -> (node, name)
         # node-owned tasks and timers (_context.py)
