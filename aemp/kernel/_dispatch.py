@@ -28,7 +28,8 @@
 # Flow control: packets read while the run queue is busy wait in it as one
 # NET entry per read (they count against _drain's budget packet by packet).
 # Past queue_limit held messages (run queue entries, packets of NET
-# entries, busy ports' backlogs) every link pauses reading; _drain's end
+# entries, busy ports' backlogs, what code above keeps and counts with
+# hold(), such as a mailbox's messages) every link pauses reading; _drain's end
 # resumes them under half of it and wakes drain() of this node.
 #
 # May import the leaves and, of the kernel, _state.py, _port.py, _remote.py
@@ -291,6 +292,21 @@ class Dispatch(KernelState):
         for w in waiters:
             if not w.done():
                 w.set_result(None)
+
+    def hold(self, n: int) -> None:
+        """Count n more messages (fewer, if negative) that code above the kernel
+        keeps for this node's ports against queue_limit, as a busy port's
+        backlog counts: past it reading pauses, under half it resumes."""
+        self._backlogged += n
+        self._held += n
+        if n > 0:
+            if (
+                not self._reading_paused
+                and len(self._queue) + self._inbound + self._backlogged > self._queue_limit
+            ):
+                self._pause_reading()
+        elif self._reading_paused or self._load_waiters:
+            self._unload()
 
     async def drain(self, target: str) -> None:
         """Wait until `target` (a port ID or a node ID) can take more.
