@@ -18,7 +18,7 @@ stays in the deque until then, so a receive that times out or is
 cancelled in the meantime loses nothing: guarantees 1 and 2 (order, no
 silent holes) hold for what the port receives, since nothing is dropped
 while the port lives. The kept messages count against the node's
-queue_limit (aemp.lowlevel.hold), as a busy port's backlog does, so a
+queue_limit (aemp.lowlevel.hold, in steps), as a busy port's backlog does, so a
 coroutine that falls behind slows the senders down; past the mailbox's own
 `limit` (half of queue_limit by default) the port dies with
 ("mailbox_full", text naming the limit): a clear end instead of memory
@@ -51,7 +51,13 @@ __all__ = ["Mailbox", "MailboxBusy", "ReceiveTimeout", "receiving"]
 log = logging.getLogger("aemp.mailbox")
 
 Predicate = Callable[..., Any]
-_Want = tuple[frozenset[str] | None, Predicate | None]  # tags (None: any), where
+# The kept messages are counted against queue_limit in steps of HOLD_STEP, so
+# that hold() is called once per step instead of once per message (it cost
+# a fifth of a receive): the count is high by less than two steps, and back
+# at zero whenever nothing is kept.
+HOLD_STEP = 64
+
+_Want = tuple[tuple[str, ...] | None, Predicate | None]  # tags (None: any), where
 
 
 class ReceiveTimeout(AempError, TimeoutError):
@@ -96,7 +102,18 @@ class Mailbox:
     queue_limit); one more kills the port with ("mailbox_full", ...).
     """
 
-    __slots__ = ("_boxes", "_kept", "_reason", "_task", "_waiter", "_want", "limit", "node", "port")
+    __slots__ = (
+        "_boxes",
+        "_counted",
+        "_kept",
+        "_reason",
+        "_task",
+        "_waiter",
+        "_want",
+        "limit",
+        "node",
+        "port",
+    )
 
     def __init__(
         self, port: str | None = None, *, limit: int | None = None, node: aemp.Node | None = None
@@ -132,6 +149,7 @@ class Mailbox:
         self._want: _Want = (None, None)
         self._reason: tuple[Any, ...] | None = None  # why the port died, once it did
         self._task: asyncio.Future[Any] | None = None
+        self._counted = 0  # what lowlevel.hold was told about the kept messages
         node.rcv(port, self._arrive)
         lowlevel.call_in(node, port, node.mon, port, self._died)
         boxes.by_port[port] = self
@@ -155,7 +173,9 @@ class Mailbox:
         """The port's default callback: keep the message, wake a receive it matches."""
         kept = self._kept
         kept.append(msg)
-        lowlevel.hold(self.node, 1)
+        if len(kept) > self._counted:
+            self._counted += HOLD_STEP
+            lowlevel.hold(self.node, HOLD_STEP)
         if len(kept) > self.limit:
             self.node.kil(
                 self.port,
@@ -175,13 +195,40 @@ class Mailbox:
                 w.set_result(len(kept) - 1)
 
     @staticmethod
-    def _matches(
-        msg: tuple[Any, ...], want: tuple[frozenset[str] | None, Predicate | None]
-    ) -> bool:
+    def _matches(msg: tuple[Any, ...], want: _Want) -> bool:
         tags, where = want
         if tags is not None and msg[0] not in tags:
             return False
         return where is None or bool(where(*msg))
+
+    @staticmethod
+    def _find(kept: deque[tuple[Any, ...]], tags: tuple[str, ...], where: Predicate | None) -> int:
+        """The index of the first kept message that matches, or -1.
+
+        Tags are compared with == (a tuple, not a set: a message's first
+        element may be unhashable); the common cases get loops of their own.
+        """
+        i = 0
+        if where is None:
+            if not tags:
+                return 0
+            if len(tags) == 1:
+                tag = tags[0]
+                for msg in kept:
+                    if msg[0] == tag:
+                        return i
+                    i += 1
+                return -1
+            for msg in kept:
+                if msg[0] in tags:
+                    return i
+                i += 1
+            return -1
+        for msg in kept:
+            if (not tags or msg[0] in tags) and where(*msg):
+                return i
+            i += 1
+        return -1
 
     def _take(self, i: int) -> tuple[Any, ...]:
         kept = self._kept
@@ -190,7 +237,13 @@ class Mailbox:
         else:
             msg = kept[i]
             del kept[i]
-        lowlevel.hold(self.node, -1)
+        n = len(kept)
+        if not n:
+            lowlevel.hold(self.node, -self._counted)
+            self._counted = 0
+        elif self._counted - n >= 2 * HOLD_STEP:
+            self._counted -= HOLD_STEP
+            lowlevel.hold(self.node, -HOLD_STEP)
         return msg
 
     # ---------------------------------------------------------------- receiving
@@ -231,15 +284,12 @@ class Mailbox:
                 )
             if not timeout >= 0 or math.isinf(timeout):
                 raise OutOfRange(f"receive: timeout must be a finite number >= 0 (got {timeout!r})")
-        want = (frozenset(tags) if tags else None, where)
+        want = (tags or None, where)
         kept = self._kept
         if kept:
-            if want[0] is None and where is None:
-                return self._take(0)
-            matches = self._matches
-            for i, msg in enumerate(kept):
-                if matches(msg, want):
-                    return self._take(i)
+            i = self._find(kept, tags, where)
+            if i >= 0:
+                return self._take(i)
         if timeout == 0:
             raise ReceiveTimeout(self.port, tags, 0)
         waiter: asyncio.Future[int] = self.node.loop.create_future()
@@ -336,10 +386,10 @@ class Mailbox:
             return
         self._reason = reason if reason is not None else ("node_closed",)
         self._boxes.by_port.pop(self.port, None)
-        n = len(self._kept)
         self._kept.clear()
-        if n and reason is not None:
-            lowlevel.hold(self.node, -n)
+        if self._counted and reason is not None:
+            lowlevel.hold(self.node, -self._counted)
+        self._counted = 0
         w = self._waiter
         if w is not None and not w.done():
             w.set_exception(self._dead())

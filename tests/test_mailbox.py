@@ -207,7 +207,8 @@ async def test_kept_messages_count_in_flow_control() -> None:
             b.snd(box.port, "n", i)
         await until(lambda: lowlevel.statistics(a)["reading_paused"], what="reading paused")
         assert 200 < len(box) < 1000
-        assert lowlevel.statistics(a)["held"] == len(box)
+        held = lowlevel.statistics(a)["held"]  # counted in steps of 64
+        assert len(box) <= held < len(box) + 128
         got = [(await box.receive("n", timeout=5))[1] for _ in range(1000)]
         assert got == list(range(1000))
         assert not lowlevel.statistics(a)["reading_paused"]
@@ -353,5 +354,8 @@ async def test_any_message_from_a_peer_is_kept_or_received_nothing_harmed(
     odd = [(1, 2), (None,), ({"k": [1, 2]},), (b"\x00\xff", 1.5), ("x" * 10_000,), ([],)]
     for msg in odd:
         b.snd(box.port, *msg)
+    await until(lambda: len(box) == len(odd), what="all kept")
+    with pytest.raises(ReceiveTimeout):  # unhashable tags are compared, not hashed
+        await box.receive("none", "of these", timeout=0)
     got = [await box.receive(timeout=5) for _ in odd]
     assert got == [tuple(m) for m in odd]
