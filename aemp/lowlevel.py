@@ -274,7 +274,8 @@ def statistics(node: Node) -> dict[str, Any]:
     """What the node holds now, as a dict of counts (for tests and for users):
 
     - ``ports``: live local ports; ``queued``: entries in the run queue;
-      ``backlog``: messages waiting in busy or gated ports;
+      ``backlog``: messages waiting in busy or gated ports; ``held``:
+      messages extensions keep and count with hold() (a mailbox's);
     - ``tasks``, ``timers``: node-owned tasks and timers; ``routes``:
       cached routes to remote ports;
     - ``calls``: pending ``cal``s; ``call_targets``: ports cal watches
