@@ -228,7 +228,7 @@ class LogForwarder(logging.Handler):
             self._logger.removeHandler(self)
             self._logger = None
         node = self.node
-        if not node.closed:
+        if not node.closed and not node.loop.is_closed():  # logging.shutdown() calls this too
             for m in self._watches.values():
                 m.cancel()
             self._watches.clear()

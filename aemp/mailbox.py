@@ -100,6 +100,10 @@ class Mailbox:
     its default callback becomes the mailbox's, its tag callbacks stay.
     ``limit`` bounds the messages kept (default: half the node's
     queue_limit); one more kills the port with ("mailbox_full", ...).
+
+    Receive from a coroutine started with run() (or @receiving), not from an
+    ``async def`` spawn init or rcv callback: while such a callback runs, its
+    port is busy and its messages wait in the node, never reaching the box.
     """
 
     __slots__ = (

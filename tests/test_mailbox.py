@@ -16,7 +16,7 @@ import pytest
 from conftest import Recorder, settle, until
 
 import aemp
-from aemp import lowlevel
+from aemp import lowlevel, testing
 from aemp.mailbox import Mailbox, MailboxBusy, ReceiveTimeout, receiving
 
 SECRET = "mailbox-test"
@@ -100,6 +100,31 @@ async def test_async_iteration_ends_with_a_normal_exit(node: aemp.Node) -> None:
         if len(got) == 3:
             node.kil(box2.port)
     assert got == [0, 1, 2]
+
+
+async def test_no_silent_holes_when_the_link_is_cut() -> None:
+    """Guarantee 2 through a mailbox: whatever a cut link lost, the sender's
+    monitor says so, and what is received stays in the order sent."""
+    async with testing.pair(monitor_timeout=2) as (a, b, link):
+        box = Mailbox(node=a)
+        fired = Recorder()
+        b.mon(box.port, fired)
+        assert await b.cal(a.id, "time", timeout=5)  # linked, the monitor in place
+        for i in range(50):
+            b.snd(box.port, "n", i)
+        link.cut("cut by the test")  # what is in flight is lost
+        for i in range(50, 100):
+            b.snd(box.port, "n", i)  # while the loss is reported: not delivered
+        (reason,) = await fired.wait(limit=5)
+        assert reason[:1] == ("transport_error",)
+        link.reconnect()
+        await until(lambda: a.id in b.up_nodes(), what="linked again")
+        for i in range(100, 150):
+            b.snd(box.port, "n", i)
+        got: list[int] = []
+        while not got or got[-1] != 149:
+            got.append((await box.receive("n", timeout=5))[1])
+        assert got == sorted(got) and got[-50:] == list(range(100, 150))
 
 
 # ---------------------------------------------------------------- timeouts and cancelling
