@@ -384,3 +384,26 @@ async def test_any_message_from_a_peer_is_kept_or_received_nothing_harmed(
         await box.receive("none", "of these", timeout=0)
     got = [await box.receive(timeout=5) for _ in odd]
     assert got == [tuple(m) for m in odd]
+
+
+# ---------------------------------------------------------------- the lowlevel parts it uses
+
+
+async def test_lowlevel_hold_counts_against_queue_limit() -> None:
+    async with aemp.Node(nodeid="hold", queue_limit=100) as node:
+        assert lowlevel.current_node() is not node  # the test's own code runs in no port
+        assert lowlevel.call_in(node, None, lowlevel.current_node) is node
+        waiter = asyncio.ensure_future(node.drain(node.id))
+        await settle()
+        assert waiter.done()  # nothing held: drain returns at once
+        lowlevel.hold(node, 101)
+        assert lowlevel.statistics(node)["held"] == 101
+        assert lowlevel.statistics(node)["reading_paused"]
+        waiter = asyncio.ensure_future(node.drain(node.id))
+        await settle()
+        assert not waiter.done()  # over half of queue_limit: drain waits
+        lowlevel.hold(node, -101)
+        await asyncio.wait_for(waiter, 2)
+        assert not lowlevel.statistics(node)["reading_paused"]
+        with pytest.raises(aemp.InvalidArgument, match="hold"):
+            lowlevel.hold(node, 1.5)  # type: ignore[arg-type]
