@@ -469,6 +469,19 @@ async def forwarders(
 # ---------------------------------------------------------------- catching
 
 
+class _Catchers:
+    """The live catchers of one node (aemp.lowlevel.extension): a closing node
+    fires no monitors, so this ends their iterations."""
+
+    def __init__(self, node: aemp.Node) -> None:
+        self.live: set[LogCatcher] = set()
+        lowlevel.on_close(node, self.closed)
+
+    def closed(self) -> None:
+        for catcher in list(self.live):
+            catcher._ended()
+
+
 class LogCatcher:
     """Catch the log records the network's forwarders send.
 
@@ -509,6 +522,9 @@ class LogCatcher:
         self._wake: asyncio.Future[None] | None = None
         self._closed = False
         self.port = node.port(self._arrive)
+        catchers: _Catchers = lowlevel.extension(node, "aemp.logcatch", lambda: _Catchers(node))
+        catchers.live.add(self)
+        self._registry = catchers
         value = {"level": self.level, "loggers": list(self.loggers)}
         self._entry = lowlevel.call_in(node, self.port, node.db_reg, CATCHERS, self.port, value)
         lowlevel.call_in(node, self.port, node.mon, self.port, self._ended)
@@ -559,14 +575,14 @@ class LogCatcher:
 
     def _ended(self, *reason: Any) -> None:
         self._closed = True
+        self._registry.live.discard(self)
         self._wakeup()
 
     def cancel(self) -> None:
         """Stop catching (the database entry goes with the port)."""
         if not self._closed and not self.node.closed and lowlevel.port_alive(self.node, self.port):
             self.node.kil(self.port)
-        self._closed = True
-        self._wakeup()
+        self._ended()
 
     def __enter__(self) -> LogCatcher:
         return self

@@ -188,6 +188,15 @@ async def test_a_catcher_that_goes_away_turns_buffering_on_again(
     assert fwd.kept == 1
 
 
+async def test_closing_the_catchers_node_ends_its_iteration() -> None:
+    node = await aemp.Node(nodeid="lonely").start()
+    catcher = LogCatcher(node=node)
+    waiting = asyncio.ensure_future(entries(catcher, 1))
+    await asyncio.sleep(0.01)
+    await node.close()
+    assert await asyncio.wait_for(waiting, 2) == [] and not catcher.active
+
+
 # ---------------------------------------------------------------- no loops
 
 
