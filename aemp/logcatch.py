@@ -427,14 +427,16 @@ class LogForwarder(logging.Handler):
 def forward(
     level: int | str = logging.NOTSET,
     logger: str = "",
-    *,
     buffer: int = DEFAULT_BUFFER,
+    *,
     node: aemp.Node | None = None,
 ) -> LogForwarder:
     """Forward the records of `logger` (the root logger: all) at `level` and
     above to the catchers of the network, in the name of `node` (the current
-    node). One per node: a second call returns the first. Also a service:
-    ``"services": [["aemp.logcatch:forward", "INFO"]]``.
+    node), keeping at most `buffer` records while no catcher is reachable.
+    One per node: a second call returns the first. Also a service, with
+    the arguments in order: ``"services": [["aemp.logcatch:forward",
+    "INFO", "", 5000]]``.
 
     Records must get past the loggers' own levels first (Python's root
     logger lets WARNING and above through unless configured).

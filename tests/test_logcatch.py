@@ -188,6 +188,23 @@ async def test_a_catcher_that_goes_away_turns_buffering_on_again(
     assert fwd.kept == 1
 
 
+async def test_forward_as_a_configured_service() -> None:
+    node = await aemp.configure(
+        norc=True, nodeid="svc", services=[["aemp.logcatch:forward", "INFO", "app", 5]]
+    )
+    try:
+        fwd = forward(node=node)  # the service's: one per node
+        assert (fwd.level, fwd.buffer) == (logging.INFO, 5)
+        for i in range(8):
+            say(node, logging.INFO, f"r{i}")
+        say(node, logging.DEBUG, "below the level")
+        say(node, logging.INFO, "not app", logging.getLogger("other"))
+        assert fwd.kept == 5 and fwd.dropped == 3
+    finally:
+        await node.close()
+    assert fwd not in logging.getLogger("app").handlers  # it left with its node
+
+
 async def test_closing_the_catchers_node_ends_its_iteration() -> None:
     node = await aemp.Node(nodeid="lonely").start()
     catcher = LogCatcher(node=node)
