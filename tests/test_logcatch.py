@@ -295,6 +295,18 @@ async def test_a_bad_catcher_entry_in_the_database_is_ignored(
     assert [e.message for e in await entries(catcher, 1)] == ["fine"]
 
 
+async def test_a_forwarder_sends_to_at_most_64_catchers(
+    net: tuple[aemp.Node, aemp.Node, aemp.Node],
+) -> None:
+    _, fw, ct = net
+    fwd = forward(node=fw, logger="app")
+    for _ in range(70):
+        ct.db_set(CATCHERS, ct.port(lambda *msg: None), {"level": 0, "loggers": []})
+    await until(lambda: len(fwd.catchers) == 64, what="64 catchers")
+    await asyncio.sleep(0.1)
+    assert len(fwd.catchers) == 64
+
+
 async def test_bad_arguments_are_clear_errors(node: aemp.Node) -> None:
     with pytest.raises(aemp.InvalidArgument, match="level"):
         LogCatcher(node=node, level="LOUD")
