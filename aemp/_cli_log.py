@@ -70,6 +70,13 @@ def _log(s: Session, args: list[Any]) -> int:
             if follow:
                 return await _follow(catcher, as_json, s.timeout)
             nodes = await forwarders(node, timeout=limit)
+            if not nodes:
+                print(
+                    "aemp: log: no node forwards its log (give them the service "
+                    "'aemp.logcatch:forward')",
+                    file=sys.stderr,
+                )
+                return 0
             missing = await catcher.wait_synced(nodes, limit)
             for entry in sorted(catcher.take(), key=lambda e: e.time):
                 _show(entry, as_json)
@@ -137,7 +144,8 @@ COMMANDS: list[Command] = [
         "Without --follow it prints what each of them kept while no catcher was there (at "
         "most its buffer, 1000 records by default), in time order, and ends: exit status 1 "
         "if a forwarding node did not hand its records over within --timeout SECONDS "
-        f"(default {DEFAULT_TIMEOUT:g}). With --follow it goes on printing each record as "
+        f"(default {DEFAULT_TIMEOUT:g}); when no node forwards, a note on stderr says so "
+        "(exit status 0). With --follow it goes on printing each record as "
         "it comes, until SIGINT or SIGTERM (exit status 0), or an explicit --timeout. "
         "--level L (a name such as WARNING, or a number) and --logger NAME[,NAME...] (and "
         "their children) choose the records; the nodes send no others. --json prints one "

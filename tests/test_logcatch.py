@@ -26,7 +26,15 @@ from conftest import until
 
 import aemp
 from aemp import lowlevel
-from aemp.logcatch import CATCHERS, LogCatcher, LogEntry, forward, forwarders, parse_level
+from aemp.logcatch import (
+    CATCHERS,
+    FORWARDERS,
+    LogCatcher,
+    LogEntry,
+    forward,
+    forwarders,
+    parse_level,
+)
 
 SECRET = "logcatch-test"
 TESTS = Path(__file__).resolve().parent
@@ -432,3 +440,19 @@ async def test_aemp_log_prints_what_was_kept_and_ends(
     proc = await _aemp_log("--level", "LOUD")
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2 and b"--level" in err and b"LOUD" in err
+
+
+async def test_aemp_log_names_a_forwarder_that_hands_nothing_over(
+    net: tuple[aemp.Node, aemp.Node, aemp.Node],
+) -> None:
+    seed, _, ct = net
+    _config(Path(os.environ["AEMP_CONFIG"]), seed.listeners)
+    proc = await _aemp_log("--timeout", "3")
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert (proc.returncode, out) == (0, b"") and b"no node forwards its log" in err
+    ct.db_set(FORWARDERS, ct.port(lambda *msg: None))  # listed, but never answers
+    await until(lambda: ct.node_is_up(seed.id), what="ct linked")
+    proc = await _aemp_log("--timeout", "3")
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1 and out == b"", err
+    assert b"no records from 1 forwarding node(s) within 3 s: ct" in err
