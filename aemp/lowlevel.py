@@ -27,11 +27,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "call_in",
+    "current_node",
     "database",
     "extension",
     "gated_port",
     "handle",
     "handle_global",
+    "hold",
     "node_info",
     "on_close",
     "port_alive",
@@ -45,6 +47,15 @@ __all__ = [
     "timer",
     "watch_links",
 ]
+
+
+def current_node() -> Node:
+    """The node the module-level functions act on now: the node whose port
+    callback runs, else the process's configured node, else an anonymous
+    node made for the running event loop (NoCurrentNode outside a loop)."""
+    from ._current import current_node as current
+
+    return current()
 
 
 def post(node: Node, fn: Callable[..., Any], *args: Any) -> None:
@@ -101,6 +112,16 @@ def extension(node: Node, name: str, make: Callable[[], Any]) -> Any:
     if not isinstance(name, str) or not name:
         raise InvalidArgument(f"extension: name must be a non-empty str (got {name!r})")
     return node.extension(name, check_callback("extension make", make))
+
+
+def hold(node: Node, n: int) -> None:
+    """Count n more messages (n < 0: fewer) that an extension keeps for the
+    node's ports against the node's queue_limit, as a busy port's backlog
+    counts: past queue_limit every link pauses reading, under half of it
+    reading resumes. Give back what you counted when you let it go."""
+    if type(n) is not int:
+        raise InvalidArgument(f"hold: n must be an int (got {n!r})")
+    node.hold(n)
 
 
 # ---------------------------------------------------------------- requests
@@ -253,7 +274,8 @@ def statistics(node: Node) -> dict[str, Any]:
     """What the node holds now, as a dict of counts (for tests and for users):
 
     - ``ports``: live local ports; ``queued``: entries in the run queue;
-      ``backlog``: messages waiting in busy or gated ports;
+      ``backlog``: messages waiting in busy or gated ports; ``held``:
+      messages extensions keep and count with hold() (a mailbox's);
     - ``tasks``, ``timers``: node-owned tasks and timers; ``routes``:
       cached routes to remote ports;
     - ``calls``: pending ``cal``s; ``call_targets``: ports cal watches

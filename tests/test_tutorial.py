@@ -549,3 +549,47 @@ async def test_chat_survives_a_server_that_stops_answering(net: Net) -> None:
     await alice.write("still here\n")
     await alice.expect(r"^<alice> still here$")
     net.check_no_tracebacks()
+
+
+async def test_receive_needs_no_seed(net: Net) -> None:
+    (words,) = commands("python eg/receive.py")
+    p = await net.example("receive.py", *words[2:])
+    assert await p.wait() == 0, p.transcript()
+    assert p.out == [
+        "kitchen: cooking water",
+        "kitchen: cooking soup",
+        "kitchen: cooking steak",
+        "kitchen: closing",
+        "customer got ('served', 'steak')",
+        "customer got ('served', 'water') ('served', 'soup')",
+        "kitchen ended with ('closed',)",
+        "no more dishes within 0.5 s",
+    ], p.transcript()
+    assert p.err == [], p.transcript()
+
+
+async def test_logs_needs_no_seed(net: Net) -> None:
+    (words,) = commands("python eg/logs.py")
+    p = await net.example("logs.py", *words[2:])
+    assert await p.wait() == 0, p.transcript()
+    assert p.out == [
+        "shop INFO shop sold 3 apples, 2 left",
+        "shop ERROR shop no pears in stock",
+        "    KeyError: 'pears'",
+        "shop INFO shop sold 1 apples, 1 left",
+    ], p.transcript()
+    assert p.err == [], p.transcript()
+
+
+async def test_aemp_log_shows_what_the_hub_kept(net: Net) -> None:
+    await net.aemp(commands("python -m aemp seeds 127.0.0.1:4040")[-1])
+    (hub,) = commands("python -m aemp run hub")
+    await net.aemp_run(hub)
+    (log,) = [w for w in commands("python -m aemp log") if len(w) == 4]
+    p = await net.aemp([*log, "--bind", "127.0.0.1:0"])  # the test listens on loopback only
+    stamp = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} hub INFO "
+    assert [re.sub(stamp, "", line) for line in p.out] == [
+        "aemp.services: node hub: service aemp.logcatch:forward started",
+        f"aemp.cli: node hub is up, listening on {net.addr}",
+        "aemp.db: node hub: now a global node (a seed address leads here)",
+    ], p.transcript()

@@ -28,8 +28,9 @@
 # Flow control: packets read while the run queue is busy wait in it as one
 # NET entry per read (they count against _drain's budget packet by packet).
 # Past queue_limit held messages (run queue entries, packets of NET
-# entries, busy ports' backlogs) a link whose packets added to them pauses
-# reading (one feeding only ports that keep up reads on); _drain's end
+# entries, busy ports' backlogs, what code above keeps and counts with
+# hold(), such as a mailbox's messages) a link whose packets added to them
+# pauses reading (one feeding only ports that keep up reads on); _drain's end
 # resumes them under half of it and wakes drain() of this node.
 #
 # May import the leaves and, of the kernel, _state.py, _port.py, _remote.py
@@ -299,6 +300,19 @@ class Dispatch(KernelState):
         for w in waiters:
             if not w.done():
                 w.set_result(None)
+
+    def hold(self, n: int) -> None:
+        """Count n more messages (fewer, if negative) that code above the kernel
+        keeps for this node's ports against queue_limit, as a busy port's
+        backlog counts: past it the links whose packets add to it pause
+        reading, under half it they resume."""
+        self._backlogged += n
+        self._held += n
+        # more held: the link whose packets are being delivered pauses at the
+        # end of their delivery (_receive), or at its next read if they were
+        # queued; fewer: reading may resume
+        if n < 0 and (self._reading_paused or self._load_waiters):
+            self._unload()
 
     async def drain(self, target: str) -> None:
         """Wait until `target` (a port ID or a node ID) can take more.

@@ -114,6 +114,7 @@ class Kernel(Ports, Dispatch, Context, Monitors, Links, Requests):
             "queued": len(self._queue),
             "backlog": sum(len(p.backlog) for p in self._ports.values() if p.backlog),
             "inbound": self._inbound,
+            "held": self._held,
             "reading_paused": self._reading_paused,
             "tasks": len(self._tasks),
             "timers": len(self._timers),

@@ -90,7 +90,8 @@ class KernelState:
         # link pauses (TCP pushes back on the senders); it resumes under half.
         self._queue_limit = queue_limit
         self._inbound = 0  # packets in the run queue's NET entries
-        self._backlogged = 0  # messages in the backlogs of busy ports
+        self._backlogged = 0  # messages in the backlogs of busy ports, and those held
+        self._held = 0  # of them, messages code above the kernel keeps (hold())
         self._reading_paused = False  # some links are paused: self._paused
         self._paused: dict[Remote, None] = {}  # nodes whose links the node paused
         self._load_waiters: list[asyncio.Future[None]] = []  # drain() of this node
