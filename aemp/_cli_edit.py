@@ -431,8 +431,7 @@ _LOW_KEYS = {
     "metrics": (
         "ADDRESS",
         "an address 'host:port' to serve Prometheus metrics on",
-        "serve the node's statistics as Prometheus text on http://ADDRESS/metrics "
-        "(default off)",
+        "serve the node's statistics as Prometheus text on http://ADDRESS/metrics (default off)",
     ),
 }
 

@@ -19,7 +19,8 @@ import sys
 from typing import Any
 
 from ._cli_base import Command, Session, Usage, need_str, to_json
-from ._cli_net import DEFAULT_TIMEOUT, G_NET, _talk
+from ._cli_local import talk as _talk  # through a local node's control socket, if one runs
+from ._cli_net import DEFAULT_TIMEOUT, G_NET
 from ._errors import AempError, CallTimeout, DbTimeout, PortDead
 from .db._names import check_family
 
