@@ -84,8 +84,13 @@ class Client:
             pass
 
     async def send(self, cmd: str, **args: Any) -> None:
-        self._writer.write(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
-        await self._writer.drain()
+        """Send one request line. A connection the node closed already is no
+        error here: receive() then reads why it closed it (a refusal, "busy")."""
+        try:
+            self._writer.write(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
+            await self._writer.drain()
+        except ConnectionError:
+            pass
 
     async def receive(self) -> dict[str, Any]:
         """The next line from the node, as a dict; ControlError when the node hung up."""

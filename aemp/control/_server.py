@@ -176,7 +176,7 @@ class ControlServer:
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            if not await self._admit(writer):
+            if not await self._admit(reader, writer):
                 return
             self._sessions.add(writer)
             while not self.node.closed:
@@ -208,7 +208,7 @@ class ControlServer:
             self._sessions.discard(writer)
             writer.close()
 
-    async def _admit(self, writer: asyncio.StreamWriter) -> bool:
+    async def _admit(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         sock = writer.get_extra_info("socket")
         try:
             pid, uid, _ = _CRED.unpack(
@@ -226,7 +226,8 @@ class ControlServer:
                 uid,
                 os.geteuid(),
             )
-            await self._send(
+            await self._turn_away(
+                reader,
                 writer,
                 self._error(
                     "refused", f"refused: uid {uid} is not the node's user (uid {os.geteuid()})"
@@ -234,7 +235,8 @@ class ControlServer:
             )
             return False
         if len(self._sessions) >= MAX_SESSIONS:
-            await self._send(
+            await self._turn_away(
+                reader,
                 writer,
                 self._error(
                     "busy", f"{MAX_SESSIONS} control connections are open already: try again"
@@ -242,6 +244,20 @@ class ControlServer:
             )
             return False
         return True
+
+    async def _turn_away(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reply: dict[str, Any]
+    ) -> None:
+        """Say why, then close: our side first, reading (and dropping) what the
+        client sent meanwhile for a moment, so that its first write does not
+        meet a closed socket and lose the reason before it reads it."""
+        await self._send(writer, reply)
+        if writer.can_write_eof():
+            writer.write_eof()
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            async with asyncio.timeout(1.0):
+                while await reader.read(MAX_LINE):
+                    pass
 
     @staticmethod
     def _error(code: str, message: str, **data: Any) -> dict[str, Any]:
