@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from array import array
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -37,7 +38,7 @@ log = logging.getLogger("aemp.node")
 # the first this many by node ID, so that a global node of thousands of
 # links answers in a packet far below max_packet; the rest are counted.
 STATUS_LINKS = 1000
-# Node IDs remembered as linked before, to count a link that comes up
+# Node IDs remembered (by hash) as linked before, to count a link that comes up
 # again (statistics' "restarts"); the oldest are forgotten first.
 MAX_LINKED = 4096
 
@@ -89,7 +90,8 @@ class Node(Kernel):
         self.started = time.time()
         self._started_at = self.loop.time()
         self._links_up = self._links_lost = self._restarts = 0
-        self._linked: dict[str, None] = {}
+        self._linked = array("q")  # hashes of the node IDs linked before, a ring
+        self._linked_next = 0
         if not self.config.seeds:
             self._db.become_global()  # no seed to attach to: its own master
         self.on_link(self._link_changed)
@@ -167,13 +169,17 @@ class Node(Kernel):
     def _link_changed(self, nodeid: str, up: bool) -> None:
         if up:
             self._links_up += 1
+            # the node IDs' hashes, 8 bytes each, not the IDs: a node of many
+            # short-lived clients keeps no more of them than that
+            h = hash(nodeid)
             linked = self._linked
-            if nodeid in linked:
+            if h in linked:
                 self._restarts += 1
-                del linked[nodeid]  # to the end: the oldest are forgotten first
-            elif len(linked) >= MAX_LINKED:
-                del linked[next(iter(linked))]
-            linked[nodeid] = None
+            elif len(linked) < MAX_LINKED:
+                linked.append(h)
+            else:  # the oldest is forgotten first
+                linked[self._linked_next] = h
+                self._linked_next = (self._linked_next + 1) % MAX_LINKED
             self._db.node_up(nodeid)
         else:
             self._links_lost += 1
