@@ -122,6 +122,13 @@ async def _serve(profile: str | None, norc: bool, force: bool, keys: dict[str, A
         await stop.wait()
         if got:
             log.info("node %s: %s received, closing", node.id, got[0])
+        elif node.config.control:
+            from .control import serve
+
+            server = await serve(node)
+            if server.stopping:  # closed by `aemp stop`: let that finish before the loop ends
+                async with asyncio.timeout(10):
+                    await server.stopped.wait()
         await node.close()
         log.info("node %s closed", node.id)
         return 0

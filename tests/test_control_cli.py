@@ -153,6 +153,9 @@ def test_ps_status_ports_stop_and_the_network_through_a_local_node(
         }
         assert ok("stop", wid) == f"stopped {wid} (pid {worker.proc.pid})\n"
         assert worker.proc.wait(timeout=20) == 0
+        log = worker.log.rest()
+        assert "stop asked on the control socket" in log and f"node {wid} closed" in log
+        assert " ERROR " not in log and "Traceback" not in log, log
         assert watcher.next() == {"added": [], "changed": [], "deleted": [port], "view": {}}
         assert not control.socket_path(wid).exists()
         assert [line.split()[0] for line in ok("ps").splitlines()[1:]] == ["seed"]

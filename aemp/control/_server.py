@@ -97,6 +97,10 @@ class ControlServer:
         self._server: asyncio.AbstractServer | None = None
         self._sessions: set[asyncio.StreamWriter] = set()
         self._opening: asyncio.Future[None] | None = None
+        # a `stop` command is closing the node; stopped is set once all of it is closed
+        # (aemp run waits for that before its event loop ends)
+        self.stopping = False
+        self.stopped = asyncio.Event()
         self.refused = 0  # connections refused for their uid
         self.bad_lines = 0  # request lines that were garbage, too long or unknown
         self.commands: dict[str, tuple[str, Callable[[dict[str, Any]], Awaitable[Any]]]] = {
@@ -311,6 +315,7 @@ class ControlServer:
         await self._send(writer, reply)
         if reply["ok"] and cmd == "stop":
             await self.node.close()  # this task is the node's: close() leaves it be
+            self.stopped.set()
             return False
         return True
 
@@ -355,6 +360,7 @@ class ControlServer:
 
     async def _stop(self, args: dict[str, Any]) -> dict[str, Any]:
         log.info("node %s: stop asked on the control socket", self.node.id)
+        self.stopping = True
         return {"stopping": self.node.id}
 
     async def _nodes(self, args: dict[str, Any]) -> dict[str, Any]:
