@@ -415,9 +415,14 @@ class ControlServer:
     ) -> None:
         family = _text(req, "family")
         events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        overflow = False
 
         def changed(view: Any, added: Any, changed: Any, deleted: Any) -> None:
+            nonlocal overflow
+            if overflow:
+                return
             if events.qsize() >= MAX_EVENTS:
+                overflow = True
                 events.put_nowait(None)  # the reader is too slow: cut it off
                 return
             events.put_nowait(
