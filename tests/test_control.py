@@ -551,3 +551,33 @@ def test_bad_values_of_the_keys() -> None:
 async def _node(**keys: Any) -> None:
     async with aemp.Node(**keys):
         pass
+
+
+async def test_a_watcher_that_does_not_read_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    import aemp.control._server as server_module  # its bound, made small for the test
+
+    monkeypatch.setattr(server_module, "MAX_EVENTS", 5)
+    async with aemp.Node(nodeid="w") as node:
+        server = await control.serve(node)
+        assert server.path is not None
+        reader, writer = await raw(server.path)
+        writer.write(b'{"cmd": "watch", "family": "big"}\n')
+        assert (await line(reader))["result"] == {"watching": "big"}
+        blob = "x" * 200_000
+        for i in range(30):  # each event holds the whole family: far more than the buffers
+            node.db_set("big", f"k{i:02}", blob)
+            await asyncio.sleep(0.005)
+        got = []
+        while True:
+            chunk = await asyncio.wait_for(reader.readline(), 10)
+            if not chunk:
+                break
+            got.append(json.loads(chunk))
+        assert got[-1]["code"] == "too_slow" and "more than 5 events unread" in got[-1]["error"]
+        assert all("event" in g for g in got[:-1]) and len(got) < 31
+        writer.close()
+        await until(lambda: lowlevel.statistics(node)["db"]["monitors"] == 0, what="cut off")
+        async with await control.connect("w") as c:  # the node serves on
+            assert await c.request("db", family="big", what="keys") == [
+                f"k{i:02}" for i in range(30)
+            ]
