@@ -269,6 +269,7 @@ async def test_garbage_long_lines_and_unknown_commands_harm_nothing() -> None:
             (b"\xff\xfe{}\n", "bad_request", "not a JSON line"),
             (b"[1, 2]\n", "bad_request", 'expected a JSON object with a "cmd" string'),
             (b'{"cmd": 7}\n', "bad_request", 'expected a JSON object with a "cmd" string'),
+            (b"[" * 60000 + b"\n", "bad_request", "not a JSON line"),
             (b'{"cmd": "launch", "id": 3}\n', "unknown_command", "unknown command 'launch': "
              "expected one of db, hello, help, nodes, ports, status, stop, up_nodes, watch"),
         ]:  # fmt: skip
@@ -288,7 +289,7 @@ async def test_garbage_long_lines_and_unknown_commands_harm_nothing() -> None:
         # the node and its socket serve on
         async with await control.connect("g") as c:
             assert (await c.request("hello"))["nodeid"] == "g"
-        assert server.bad_lines == 6 and not node.closed
+        assert server.bad_lines == 7 and not node.closed
 
 
 async def _hello(node: aemp.Node) -> dict[str, Any]:

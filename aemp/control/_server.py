@@ -97,6 +97,7 @@ class ControlServer:
         self._server: asyncio.AbstractServer | None = None
         self._sessions: set[asyncio.StreamWriter] = set()
         self._opening: asyncio.Future[None] | None = None
+        self._connections = 0  # connections with a task, admitted or being turned away
         # a `stop` command is closing the node; stopped is set once all of it is closed
         # (aemp run waits for that before its event loop ends)
         self.stopping = False
@@ -173,9 +174,12 @@ class ControlServer:
     # ---------------------------------------------------------------- connections
 
     def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.node.closed:
+        # connections being turned away count too (each for a second at most),
+        # so that a flood of them cannot pile up tasks
+        if self.node.closed or self._connections >= 2 * MAX_SESSIONS:
             writer.close()
             return
+        self._connections += 1
         lowlevel.spawn_task(self.node, self._session(reader, writer))
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -209,6 +213,7 @@ class ControlServer:
         except (ConnectionError, TimeoutError):
             pass  # the client went away, or took no reply: nothing to tell
         finally:
+            self._connections -= 1
             self._sessions.discard(writer)
             writer.close()
 
@@ -280,7 +285,7 @@ class ControlServer:
         try:
             try:
                 req = json.loads(line)
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
                 raise BadRequest(
                     "bad_request",
                     f'not a JSON line ({e}): expected {{"cmd": "status"}} and the like',
@@ -310,6 +315,9 @@ class ControlServer:
             reply = self._error(e.code, str(e))
         except (PortDead, CallTimeout, DbTimeout, AempError) as e:
             reply = self._error("failed", f"{type(e).__name__}: {e}", **_fields(e))
+        except Exception as e:  # a bug of a command: said, logged, and the socket serves on
+            log.exception("node %s: control command %r failed", self.node.id, cmd)
+            reply = self._error("failed", f"internal error: {type(e).__name__}: {e}")
         if rid is not None:
             reply["id"] = rid
         await self._send(writer, reply)
