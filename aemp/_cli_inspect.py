@@ -258,7 +258,9 @@ def _trace(s: Session, args: list[Any]) -> int:
 
 
 _ANON = (
-    "The command joins the network as an anonymous node through the seeds of profile "
+    "When a node runs on this host (the one $AEMP_NODE names, else the only one), the "
+    "command asks through it, on its control socket (see 'aemp help status'). Else it joins "
+    "the network as an anonymous node through the seeds of profile "
     "'aemp', else of the default section, with that profile's secret or certificate, "
     "and asks the global nodes. "
 )
