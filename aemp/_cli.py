@@ -21,13 +21,14 @@ _GLOBAL_OPTIONS = "--help, --version, --verbose (-v, twice for more) or --timeou
 
 
 def _table() -> tuple[list[Command], dict[str, Command]]:
-    from . import _cli_edit, _cli_inspect, _cli_log, _cli_net
+    from . import _cli_edit, _cli_inspect, _cli_local, _cli_log, _cli_net
 
     commands = [
         *_cli_edit.COMMANDS,
         *_cli_net.COMMANDS,
         *_cli_inspect.COMMANDS,
         *_cli_log.COMMANDS,
+        *_cli_local.COMMANDS,
         *_OTHER,
     ]
     by_name: dict[str, Command] = {}

@@ -156,7 +156,7 @@ _NUMBERS = (
     "listen_backlog",
     "max_objects",
 )
-_FLAGS = ("nodelay", "secure", "norc", "force")
+_FLAGS = ("nodelay", "secure", "norc", "force", "control")
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
 

@@ -422,6 +422,17 @@ _LOW_KEYS = {
         "most values (elements of lists and dicts at every depth, keys included) in one "
         "packet sent or accepted (default 4194304)",
     ),
+    "control": (
+        "BOOL",
+        "true or false",
+        "listen on a control socket for the aemp command on this host (default false; "
+        "aemp run: true)",
+    ),
+    "metrics": (
+        "ADDRESS",
+        "an address 'host:port' to serve Prometheus metrics on",
+        "serve the node's statistics as Prometheus text on http://ADDRESS/metrics (default off)",
+    ),
 }
 
 for _key, (_meta, _expects, _note) in _LOW_KEYS.items():

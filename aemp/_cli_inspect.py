@@ -19,7 +19,8 @@ import sys
 from typing import Any
 
 from ._cli_base import Command, Session, Usage, need_str, to_json
-from ._cli_net import DEFAULT_TIMEOUT, G_NET, _talk
+from ._cli_local import talk as _talk  # through a local node's control socket, if one runs
+from ._cli_net import DEFAULT_TIMEOUT, G_NET
 from ._errors import AempError, CallTimeout, DbTimeout, PortDead
 from .db._names import check_family
 
@@ -257,7 +258,9 @@ def _trace(s: Session, args: list[Any]) -> int:
 
 
 _ANON = (
-    "The command joins the network as an anonymous node through the seeds of profile "
+    "When a node runs on this host (the one $AEMP_NODE names, else the only one), the "
+    "command asks through it, on its control socket (see 'aemp help status'). Else it joins "
+    "the network as an anonymous node through the seeds of profile "
     "'aemp', else of the default section, with that profile's secret or certificate, "
     "and asks the global nodes. "
 )

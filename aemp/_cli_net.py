@@ -95,7 +95,7 @@ def _run(s: Session, args: list[Any]) -> int:
 
 
 async def _serve(profile: str | None, norc: bool, force: bool, keys: dict[str, Any]) -> int:
-    from . import configure
+    from . import configure, lowlevel
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -109,7 +109,8 @@ async def _serve(profile: str | None, norc: bool, force: bool, keys: dict[str, A
         loop.add_signal_handler(sig, on_signal, sig)
     try:
         try:
-            node = await configure(profile, norc=norc, force=force, **keys)
+            # a control socket unless the file (or the line) says control false
+            node = await configure(profile, norc=norc, force=force, **{"control": True, **keys})
         except AempError as e:
             raise Failure(f"run: {e}") from None
         except Exception as e:
@@ -117,8 +118,17 @@ async def _serve(profile: str | None, norc: bool, force: bool, keys: dict[str, A
             raise Failure(f"run: {type(e).__name__}: {e}" + (f" ({notes})" if notes else "")) from e
         listening = ", ".join(node.listeners) or "no address"
         log.info("node %s is up, listening on %s", node.id, listening)
+        lowlevel.on_close(node, stop.set)  # `aemp stop` closes it through its control socket
         await stop.wait()
-        log.info("node %s: %s received, closing", node.id, got[0])
+        if got:
+            log.info("node %s: %s received, closing", node.id, got[0])
+        elif node.config.control:
+            from .control import serve
+
+            server = await serve(node)
+            if server.stopping:  # closed by `aemp stop`: let that finish before the loop ends
+                async with asyncio.timeout(10):
+                    await server.stopped.wait()
         await node.close()
         log.info("node %s closed", node.id)
         return 0
@@ -270,7 +280,9 @@ COMMANDS: list[Command] = [
         "with the node ID and listeners on stderr, serves until SIGINT or SIGTERM, then "
         "closes the node and exits with status 0. 'profile NAME', 'norc true' and "
         "'force true' may be given as KEY VALUE pairs. Values as for the set commands: "
-        "'aemp run nodeid n1 binds 127.0.0.1:4040'.",
+        "'aemp run nodeid n1 binds 127.0.0.1:4040'. The node listens on a control socket "
+        "for 'aemp ps', 'status', 'ports' and 'stop' (which ends the run with status 0), "
+        "unless the file or the line says 'control false'.",
         nargs=None,
         final=True,
     ),

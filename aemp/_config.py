@@ -63,6 +63,8 @@ class Config:
     max_handshakes_per_address: int = 32
     listen_backlog: int = 1024
     max_objects: int = 4 * 1024 * 1024
+    control: bool = False
+    metrics: str | None = None
 
     @classmethod
     def from_keys(cls, keys: Mapping[str, Any]) -> Config:
@@ -238,6 +240,15 @@ def _services(key: str, v: Any) -> tuple[Any, ...]:
     return tuple(v)
 
 
+def _metrics(key: str, v: Any) -> str | None:
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise ConfigError(f"{key!r} must be an address 'host:port' or None (got {_shown(v)})")
+    parse_bind(v, f"{key!r}")
+    return v
+
+
 def _spawn_allow(key: str, v: Any) -> tuple[str, ...] | None:
     if v is None:
         return None
@@ -276,6 +287,8 @@ _CHECKS: dict[str, Any] = {
     "max_handshakes_per_address": _count,
     "listen_backlog": _count,
     "max_objects": _count,
+    "control": _flag,
+    "metrics": _metrics,
 }
 
 

@@ -13,6 +13,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
+from array import array
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -23,12 +26,21 @@ from ._ids import check_port_id, expand_nodeid
 from ._message import check_message
 from ._runtime import SELF
 from ._spawn import Spawner
+from ._version import __version__
 from .db._client import Db, DbEntry, DbMonitor, Query
 from .kernel import Kernel
 from .net import Network as Network  # for aemp.testing, which types its hook with it
 from .net import make_settings
 
 log = logging.getLogger("aemp.node")
+
+# What the status report (the "status" node request) lists of the links:
+# the first this many by node ID, so that a global node of thousands of
+# links answers in a packet far below max_packet; the rest are counted.
+STATUS_LINKS = 1000
+# Node IDs remembered (by hash) as linked before, to count a link that comes up
+# again (statistics' "restarts"); the oldest are forgotten first.
+MAX_LINKED = 4096
 
 Callback = Callable[..., Any]
 
@@ -74,9 +86,17 @@ class Node(Kernel):
         # what the capabilities above aemp.lowlevel keep per node (aemp/_blocking.py's
         # threads), by name: lowlevel.extension; each cleans up with on_close
         self._extensions: dict[str, Any] = {}
+        # for statistics: when the node was made (wall clock and loop clock),
+        # links that came up and were lost, the nodes linked before
+        self.started = time.time()
+        self._started_at = self.loop.time()
+        self._links_up = self._links_lost = self._restarts = 0
+        self._linked = array("q")  # hashes of the node IDs linked before, a ring
+        self._linked_next = 0
         if not self.config.seeds:
             self._db.become_global()  # no seed to attach to: its own master
         self.on_link(self._link_changed)
+        self.handle("status", self._status_request)
         self.on_close(self._fail_calls)
         self.on_close(self._db.close)
 
@@ -149,8 +169,21 @@ class Node(Kernel):
 
     def _link_changed(self, nodeid: str, up: bool) -> None:
         if up:
+            self._links_up += 1
+            # the node IDs' hashes, 8 bytes each, not the IDs: a node of many
+            # short-lived clients keeps no more of them than that
+            h = hash(nodeid)
+            linked = self._linked
+            if h in linked:
+                self._restarts += 1
+            elif len(linked) < MAX_LINKED:
+                linked.append(h)
+            else:  # the oldest is forgotten first
+                linked[self._linked_next] = h
+                self._linked_next = (self._linked_next + 1) % MAX_LINKED
             self._db.node_up(nodeid)
         else:
+            self._links_lost += 1
             self._db.node_down(nodeid)
 
     def seed_greeted(self, nodeid: str) -> None:
@@ -318,4 +351,41 @@ class Node(Kernel):
             link["packets_in"] = remote.packets_in if remote is not None else 0
         stats["addresses"] = {n: list(a) for n, a in net.addresses.items()} if net else {}
         stats["db"] = self._db.statistics()
+        stats["uptime"] = self.loop.time() - self._started_at
+        stats["links_up"] = self._links_up
+        stats["links_lost"] = self._links_lost
+        stats["restarts"] = self._restarts
         return stats
+
+    def status(self) -> dict[str, Any]:
+        """The node's status report (see aemp.lowlevel.status): plain data only."""
+        stats = self.statistics()
+        links = stats["links"]
+        shown = sorted(links)[:STATUS_LINKS]
+        stats["links"] = {n: links[n] for n in shown}
+        stats["links_omitted"] = len(links) - len(shown)
+        states: dict[str, int] = {}
+        for state in stats["remotes"].values():
+            states[state] = states.get(state, 0) + 1
+        stats["remotes"] = states
+        stats["addresses"] = len(stats["addresses"])
+        return {
+            "nodeid": self.id,
+            "version": __version__,
+            "pid": os.getpid(),
+            "started": self.started,
+            "uptime": stats["uptime"],
+            "listeners": self.listeners,
+            "seeds": list(self.config.seeds),
+            "global": self.is_global,
+            "master": self.master,
+            "statistics": stats,
+        }
+
+    def _status_request(self, sender: str | None, *reply: Any) -> None:
+        # ["", "status", reply port, extra...]: answered like time and up_nodes,
+        # to a port only (a node port as reply would be a request in our name)
+        port = reply[0] if reply else None
+        if type(port) is not str or not port.partition("#")[2]:
+            raise ValueError(f"the reply port {port!r:.60} is not a port ID 'node#name'")
+        self.snd(port, *reply[1:], self.status())

@@ -11,6 +11,10 @@
 # that cannot be found is a ConfigError; one that raises is logged and its
 # exception propagates, so configure() fails instead of starting a node
 # with half its services.
+#
+# The keys `control` and `metrics` start the capabilities aemp.control and
+# aemp.metrics the same way, before the listed services: by name, so that
+# `import aemp` never imports a capability (docs/architecture.md).
 
 from __future__ import annotations
 
@@ -30,7 +34,12 @@ log = logging.getLogger("aemp.services")
 
 
 async def start_services(node: Node) -> None:
-    """Start every service of node.config.services, in order."""
+    """Start the control socket and the metrics endpoint if configured, then
+    every service of node.config.services, in order."""
+    if node.config.control:
+        await start_service(node, "aemp.control:start")
+    if node.config.metrics is not None:
+        await start_service(node, ["aemp.metrics:start", node.config.metrics])
     for spec in node.config.services:
         await start_service(node, spec)
 

@@ -44,6 +44,7 @@ __all__ = [
     "request",
     "spawn_task",
     "statistics",
+    "status",
     "timer",
     "watch_links",
 ]
@@ -292,6 +293,23 @@ def statistics(node: Node) -> dict[str, Any]:
     - ``db``: {"entries": this node's own entries, "families": families it
       watches, "monitors": db_mon callbacks, "queries": pending queries,
       "global": whether it is a global node, "merged": entries of the
-      merged database if so}.
+      merged database if so};
+    - ``uptime``: seconds since the node was made; ``links_up``,
+      ``links_lost``: links that came up and were lost since; ``restarts``:
+      links that came up to a node linked before (it restarted, or the
+      connection was lost and made again).
     """
     return node.statistics()
+
+
+def status(node: Node) -> dict[str, Any]:
+    """The node's status report, plain data that crosses the wire and JSON:
+    {"nodeid", "version", "pid", "started" (seconds since the epoch),
+    "uptime", "listeners", "seeds", "global", "master", "statistics"}.
+
+    ``statistics`` is statistics(node) with ``remotes`` as {state: count},
+    ``addresses`` as a count and ``links`` cut to the first 1000 by node ID
+    (``links_omitted`` counts the rest). Every node answers the node request
+    ``status`` with it, and the control socket's ``status`` command too.
+    """
+    return node.status()

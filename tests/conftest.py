@@ -29,9 +29,12 @@ def pytest_asyncio_loop_factories(config: Any, item: Any) -> Mapping[str, Callab
 def _no_user_config(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """configure() and the aemp command never read the developer's own config file."""
+    """configure() and the aemp command never read the developer's own config file,
+    nor meet the control sockets of nodes outside the test (aemp.control)."""
     path = tmp_path_factory.mktemp("config") / "config.json"
     monkeypatch.setenv("AEMP_CONFIG", str(path))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("run")))
+    monkeypatch.delenv("AEMP_NODE", raising=False)
 
 
 @pytest.fixture

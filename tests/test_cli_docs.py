@@ -90,6 +90,11 @@ def test_console_transcripts_run_as_shown() -> None:
                     assert words[1].startswith("%"), command
                     assert stop_job(jobs.pop(int(words[1][1:])), signal.SIGTERM) == 0
                     continue
+                if words[0] == "wait":  # a job that ends by itself (aemp stop)
+                    assert words[1].startswith("%"), command
+                    job = jobs.pop(int(words[1][1:]))
+                    assert job.wait(timeout=20) == 0 and stop_job(job, signal.SIGTERM) == 0
+                    continue
                 assert words[0] == "aemp", command
                 if words[-1] == "&":
                     jobs[max(jobs, default=0) + 1] = start_job(words[1:-1], expected)

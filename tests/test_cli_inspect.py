@@ -24,6 +24,13 @@ from aemp._config import config_path
 SERVICE = json.dumps([["cli_services:adder_service", "jobs"]])
 
 
+@pytest.fixture(autouse=True)
+def _through_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These commands join the network here, as an anonymous node with the secret;
+    through a local node's control socket they are tests/test_control_cli.py's."""
+    monkeypatch.setenv("AEMP_NODE", "")
+
+
 @pytest.fixture
 def cfg() -> Path:
     return config_path()

@@ -39,6 +39,8 @@ DOCUMENTED_ELSEWHERE = {
     "aemp.kernel": ROOT / "docs" / "lowlevel.md",
     "aemp.net": ROOT / "docs" / "protocol.md",
     "aemp.testing": ROOT / "docs" / "testing.md",
+    "aemp.control": ROOT / "docs" / "control.md",
+    "aemp.metrics": ROOT / "docs" / "control.md",
 }
 RUN_TIMEOUT = 60
 
