@@ -591,5 +591,4 @@ async def test_aemp_log_shows_what_the_hub_kept(net: Net) -> None:
     assert [re.sub(stamp, "", line) for line in p.out] == [
         "aemp.services: node hub: service aemp.logcatch:forward started",
         f"aemp.cli: node hub is up, listening on {net.addr}",
-        "aemp.db: node hub: now a global node (a seed address leads here)",
     ], p.transcript()
