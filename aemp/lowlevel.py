@@ -40,6 +40,7 @@ __all__ = [
     "post",
     "release",
     "request",
+    "spawn_linked",
     "spawn_task",
     "statistics",
     "timer",
@@ -67,6 +68,19 @@ def call_in(node: Node, port: str | None, fn: Callable[..., Any], *args: Any) ->
 def spawn_task(node: Node, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
     """Run a coroutine as a task the node owns: close() cancels and awaits it."""
     return node.spawn_task(coro)
+
+
+def spawn_linked(node: Node, nodeid: str, link: str, target: str, *args: Any) -> str:
+    """spawn(nodeid, target, *args), and the new port dies when `link` dies.
+
+    The node that runs the new port monitors `link` (a port or node ID)
+    before the function runs: when `link` dies, the new port dies with the
+    same reason, a normal exit too; when the node of `link` is lost, with
+    its ("transport_error", ...). A child cannot outlive its supervisor
+    this way, not even when the supervisor's node is killed. Returns the
+    new port ID at once. Raises as spawn() does, and InvalidID for `link`.
+    """
+    return node.spawn_linked(nodeid, link, target, *args)
 
 
 def timer(node: Node, seconds: float, fn: Callable[..., Any], *args: Any) -> Timer:
