@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from ._current import current_node as _current_node
 from ._errors import InvalidArgument, NotLocalPort, OutOfRange
 from ._ids import check_port_id
 from .kernel import Handle, Timer, check_callback
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "call_in",
+    "current_node",
     "database",
     "extension",
     "gated_port",
@@ -46,6 +48,13 @@ __all__ = [
     "timer",
     "watch_links",
 ]
+
+
+def current_node() -> Node:
+    """The node the module-level functions act on: the node whose port callback
+    is running, else the process's node (configure), else the anonymous node
+    of the running event loop. NoCurrentNode outside an event loop."""
+    return _current_node()
 
 
 def post(node: Node, fn: Callable[..., Any], *args: Any) -> None:
