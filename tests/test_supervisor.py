@@ -57,7 +57,7 @@ class Events:
         return self.of(kind, child)[n - 1]
 
 
-class death:  # noqa: N801  (used as a function)
+class death:  # lower case: it reads as a function
     """Watch port from now on: awaiting this gives the reason it died."""
 
     def __init__(self, node: aemp.Node, port: str) -> None:
