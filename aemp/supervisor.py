@@ -75,6 +75,7 @@ RESTARTS = ("permanent", "transient", "temporary")
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 SUPERVISE = "aemp.supervisor:supervise"  # the spawn target of a nested supervisor
 MAX_CHILDREN = 10_000  # children of one supervisor: every event walks them
+MAX_HOSTS = 10_000  # node IDs in a hosts list: every placement walks them
 MAX_RESTARTS = 1_000_000  # a max_restarts above this is a mistake, not a policy
 SHUTDOWN = ("shutdown",)  # the reason a supervisor kills a child with
 
@@ -246,6 +247,8 @@ class Supervisor:
             self._family = hosts
         elif hosts is not None:
             self._hosts = []
+            if len(hosts) > MAX_HOSTS:
+                raise OutOfRange(f"hosts lists at most {MAX_HOSTS} node IDs (got {len(hosts)})")
             for h in hosts:
                 check_port_id(h)
                 if not isinstance(h, str) or "#" in h:

@@ -99,6 +99,12 @@ async def test_bad_specs_raise_clear_errors(node: aemp.Node) -> None:
     with pytest.raises(InvalidSpec, match="node IDs"):
         Supervisor([], hosts=["a#b"], node=node)
     assert aemp.lowlevel.ports(node) == []  # nothing was started by the failures
+    # a nested supervisor's spec is data from elsewhere: a bad one kills only that port
+    for spec in ({"children": [["a"]]}, {"chidlren": []}, ["not a dict"], {"strategy": 1}):
+        port = node.spawn(node.id, "aemp.supervisor:supervise", spec)
+        reason = await death(node, port)
+        assert reason[0] == "die" and reason[1].startswith("InvalidSpec: "), reason
+    assert aemp.lowlevel.ports(node) == []
 
 
 async def test_unknown_target_fails_alone(node: aemp.Node) -> None:
