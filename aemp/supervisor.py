@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -184,6 +185,18 @@ def _resolves(target: str) -> tuple[Any, ...] | None:
     return None
 
 
+def _on_node(node: aemp.Node) -> weakref.WeakSet[Supervisor]:
+    """The node's supervisors, told when it closes (a closed node fires no monitor)."""
+    sups: weakref.WeakSet[Supervisor] = weakref.WeakSet()
+
+    def closed() -> None:
+        for sup in list(sups):
+            sup._node_closed()
+
+    lowlevel.on_close(node, closed)
+    return sups
+
+
 def _refusal(reason: tuple[Any, ...]) -> bool:
     return (
         len(reason) >= 2
@@ -272,6 +285,7 @@ class Supervisor:
         self._watches: list[Any] = []
         self.reason: tuple[Any, ...] | None = None  # the exit reason, once exited
         node = self.node
+        lowlevel.extension(node, __name__, lambda: _on_node(node)).add(self)
         self.port: str = _port if _port is not None else node.port(self._unhandled)
         node.rcv(self.port, which_children=self._which_children)
         lowlevel.call_in(node, self.port, self._begin)
@@ -632,6 +646,15 @@ class Supervisor:
                 c.port = c.monitor = None
                 c.state = "stopped"
         self._event("stopped", None, None, None, self.reason)
+        for _, fut in self._waiters:
+            if not fut.done():
+                fut.set_exception(SupervisorExited(self.port, self.reason))
+        self._waiters.clear()
+
+    def _node_closed(self) -> None:
+        """The node closed: its ports died without monitors, this one too."""
+        if self.reason is None:
+            self.reason = ("node_closed", self.node.id)
         for _, fut in self._waiters:
             if not fut.done():
                 fut.set_exception(SupervisorExited(self.port, self.reason))

@@ -447,3 +447,15 @@ async def test_no_orphans_when_the_supervisor_stops(net: Any) -> None:
     with pytest.raises(SupervisorExited):
         sup.start_child(Child("b", "supervised:worker", ("b",)))
     del h1
+
+
+async def test_waits_end_when_the_node_closes() -> None:
+    node = aemp.Node(nodeid="closing/%u")
+    sup = Supervisor([Child("a", "supervised:worker", ("a",))], hosts="sup_nobody", node=node)
+    waiting = asyncio.ensure_future(sup.wait_started())  # no host ever comes
+    closed = asyncio.ensure_future(sup.wait_closed())
+    await asyncio.sleep(0)
+    await node.close()
+    with pytest.raises(SupervisorExited, match="node_closed"):
+        await asyncio.wait_for(waiting, WAIT)
+    assert await asyncio.wait_for(closed, WAIT) == ("node_closed", node.id)
