@@ -45,15 +45,16 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import re
 import weakref
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import aemp
 from aemp import lowlevel
-from aemp._errors import AempError, InvalidArgument, OutOfRange
+from aemp._errors import AempError, InvalidArgument, InvalidFamily, OutOfRange
 from aemp._ids import check_port_id
 from aemp._message import check_message
 from aemp._runtime import SELF
@@ -79,6 +80,7 @@ MAX_CHILDREN = 10_000  # children of one supervisor: every event walks them
 MAX_HOSTS = 10_000  # node IDs in a hosts list: every placement walks them
 MAX_RESTARTS = 1_000_000  # a max_restarts above this is a mistake, not a policy
 SHUTDOWN = ("shutdown",)  # the reason a supervisor kills a child with
+_FAMILY = re.compile(r"([A-Za-z][A-Za-z0-9_:.]*|'.+)\Z")  # as db_mon takes them
 
 
 class InvalidSpec(AempError, ValueError):
@@ -249,14 +251,18 @@ class Supervisor:
                 raise InvalidArgument(f"children must be Child specs (got {spec!r:.80})")
         if len(specs) > MAX_CHILDREN:
             raise OutOfRange(f"a supervisor has at most {MAX_CHILDREN} children")
-        ids = [s.id for s in specs]
-        twice = sorted({i for i in ids if ids.count(i) > 1})
+        twice = sorted(i for i, n in Counter(s.id for s in specs).items() if n > 1)
         if twice:
             raise InvalidSpec(f"child ids must differ: {', '.join(map(repr, twice))} twice")
         self.node: aemp.Node = node if node is not None else lowlevel.current_node()
         self._family: str | None = None
         self._hosts: list[str] | None = None
         if isinstance(hosts, str):
+            if not _FAMILY.match(hosts):
+                raise InvalidFamily(
+                    f"hosts {hosts!r} is no family name: family names match "
+                    "[A-Za-z][A-Za-z0-9_:.]* (or give a list of node IDs)"
+                )
             self._family = hosts
         elif hosts is not None:
             self._hosts = []
@@ -519,6 +525,8 @@ class Supervisor:
     # ---------------------------------------------------------------- children
 
     def _start(self, c: _Child, prefer: str | None) -> None:
+        if not self._seen:
+            return  # "new": started once the hosts are known
         host = self._place(c, prefer)
         if host is None:
             hosts = self.hosts()
@@ -588,6 +596,10 @@ class Supervisor:
         if lost:
             assert host is not None
             self._lost.add(host)  # until it shows up again
+            if host in self._present:
+                # listed still: maybe only the link broke. One request dials it
+                # again; if it answers, the link's coming up brings it back
+                lowlevel.request(self.node, host, "devnull")
         restart = c.spec.restart == "permanent" or (c.spec.restart == "transient" and reason)
         if not restart:
             if c.spec.restart == "temporary":

@@ -96,6 +96,8 @@ async def test_bad_specs_raise_clear_errors(node: aemp.Node) -> None:
         Supervisor([], period=0, node=node)
     with pytest.raises(aemp.InvalidArgument, match="max_restarts"):
         Supervisor([], max_restarts=2.5, node=node)  # type: ignore[arg-type]
+    with pytest.raises(aemp.InvalidFamily, match="no family name"):
+        Supervisor([], hosts="no such family!", node=node)
     with pytest.raises(InvalidSpec, match="node IDs"):
         Supervisor([], hosts=["a#b"], node=node)
     assert aemp.lowlevel.ports(node) == []  # nothing was started by the failures
@@ -393,7 +395,7 @@ async def test_refused_on_one_host_runs_on_another(net: Any) -> None:
     me, start = net
     bare = await start("bare", load=False)  # has not loaded supervised: refuses it
     events = Events()
-    sup = Supervisor(hosts=["bare", "sup"], on_event=events, node=me)
+    sup = Supervisor(hosts=["bare", "sup"], rebalance=False, on_event=events, node=me)
     await sup.wait_for_hosts(2)
     sup.start_child(Child("a", "supervised:worker", ("a",)))  # to bare, the least loaded
     sup.start_child(Child("u", "supervised:unmarked", ("u",)))  # to sup: it spawns anything
