@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import supervised  # noqa: F401  (loaded: the host nodes of this process may spawn it)
-from conftest import free_port
+from conftest import free_port, until
 
 import aemp
 from aemp.supervisor import (
@@ -227,6 +227,33 @@ async def test_nested_supervisors_die_with_their_parent(node: aemp.Node) -> None
     assert await x == ("done",)
     await top.wait_closed()
     assert aemp.lowlevel.ports(node) == []
+
+
+async def test_events_to_a_port_and_a_failing_callback(node: aemp.Node) -> None:
+    got: list[tuple[Any, ...]] = []
+    inbox = node.port(lambda *msg: got.append(msg))
+    sup = Supervisor([Child("a", "supervised:worker", ("a",))], on_event=inbox, node=node)
+    await sup.wait_started()
+    a = ports(sup)["a"]
+    node.snd(a or "", "crash")
+    await until(lambda: len(got) >= 3, WAIT, "three events")
+    assert [m[:5] for m in got[:3]] == [
+        ("supervisor", "started", sup.port, "a", a),
+        ("supervisor", "exited", sup.port, "a", a),
+        ("supervisor", "restarted", sup.port, "a", ports(sup)["a"]),
+    ]
+    assert got[1][6] == ["die", "RuntimeError: a was asked to crash"]
+    sup.stop()
+    await sup.wait_closed()
+
+    def broken(ev: Event) -> None:
+        if ev.kind == "started":
+            raise ValueError("the hook is broken")
+
+    sup = Supervisor([Child("b", "supervised:worker", ("b",))], on_event=broken, node=node)
+    # a hook that raises kills the supervisor, as any callback kills its port
+    assert await sup.wait_closed() == ("die", "ValueError: the hook is broken")
+    await until(lambda: aemp.lowlevel.ports(node) == [inbox], WAIT, "its child gone with it")
 
 
 # ---------------------------------------------------------------- over the network
@@ -461,3 +488,41 @@ async def test_waits_end_when_the_node_closes() -> None:
     with pytest.raises(SupervisorExited, match="node_closed"):
         await asyncio.wait_for(waiting, WAIT)
     assert await asyncio.wait_for(closed, WAIT) == ("node_closed", node.id)
+
+
+async def test_a_tree_across_processes_leaves_no_orphans(net: Any) -> None:
+    """boss runs the top supervisor; its child, a supervisor, runs on h1 and
+    supervises workers on h2. Killing boss takes the inner supervisor with it,
+    and that takes the workers: two links, two processes away."""
+    me, start = net
+    h1, h2 = await start("h1"), await start("h2")
+    inner = supervisor_child(
+        "inner",
+        [Child(n, "supervised:worker", (n, "sup_tree")) for n in ("x", "y")],
+        hosts=["h2"],
+    )
+    spec = {"children": [inner.as_data()], "hosts": ["h1"]}
+    workers: dict[str, str] = {}
+    ready = asyncio.Event()
+
+    def watch(fam: Any, *_: Any) -> None:
+        workers.update({v: k for k, v in fam.items()})
+        if len(fam) == 2:
+            ready.set()
+
+    with me.db_mon("sup_tree", watch):
+        boss = await start("boss", supervise=spec)
+        ev = await boss.event("started", "inner")
+        assert ev[3] == "h1"
+        await asyncio.wait_for(ready.wait(), WAIT)
+    (kids,) = await me.cal(ev[2], "which_children", timeout=WAIT)
+    assert {k["id"]: (k["port"], k["node"]) for k in kids} == {
+        n: (workers[n], "h2") for n in ("x", "y")
+    }
+    deaths = {n: death(me, p) for n, p in workers.items()}
+    inner_death = death(me, ev[2])
+    boss.kill9()
+    assert (await inner_death)[:2] == ("transport_error", "boss")
+    for d in deaths.values():  # killed by h2, which saw the inner supervisor die
+        assert (await d)[:2] == ("transport_error", "boss")
+    del h1, h2
