@@ -292,8 +292,8 @@ class Supervisor:
         self.reason: tuple[Any, ...] | None = None  # the exit reason, once exited
         node = self.node
         lowlevel.extension(node, __name__, lambda: _on_node(node)).add(self)
-        self.port: str = _port if _port is not None else node.port(self._unhandled)
-        node.rcv(self.port, which_children=self._which_children)
+        self.port: str = _port if _port is not None else node.port()
+        node.rcv(self.port, self._unhandled, which_children=self._which_children)
         lowlevel.call_in(node, self.port, self._begin)
 
     def __repr__(self) -> str:

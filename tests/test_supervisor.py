@@ -211,6 +211,7 @@ async def test_nested_supervisors_die_with_their_parent(node: aemp.Node) -> None
     top = Supervisor([inner, Child("z", "supervised:worker", ("z",))], on_event=events, node=node)
     await top.wait_started()
     inner_port = ports(top)["inner"] or ""
+    node.snd(inner_port, "no such tag")  # logged and ignored: a supervisor is no easy kill
     (kids,) = await node.cal(inner_port, "which_children", timeout=WAIT)
     assert [k["id"] for k in kids] == ["x", "y"]
     assert await ping(node, kids[0]["port"]) == ("pong", "x", node.id)
