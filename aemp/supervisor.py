@@ -23,7 +23,8 @@
 # restarted one back to its host if that is still there. A child that dies
 # with its host's transport_error marks the host lost (one loss counts as
 # one restart, however many children it took) until the host shows up
-# again (a link comes up, or its entry is added or changed); the child
+# again (a link comes up, or its entry is added or changed, or it is still
+# listed after twice monitor_timeout: then only the link broke); the child
 # goes elsewhere, or waits. When a host comes (back), waiting children go
 # there and, with rebalance, children move from the most loaded hosts
 # until the loads differ by one at most. A spawn that a host refuses
@@ -472,6 +473,13 @@ class Supervisor:
         else:
             self._linked.discard(nodeid)
 
+    def _recheck(self, host: str) -> None:
+        """A lost host is still listed after the grace: it lives, take it back."""
+        if self.reason is None and host in self._lost and host in self._present:
+            self._lost.discard(host)
+            log.info("supervisor %s: host %s is still listed: taken back", self.port, host)
+            self._hosts_changed(True)
+
     def _hosts_changed(self, more: bool) -> None:
         """Hosts came (more) or went: place waiting children, retry failed ones, rebalance."""
         if self.reason is not None or not self._seen:
@@ -596,10 +604,12 @@ class Supervisor:
         if lost:
             assert host is not None
             self._lost.add(host)  # until it shows up again
-            if host in self._present:
-                # listed still: maybe only the link broke. One request dials it
-                # again; if it answers, the link's coming up brings it back
-                lowlevel.request(self.node, host, "devnull")
+            # A node that died leaves the database within the global nodes'
+            # monitor_timeout; one still listed well after that is alive, and
+            # only its link to us broke (nothing may dial it again): take it back.
+            grace = 2 * self.node.config.monitor_timeout
+            lowlevel.timer(self.node, grace, lowlevel.call_in, self.node, self.port,
+                           self._recheck, host)  # fmt: skip
         restart = c.spec.restart == "permanent" or (c.spec.restart == "transient" and reason)
         if not restart:
             if c.spec.restart == "temporary":

@@ -13,6 +13,7 @@ import json
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import supervised  # noqa: F401  (loaded: the host nodes of this process may spa
 from conftest import free_port, until
 
 import aemp
+from aemp import testing
 from aemp.supervisor import (
     Child,
     Event,
@@ -527,3 +529,36 @@ async def test_a_tree_across_processes_leaves_no_orphans(net: Any) -> None:
     for d in deaths.values():  # killed by h2, which saw the inner supervisor die
         assert (await d)[:2] == ("transport_error", "boss")
     del h1, h2
+
+
+async def test_a_host_whose_link_broke_is_taken_back(stack: AsyncExitStack) -> None:
+    """The supervisor's link to a host breaks, the host lives on (its master is
+    another node, so nothing dials it again): its child moves away, and the
+    host, still listed after twice monitor_timeout, is used again."""
+    addr = f"127.0.0.1:{free_port()}"
+
+    async def node(nodeid: str, **keys: Any) -> aemp.Node:
+        n = aemp.Node(nodeid=nodeid, secret=SECRET, monitor_timeout=0.5, **keys)
+        return await stack.enter_async_context(n)
+
+    await node("g", binds=[addr])
+    me = await node("me", binds=["127.0.0.1:0"], seeds=[addr])
+    for h in ("h1", "h2"):
+        host = await node(h, binds=["127.0.0.1:0"], seeds=[addr])
+        host.db_set("sup_blip", h)
+    events = Events()
+    sup = Supervisor(hosts="sup_blip", on_event=events, node=me)
+    await sup.wait_for_hosts(2)
+    for n in ("a", "b"):
+        sup.start_child(Child(n, "supervised:worker", (n,)))
+    await sup.wait_started()
+    assert {c.id: c.node for c in sup.children()} == {"a": "h1", "b": "h2"}
+    assert await ping(me, ports(sup)["a"] or "") == ("pong", "a", "h1")
+    testing.cut_link(me, "h1")
+    ev = await events.wait("restarted", "a")
+    assert ev.node == "h2" and sup.hosts() == ["h2"]
+    ev = await events.wait("moved")  # h1 is still listed: back after the grace
+    assert ev.node == "h1" and sup.hosts() == ["h1", "h2"]
+    assert (await ping(me, ev.port or ""))[2] == "h1"
+    sup.stop()
+    await sup.wait_closed()
