@@ -200,6 +200,18 @@ def _on_node(node: aemp.Node) -> weakref.WeakSet[Supervisor]:
     return sups
 
 
+def _nodes(keys: Iterable[str]) -> set[str]:
+    """The node IDs of a family's subkeys (node or port IDs); others are skipped:
+    any node may write the family, and a bad entry must not stop a supervisor."""
+    out = set()
+    for k in keys:
+        try:
+            out.add(aemp.node_of(k))
+        except (aemp.InvalidID, TypeError):
+            pass
+    return out
+
+
 def _refusal(reason: tuple[Any, ...]) -> bool:
     return (
         len(reason) >= 2
@@ -371,11 +383,15 @@ class Supervisor:
         """Wait until the supervisor exited; returns its reason (empty: normal)."""
         if self.reason is None:
             fut = self.node.loop.create_future()
-            self._waiters.append((lambda: False, fut))
+            entry = (lambda: False, fut)
+            self._waiters.append(entry)
             try:
                 await fut
             except SupervisorExited:
                 pass
+            finally:
+                if entry in self._waiters:
+                    self._waiters.remove(entry)
         assert self.reason is not None
         return self.reason
 
@@ -453,8 +469,8 @@ class Supervisor:
             return
         first, self._seen = not self._seen, True
         before = set(self.hosts())
-        self._present = {aemp.node_of(k) for k in fam}
-        shown = {aemp.node_of(k) for k in (*added, *changed)}  # (re)started, or (re)registered
+        self._present = _nodes(fam)
+        shown = _nodes((*added, *changed))  # (re)started, or (re)registered
         self._lost -= shown
         for c in self._children:
             c.refused -= shown  # it may have loaded the target since

@@ -395,6 +395,7 @@ async def test_family_placement_loss_and_rebalance(net: Any) -> None:
         node=me,
     )
     await events.wait("waiting", "w0")  # no host yet: the children wait, no sleep
+    me.db_set("sup_hosts", "not a node; id")  # anyone may write the family: skipped
     h1 = await start("h1", family="sup_hosts")
     await sup.wait_started()  # all on h1, the only host
     assert {c.node for c in sup.children()} == {"h1"}
