@@ -526,6 +526,10 @@ class Supervisor:
             if load[high] - load[low] <= 1 or not movable:
                 return
             c = movable[-1]
+            if low == self.node.id and (why := _resolves(c.spec.target)) is not None:
+                c.refused.add(low)  # it would die here at once: no move
+                self._event("refused", c, None, low, why)
+                continue
             old_port, old_node = c.port, c.node
             self._terminate(c, ("rebalance", low), quiet=True)
             self._spawn(c, low, "moved", ("rebalance", old_node, old_port))

@@ -31,7 +31,9 @@ def emit(obj: dict[str, Any]) -> None:
 
 async def main(spec: dict[str, Any]) -> None:
     if spec.get("load", True):
-        import supervised  # noqa: F401  (loaded: other nodes may spawn its functions)
+        import supervised  # (loaded: other nodes may spawn its functions)
+
+        globals()["worker"] = supervised.worker  # "__main__:worker": found on hosts only
     async with aemp.Node(
         nodeid=spec["nodeid"],
         binds=["127.0.0.1:0"],

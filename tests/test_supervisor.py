@@ -563,3 +563,23 @@ async def test_a_host_whose_link_broke_is_taken_back(stack: AsyncExitStack) -> N
     assert (await ping(me, ev.port or ""))[2] == "h1"
     sup.stop()
     await sup.wait_closed()
+
+
+async def test_no_move_to_this_node_when_the_target_is_not_here(net: Any) -> None:
+    """Rebalancing onto the supervisor's own node checks the target first: a
+    function that only the hosts have is refused there, and nothing moves."""
+    me, start = net
+    events = Events()
+    sup = Supervisor(hosts="sup_here", on_event=events, node=me)
+    await start("h1", family="sup_here")
+    await sup.wait_for_hosts(1)
+    for n in ("a", "b"):
+        sup.start_child(Child(n, "__main__:worker", (n,)))
+    await sup.wait_started()
+    before = ports(sup)
+    me.db_set("sup_here", me.id)  # this node becomes a host too
+    ev = await events.wait("refused")
+    assert ev.node == "sup" and "cannot be found here" in ev.reason[1]
+    assert ports(sup) == before and not events.of("moved") and not events.of("restarted")
+    for c in sup.children():
+        assert await ping(me, c.port or "") == ("pong", c.id, "h1")
