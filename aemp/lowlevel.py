@@ -2,10 +2,10 @@
 
 Worker pools, supervisors, leases, discovery, control sockets: code that
 builds new capabilities on a node uses these functions and the public API,
-never a Node's private names. Each function (but current_node) takes the node first. They
-are small on purpose and keep the node's guarantees: what runs from the
-run queue runs in FIFO order with the messages, what runs for a port runs
-in its context (SELF) and kills it when it raises.
+never a Node's private names. Each function (but current_node) takes the
+node first. They are small on purpose and keep the node's guarantees: what
+runs from the run queue runs in FIFO order with the messages, what runs for
+a port runs in its context (SELF) and kills it when it raises.
 
 Documented in docs/lowlevel.md.
 """
