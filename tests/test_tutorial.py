@@ -460,7 +460,7 @@ async def test_supervisor_restarts_remote_workers(net: Net) -> None:
             commands("python -m aemp snd"),
         )
         await net.aemp(config[0])
-        await net.aemp([w.replace("host1#ktZyyjObQXa", ports["w1"]) for w in snd[0]])
+        await net.aemp([w.replace("host1#GotV9VaMBSa", ports["w1"]) for w in snd[0]])
         await sup.expect(
             r"^supervisor: w1 died with \('die', 'RuntimeError: w1 was asked to crash'\)$"
         )
