@@ -104,7 +104,8 @@ async def test_bad_specs_raise_clear_errors(node: aemp.Node) -> None:
         Supervisor([], hosts=["a#b"], node=node)
     assert aemp.lowlevel.ports(node) == []  # nothing was started by the failures
     # a nested supervisor's spec is data from elsewhere: a bad one kills only that port
-    for spec in ({"children": [["a"]]}, {"chidlren": []}, ["not a dict"], {"strategy": 1}):
+    for spec in ({"children": [["a"]]}, {"chidlren": []}, ["not a dict"], {"strategy": 1},
+                 {"children": 5}):  # fmt: skip
         port = node.spawn(node.id, "aemp.supervisor:supervise", spec)
         reason = await death(node, port)
         assert reason[0] == "die" and reason[1].startswith("InvalidSpec: "), reason

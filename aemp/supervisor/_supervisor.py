@@ -1,45 +1,14 @@
-# aemp.supervisor: OTP's supervisors, for ports on other nodes.
+# The Supervisor: a port that places, watches and restarts its children
+# (how and why: the header of aemp/supervisor/__init__.py).
 #
-# A Supervisor is a port with a list of child specs (a spawn target, its
-# arguments, a restart kind). It spawns each child with
-# lowlevel.spawn_linked, linked to its own port, so that the node running
-# a child kills it when the supervisor dies or when it loses the
-# supervisor's node: no orphans, wherever the child runs. It monitors each
-# child; when one exits it restarts it (permanent: always, transient: after
-# an abnormal exit, temporary: never) together with the children its
-# strategy names (one_for_one: itself, one_for_all: all, rest_for_one: those
-# after it), killing those first. More than max_restarts restarts within
-# period seconds (on the loop's clock) and it gives up: it kills its own
-# port with ("max_restarts", text), its children die with it, and a parent
-# supervisor sees that exit as any other. A supervisor is a port, so a
-# child can be a supervisor (target "aemp.supervisor:supervise"): trees.
+# State is one list of _Child records in spec order, the hosts as three
+# sets (listed in the database, linked, lost) and the times of the recent
+# restarts. Everything runs on the node's loop in the supervisor's port
+# context (monitors, db_mon and timers made there), so an exception in
+# this code kills the supervisor's port, and with it the children: a
+# supervisor with a bug leaves no orphans either.
 #
-# Placement. The hosts are this node (hosts=None), a list of node IDs, or
-# the name of a database family whose subkeys are the hosts' node IDs (or
-# port IDs, taken as their nodes). A listed host counts while it is linked
-# or in the network's address family 'l; a family's host while it is in
-# the family. Both are watched (db_mon, watch_links): waiting for hosts is
-# an event, never a sleep. A child goes to the least loaded host, a
-# restarted one back to its host if that is still there. A child that dies
-# with its host's transport_error marks the host lost (one loss counts as
-# one restart, however many children it took) until the host shows up
-# again (a link comes up, or its entry is added or changed, or it is still
-# listed after twice monitor_timeout: then only the link broke); the child
-# goes elsewhere, or waits. When a host comes (back), waiting children go
-# there and, with rebalance, children move from the most loaded hosts
-# until the loads differ by one at most. A spawn that a host refuses
-# ("SpawnRefused", or on this node a target that does not resolve) is not
-# a crash: the child is tried on the other hosts, and fails alone (a
-# "failed" event) once every host refused it; it is tried again on a host
-# that comes later. Nothing else is harmed, and nothing counts.
-#
-# Events (started, exited, restarted, moved, waiting, refused, failed,
-# gave_up, stopped) go to the log ("aemp.supervisor") and to on_event: a
-# callable, run from the run queue in the supervisor's port (an exception
-# kills the supervisor, as any callback's kills its port), or a port ID
-# that gets ("supervisor", kind, ...) messages, which works across nodes.
-#
-# May import aemp, aemp.lowlevel and the leaves (a capability, layer 6).
+# May import aemp, aemp.lowlevel, the leaves and the package's _spec.
 
 from __future__ import annotations
 
@@ -55,110 +24,27 @@ from typing import Any
 
 import aemp
 from aemp import lowlevel
-from aemp._errors import AempError, InvalidArgument, InvalidFamily, OutOfRange
+from aemp._errors import InvalidArgument, InvalidFamily, OutOfRange
 from aemp._ids import check_port_id
 from aemp._message import check_message
-from aemp._runtime import SELF
 from aemp._targets import parse_spawn_target
 
-__all__ = [
-    "Child",
-    "ChildInfo",
-    "Event",
-    "InvalidSpec",
-    "Supervisor",
-    "SupervisorExited",
-    "supervise",
-    "supervisor_child",
-]
+from ._spec import (
+    MAX_CHILDREN,
+    MAX_HOSTS,
+    MAX_RESTARTS,
+    STRATEGIES,
+    Child,
+    ChildInfo,
+    Event,
+    InvalidSpec,
+    SupervisorExited,
+)
 
 log = logging.getLogger("aemp.supervisor")
 
-RESTARTS = ("permanent", "transient", "temporary")
-STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
-SUPERVISE = "aemp.supervisor:supervise"  # the spawn target of a nested supervisor
-MAX_CHILDREN = 10_000  # children of one supervisor: every event walks them
-MAX_HOSTS = 10_000  # node IDs in a hosts list: every placement walks them
-MAX_RESTARTS = 1_000_000  # a max_restarts above this is a mistake, not a policy
 SHUTDOWN = ("shutdown",)  # the reason a supervisor kills a child with
 _FAMILY = re.compile(r"([A-Za-z][A-Za-z0-9_:.]*|'.+)\Z")  # as db_mon takes them
-
-
-class InvalidSpec(AempError, ValueError):
-    """A child spec or a supervisor option is not valid (the message says which)."""
-
-
-class SupervisorExited(AempError, RuntimeError):
-    """The supervisor exited while something waited for it; ``reason`` says why."""
-
-    def __init__(self, port: str, reason: tuple[Any, ...]) -> None:
-        self.port = port
-        self.reason = tuple(reason)
-        text = ", ".join(repr(r) for r in self.reason) if self.reason else "normal exit"
-        super().__init__(f"supervisor {port!r} exited: {text}")
-
-
-@dataclass(frozen=True)
-class Child:
-    """A child spec: spawn ``target(*args)``; ``restart`` says when to start it again."""
-
-    id: str
-    target: str
-    args: tuple[Any, ...] = ()
-    restart: str = "permanent"
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not self.id:
-            raise InvalidSpec(f"Child: id must be a non-empty str (got {self.id!r})")
-        parse_spawn_target(self.target)  # SpawnError names the target and the form
-        if not isinstance(self.args, list | tuple):
-            raise InvalidSpec(
-                f"Child {self.id!r}: args must be a tuple or list (got {type(self.args).__name__})"
-            )
-        object.__setattr__(self, "args", tuple(self.args))
-        check_message((self.target, *self.args))  # MessageError: they travel to the host
-        if self.restart not in RESTARTS:
-            raise InvalidSpec(
-                f"Child {self.id!r}: restart must be one of {', '.join(RESTARTS)} "
-                f"(got {self.restart!r})"
-            )
-
-    def as_data(self) -> list[Any]:
-        """The spec as plain data, [id, target, args, restart] (what supervise takes)."""
-        return [self.id, self.target, list(self.args), self.restart]
-
-
-@dataclass(frozen=True)
-class ChildInfo:
-    """What a supervisor says about one child (Supervisor.children())."""
-
-    id: str
-    state: str  # "running", "waiting", "stopped" (exited, not to restart), "failed"
-    port: str | None  # its port while running
-    node: str | None  # where it runs, or ran last
-    restarts: int  # how often it was started again
-
-
-@dataclass(frozen=True)
-class Event:
-    """One event of a supervisor: what happened to which child, where, why."""
-
-    kind: str  # started exited restarted moved waiting refused failed gave_up stopped
-    supervisor: str  # the supervisor's port
-    child: str | None = None  # the child's id (None for gave_up, stopped)
-    port: str | None = None  # the child's port (the new one for restarted, moved)
-    node: str | None = None  # the node it runs (ran) on
-    reason: tuple[Any, ...] = ()  # the exit reason (exited, refused, failed, gave_up, stopped)
-
-    def __str__(self) -> str:
-        what = f"supervisor {self.supervisor}: {self.kind}"
-        if self.child is not None:
-            what += f" {self.child}"
-        if self.port is not None:
-            what += f" as {self.port}"
-        elif self.node is not None:
-            what += f" on {self.node}"
-        return what + (f" {self.reason!r}" if self.reason else "")
 
 
 @dataclass(eq=False)
@@ -304,7 +190,7 @@ class Supervisor:
         self._watches: list[Any] = []
         self.reason: tuple[Any, ...] | None = None  # the exit reason, once exited
         node = self.node
-        lowlevel.extension(node, __name__, lambda: _on_node(node)).add(self)
+        lowlevel.extension(node, "aemp.supervisor", lambda: _on_node(node)).add(self)
         self.port: str = _port if _port is not None else node.port()
         node.rcv(self.port, self._unhandled, which_children=self._which_children)
         lowlevel.call_in(node, self.port, self._begin)
@@ -723,47 +609,3 @@ class Supervisor:
             self.node.snd(target, *msg)
         else:
             lowlevel.post(self.node, lowlevel.call_in, self.node, self.port, target, ev)
-
-
-@aemp.spawnable
-def supervise(spec: dict[str, Any]) -> None:
-    """Run as a spawned port: make it a Supervisor (a child that supervises).
-
-    ``spec`` is plain data: {"children": [[id, target, args, restart], ...],
-    and optionally "strategy", "max_restarts", "period", "hosts",
-    "rebalance", "on_event" (a port ID)}. The Supervisor object lives as
-    long as the port. A node runs this for another node only if it loaded
-    aemp.supervisor (it is marked spawnable).
-    """
-    if not isinstance(spec, dict):
-        raise InvalidSpec(f"supervise takes a dict spec (got {spec!r:.80})")
-    unknown = set(spec) - {
-        "children", "strategy", "max_restarts", "period", "hosts", "rebalance", "on_event"
-    }  # fmt: skip
-    if unknown:
-        raise InvalidSpec(f"supervise: unknown keys {sorted(unknown)!r}")
-    children = []
-    for entry in spec.get("children", []):
-        if not isinstance(entry, list | tuple) or not 2 <= len(entry) <= 4:
-            raise InvalidSpec(
-                f"supervise: a child is [id, target, args, restart] (got {entry!r:.80})"
-            )
-        children.append(Child(*entry))
-    me = SELF.get()
-    if me is None:
-        raise InvalidSpec("supervise runs as a spawned port (spawn it, or make a Supervisor)")
-    keys = {k: v for k, v in spec.items() if k != "children"}
-    Supervisor(children, _port=me, **keys)
-
-
-def supervisor_child(
-    id: str,
-    children: Iterable[Child],
-    *,
-    restart: str = "permanent",
-    **options: Any,
-) -> Child:
-    """A Child spec that runs a nested supervisor (``supervise``) with these
-    children and options (plain data only: on_event must be a port ID)."""
-    spec: dict[str, Any] = {"children": [c.as_data() for c in children], **options}
-    return Child(id, SUPERVISE, (spec,), restart)
