@@ -215,6 +215,10 @@ class Node(Kernel):
         """
         return self._spawner.spawn(node, target, args)
 
+    def spawn_linked(self, node: str, link: str, target: str, *args: Any) -> str:
+        """spawn(), and the new port dies when `link` dies (see aemp.lowlevel)."""
+        return self._spawner.spawn(node, target, args, link)
+
     def cal(
         self,
         port: str,

@@ -36,6 +36,17 @@
 # arrived, there is no port left to watch. The last MAX_SPAWN_DEATHS such
 # reasons are kept by name, and the spawner's mon1 gets the real reason
 # instead of no_such_port (another node's mon1 gets no_such_port).
+#
+# Linked spawns (lowlevel.spawn_linked, the request SPAWN_LINKED). A
+# supervisor must leave no orphans, also when its own node is lost, and
+# only the node that runs the child can see that. So the request names a
+# link port, and the node that runs the new port monitors the link before
+# the init runs: when the link dies, the new port dies with the same
+# reason (a normal exit too), and when the link's node is lost, with its
+# transport_error. One request, not a spawn and a second request, so that
+# no child can exist without its link: a connection lost between the two
+# would leave one running. The link monitor is cancelled when the new
+# port dies first, so a long-lived link does not collect dead monitors.
 
 from __future__ import annotations
 
@@ -51,6 +62,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._errors import InvalidArgument, SpawnError, SpawnRefused
 from ._ids import check_port_id, counter_names
 from ._message import check_message
+from ._runtime import SELF
 from ._targets import check_spawn_allow, parse_spawn_target, show
 from .kernel import die_reason
 
@@ -67,6 +79,7 @@ MAX_SPAWN_NAME = 128  # characters in a spawned port's name
 MAX_SPAWN_DEATHS = 1024  # recent reasons of spawns that failed at once, for a late mon1
 MAX_DEATH_TEXT = 400  # characters of such a reason's text that are kept
 SPAWN = "AnyEvent::MP::_spawn"  # the node request of a spawn
+SPAWN_LINKED = "spawn_linked"  # aemp's spawn whose new port dies with a link port
 
 _MARK = "__aemp_spawnable__"
 
@@ -250,21 +263,31 @@ class Spawner:
         self._prefix = kernel.id + "#"
         self._names = counter_names(f"{self._prefix}{kernel.prefixes[1]}")
         kernel.handle(SPAWN, self._request)
+        kernel.handle(SPAWN_LINKED, self._request_linked)
 
-    def spawn(self, node: str, target: str, args: tuple[Any, ...]) -> str:
-        """Node.spawn: start target(*args) on `node` in a new port; its ID."""
+    def spawn(self, node: str, target: str, args: tuple[Any, ...], link: str | None = None) -> str:
+        """Node.spawn: start target(*args) on `node` in a new port; its ID.
+
+        With `link` (a port or node ID), the new port dies when `link`
+        dies or its node is lost (lowlevel.spawn_linked).
+        """
         kernel = self._kernel
         kernel.check_open()
         parse_spawn_target(target)
         check_message((target, *args))
         node_id = node.partition("#")[0] if isinstance(node, str) else node
         check_port_id(node_id)
+        if link is not None:
+            check_port_id(link)
         pid = next(self._names)
         name = pid[len(self._prefix) :]
         if node_id != kernel.id:
-            kernel.request(node_id, SPAWN, name, target, *args)
+            if link is None:
+                kernel.request(node_id, SPAWN, name, target, *args)
+            else:
+                kernel.request(node_id, SPAWN_LINKED, name, link, target, *args)
             return f"{node_id}#{name}"
-        self._start(pid, target, args)
+        self._start(pid, target, args, link)
         return pid
 
     def take_name(self) -> str:
@@ -272,7 +295,22 @@ class Spawner:
         return next(self._names)
 
     def _request(self, sender: str | None, name: Any, target: Any, *args: Any) -> None:
-        """A spawn request to the node port, from `sender` (None: sent by this node).
+        """A spawn request to the node port, from `sender` (None: sent by this node)."""
+        self._requested(sender, name, target, args, None)
+
+    def _request_linked(
+        self, sender: str | None, name: Any, link: Any, target: Any, *args: Any
+    ) -> None:
+        """A linked spawn request: a spawn request with the link port before the target."""
+        if type(link) is not str:
+            raise TypeError(f"expected a link port ID, got {link!r:.60}")
+        check_port_id(link)  # InvalidID, a ValueError: logged as a malformed request
+        self._requested(sender, name, target, args, link)
+
+    def _requested(
+        self, sender: str | None, name: Any, target: Any, args: tuple[Any, ...], link: str | None
+    ) -> None:
+        """Start what a spawn request asks for, if it may.
 
         The name must be new (see the top of this module), and the function
         one the spawn policy allows, whoever sent the request: this node's
@@ -297,12 +335,26 @@ class Spawner:
                         show(target), who, type(e).__name__, e)  # fmt: skip
             self.book.died(name, die_reason(e), who)
             return
-        self._start(self._prefix + name, init, args)
+        self._start(self._prefix + name, init, args, link)
 
-    def _start(self, pid: str, init: Callback | str, args: tuple[Any, ...]) -> None:
+    def _start(
+        self, pid: str, init: Callback | str, args: tuple[Any, ...], link: str | None = None
+    ) -> None:
         kernel = self._kernel
         kernel.gated_port(pid)
+        if link is not None:
+            self._link(pid, link)
         kernel.post(kernel.release, pid, self._init, pid, init, tuple(args))
+
+    def _link(self, pid: str, link: str) -> None:
+        """Kill `pid` when `link` dies (with its reason, a normal exit too)."""
+        kernel = self._kernel
+        token = SELF.set(None)  # monitors of no port: nothing of the caller's dies with them
+        try:
+            on_link = kernel.mon(link, lambda *reason: kernel.kil(pid, *reason))
+            kernel.mon(pid, lambda *reason: on_link.cancel())
+        finally:
+            SELF.reset(token)
 
     def _init(self, pid: str, init: Callback | str, args: tuple[Any, ...]) -> Any:
         """Run in the new port's context; a failure is remembered as one of the init."""

@@ -2,10 +2,10 @@
 
 Worker pools, supervisors, leases, discovery, control sockets: code that
 builds new capabilities on a node uses these functions and the public API,
-never a Node's private names. Each function takes the node first. They
-are small on purpose and keep the node's guarantees: what runs from the
-run queue runs in FIFO order with the messages, what runs for a port runs
-in its context (SELF) and kills it when it raises.
+never a Node's private names. Each function (but current_node) takes the
+node first. They are small on purpose and keep the node's guarantees: what
+runs from the run queue runs in FIFO order with the messages, what runs for
+a port runs in its context (SELF) and kills it when it raises.
 
 Documented in docs/lowlevel.md.
 """
@@ -42,6 +42,7 @@ __all__ = [
     "post",
     "release",
     "request",
+    "spawn_linked",
     "spawn_task",
     "statistics",
     "status",
@@ -79,6 +80,19 @@ def call_in(node: Node, port: str | None, fn: Callable[..., Any], *args: Any) ->
 def spawn_task(node: Node, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
     """Run a coroutine as a task the node owns: close() cancels and awaits it."""
     return node.spawn_task(coro)
+
+
+def spawn_linked(node: Node, nodeid: str, link: str, target: str, *args: Any) -> str:
+    """spawn(nodeid, target, *args), and the new port dies when `link` dies.
+
+    The node that runs the new port monitors `link` (a port or node ID)
+    before the function runs: when `link` dies, the new port dies with the
+    same reason, a normal exit too; when the node of `link` is lost, with
+    its ("transport_error", ...). A child cannot outlive its supervisor
+    this way, not even when the supervisor's node is killed. Returns the
+    new port ID at once. Raises as spawn() does, and InvalidID for `link`.
+    """
+    return node.spawn_linked(nodeid, link, target, *args)
 
 
 def timer(node: Node, seconds: float, fn: Callable[..., Any], *args: Any) -> Timer:

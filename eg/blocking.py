@@ -1,4 +1,4 @@
-# eg/blocking.py: slow work in threads and processes, the node alive (docs/intro.md, part 9).
+# eg/blocking.py: slow work in threads and processes, the node alive (docs/intro.md, part 8).
 # Needs no seed: python eg/blocking.py
 import concurrent.futures
 import time

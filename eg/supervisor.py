@@ -1,24 +1,19 @@
-# eg/supervisor.py: restart workers on other nodes when they die (docs/intro.md, part 8).
+# eg/supervisor.py: restart workers on other nodes when they die (docs/intro.md, part 9).
 # Start host nodes first, then: python eg/supervisor.py host1 host2
-import asyncio
-import collections
 import os
 import sys
-import time
 
 import aemp
+from aemp.supervisor import Child, Supervisor
 
 SEED = os.environ.get("AEMP_SEED", "127.0.0.1:4040")
 SECRET = os.environ.get("AEMP_SECRET", "tutorial-secret")
 WORKERS = 2
-MAX_RESTARTS = 3  # more restarts than this within PERIOD seconds: give up
-PERIOD = 10.0
 
 
 @aemp.spawnable  # other nodes may start it with spawn()
-def worker(name, supervisor):
+def worker(name):
     """Runs on a host, as the spawned port: doubles numbers, crashes when asked to."""
-    aemp.mon(supervisor)  # a worker does not outlive its supervisor
 
     def work(n, reply):
         aemp.snd(reply, name, n * 2)
@@ -30,44 +25,29 @@ def worker(name, supervisor):
     aemp.db_reg("eg_supervised", me, name)  # so that others can find it
 
 
-class Supervisor:
-    def __init__(self, hosts):
-        self.hosts = hosts
-        self.port = aemp.port(print)  # what the workers watch
-        self.restarts = collections.deque()  # when the recent restarts were
-        self.gave_up = asyncio.Event()
-
-    def start(self, name, where):
-        host = self.hosts[where % len(self.hosts)]
-        worker = aemp.spawn(host, "eg.supervisor:worker", name, self.port)
-        aemp.mon(worker, lambda *reason: self.died(name, where, reason))
-        print(f"supervisor: {name} started on {host} as {worker}")
-
-    def died(self, name, where, reason):
-        if not reason:
-            print(f"supervisor: {name} ended normally")
-            return
-        now = time.monotonic()
-        self.restarts.append(now)
-        while self.restarts[0] < now - PERIOD:
-            self.restarts.popleft()
-        if len(self.restarts) > MAX_RESTARTS:
-            print(f"supervisor: {name} died, too many restarts, giving up")
-            self.gave_up.set()
-            return
-        if reason[0] == "transport_error":
-            where += 1  # its node is gone: try the next host
-        print(f"supervisor: {name} died with {reason[:2]}, restarting it")
-        self.start(name, where)
+def show(event):
+    """What the supervisor does, as it happens."""
+    if event.kind in ("started", "restarted"):
+        print(f"supervisor: {event.child} {event.kind} on {event.node} as {event.port}")
+    elif event.kind == "moved":
+        print(f"supervisor: {event.child} moved to {event.node} as {event.port}")
+    elif event.kind == "exited":
+        print(f"supervisor: {event.child} died with {event.reason[:2]}")
+    elif event.kind == "waiting":
+        print(f"supervisor: {event.child} waits for a host")
+    elif event.kind == "gave_up":
+        print(f"supervisor: giving up, {event.reason[1]}")
 
 
 async def main(hosts):
     node = await aemp.configure("supervisor", seeds=[SEED], secret=SECRET)
     async with node:
-        supervisor = Supervisor(hosts)
-        for i in range(WORKERS):
-            supervisor.start(f"w{i + 1}", i)
-        await supervisor.gave_up.wait()  # or Ctrl-C
+        workers = [
+            Child(f"w{i + 1}", "eg.supervisor:worker", [f"w{i + 1}"]) for i in range(WORKERS)
+        ]
+        # more than 3 restarts within 10 seconds: it gives up, and its workers end with it
+        supervisor = Supervisor(workers, hosts=hosts, max_restarts=3, period=10, on_event=show)
+        await supervisor.wait_closed()  # or Ctrl-C
 
 
 if __name__ == "__main__":

@@ -433,12 +433,12 @@ async def test_supervisor_restarts_remote_workers(net: Net) -> None:
     await net.seed()
     hosts = {name: await net.host(name) for name in ("host1", "host2")}
     sup = await net.example("supervisor.py", "host1", "host2")
-    started = r"^supervisor: (w\d) started on (host\d) as (\S+)$"
+    started = r"^supervisor: (w\d) (started|restarted|moved) (?:on|to) (host\d) as (\S+)$"
     ports = {}
     for _ in range(2):
-        name, host, port = (await sup.expect(started)).groups()
+        name, kind, host, port = (await sup.expect(started)).groups()
         ports[name] = port
-        assert host == {"w1": "host1", "w2": "host2"}[name]
+        assert (kind, host) == ("started", {"w1": "host1", "w2": "host2"}[name])
 
     async with aemp.Node(nodeid="probe/%u", seeds=[net.addr], secret=SECRET) as probe:
 
@@ -460,34 +460,49 @@ async def test_supervisor_restarts_remote_workers(net: Net) -> None:
             commands("python -m aemp snd"),
         )
         await net.aemp(config[0])
-        await net.aemp([w.replace("host1#ktZyyjObQXa", ports["w1"]) for w in snd[0]])
+        await net.aemp([w.replace("host1#GotV9VaMBSa", ports["w1"]) for w in snd[0]])
         await sup.expect(
-            r"^supervisor: w1 died with \('die', 'RuntimeError: w1 was asked to crash'\), "
-            r"restarting it$"
+            r"^supervisor: w1 died with \('die', 'RuntimeError: w1 was asked to crash'\)$"
         )
-        name, host, ports["w1"] = (await sup.expect(started)).groups()
-        assert (name, host) == ("w1", "host1")
+        name, kind, host, ports["w1"] = (await sup.expect(started)).groups()
+        assert (name, kind, host) == ("w1", "restarted", "host1")
         await until_family({ports["w1"]: "w1", ports["w2"]: "w2"})
         assert await probe.cal(ports["w1"], "work", 5, timeout=WAIT) == ("w1", 10)
 
-        # its node killed: restarted on the next host
+        # its node killed: restarted on the other host
         hosts["host1"].signal(signal.SIGKILL)
-        await sup.expect(r"^supervisor: w1 died with \('transport_error', 'host1'\), restarting")
-        name, host, ports["w1"] = (await sup.expect(started)).groups()
-        assert (name, host) == ("w1", "host2")
+        await sup.expect(r"^supervisor: w1 died with \('transport_error', 'host1'\)$")
+        name, kind, host, ports["w1"] = (await sup.expect(started)).groups()
+        assert (name, kind, host) == ("w1", "restarted", "host2")
         await until_family({ports["w1"]: "w1", ports["w2"]: "w2"})
         assert await probe.cal(ports["w1"], "work", 4, timeout=WAIT) == ("w1", 8)
+
+        # the host comes back: one worker moves there, so that each host has one again
+        hosts["host1"] = await net.host("host1")
+        name, kind, host, port = (await sup.expect(started)).groups()
+        assert (kind, host) == ("moved", "host1")
+        ports[name] = port
+        await until_family({ports["w1"]: "w1", ports["w2"]: "w2"})
+        assert await probe.cal(port, "work", 3, timeout=WAIT) == (name, 6)
 
         # the supervisor ends: its workers follow it, and leave the database
         await sup.stop()
         assert sup.proc.returncode == 0, sup.transcript()
         await until_family({})
 
-    # nowhere left to run: it gives up instead of restarting forever
-    lone = await net.example("supervisor.py", "host1")
-    await lone.expect(r"^supervisor: w\d died, too many restarts, giving up$")
-    assert await lone.wait() == 0, lone.transcript()
-    assert sum("restarting it" in line for line in lone.out) == 3, lone.transcript()
+        # a worker that keeps crashing: it gives up instead of restarting forever
+        lone = await net.example("supervisor.py", "host2")
+        w1 = r"^supervisor: w1 (?:started|restarted) on host2 as (\S+)$"
+        for _ in range(4):
+            port = (await lone.expect(w1)).group(1)
+            async with asyncio.timeout(WAIT):
+                while port not in await family():  # it runs
+                    await asyncio.sleep(0.05)
+            probe.snd(port, "crash")
+        await lone.expect(r"^supervisor: giving up, more than 3 restarts within 10 s ")
+        assert await lone.wait() == 0, lone.transcript()
+        assert sum(" restarted on " in line for line in lone.out) == 3, lone.transcript()
+        await until_family({})
     net.check_no_tracebacks()
 
 
