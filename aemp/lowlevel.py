@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from . import _current
 from ._errors import InvalidArgument, NotLocalPort, OutOfRange
 from ._ids import check_port_id
 from .kernel import Handle, Timer, check_callback
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "call_in",
+    "current_node",
     "database",
     "extension",
     "gated_port",
@@ -45,6 +47,17 @@ __all__ = [
     "timer",
     "watch_links",
 ]
+
+
+def current_node() -> Node:
+    """The node the module-level functions (aemp.snd, aemp.port, ...) act on
+    here: the node whose callback is running, else the process's node
+    (configure()), else the anonymous node of the running event loop.
+
+    For a capability whose functions take an optional node. NoCurrentNode
+    outside an event loop when there is no node yet.
+    """
+    return _current.current_node()
 
 
 def post(node: Node, fn: Callable[..., Any], *args: Any) -> None:

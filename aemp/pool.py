@@ -1,0 +1,1046 @@
+# Worker pools: functions offered on the bus, and callers spread over them.
+#
+# Worker side: offer() makes one port that answers calls for one or more
+# named functions and registers it with db_reg in the family "fn:NAME" of
+# each (value {"limit": n}), so the port leaves the database when it dies
+# or its node is lost. A request is a cal: [name, *args, reply]. Jobs may be
+# sync (run inline: the port is busy meanwhile), async (an awaitable runs
+# as a task of the node, so up to `limit` run at once) or blocking (wrap
+# the function in aemp.blocking: it then runs in a thread, an awaitable
+# like any other). With `limit` jobs in flight the worker answers at once
+# with the busy reply, an error reply of type BUSY_TYPE, instead of
+# queueing: the job did not run, so any caller may send it elsewhere. The
+# answer is [result]; an exception is an error reply (aemp.service), and
+# the worker lives on.
+#
+# Caller side: a Pool follows the family through db_mon and keeps, per
+# worker, the calls it has outstanding there. A call picks a worker that
+# is neither benched nor marked busy ("least": the fewest outstanding
+# calls, ties taken in turn; "two": the better of two random ones), and
+# cals it with the pool's timeout. The outcome decides the rest:
+#   reply [value]          -> the result; the worker's penalty is forgiven
+#   busy                   -> marked busy for a short back-off, try another
+#   RemoteError            -> raised, never retried (the job ran and failed)
+#   PortDead               -> the worker is benched; the call moves on only
+#                             if marked idempotent (it may have run), else
+#                             PortDead is raised
+#   CallTimeout            -> the worker is benched; the error is raised
+#   anything else          -> BadReply, the worker is benched
+# Benched means left out for `retry_after` seconds, doubling on each new
+# failure up to MAX_BENCH; after that it is picked again, so a worker that
+# was only slow comes back (db_mon says nothing new about it). Only the
+# database removes a worker for good. A call with no worker to pick waits
+# in the pool's queue until one is added, freed from the bench or from
+# busy, or until its deadline: NoWorkers if none was known, AllBusy if the
+# workers stayed busy or benched. Every call's whole life, retries and
+# waits included, is bounded by its timeout.
+#
+# The call's outcome is a Pending (aemp._pending) like a cal's, driven by
+# callbacks: no task or coroutine per call, which keeps a pool call near
+# a plain cal's cost (bench/bench_pool.py).
+#
+# A capability (layer 6): imports only aemp, aemp.lowlevel, the leaves
+# and aemp.service.
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+import math
+import random
+import re
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, Literal
+
+import aemp
+from aemp import lowlevel
+
+from ._errors import (
+    ERROR_TAG,
+    AempError,
+    CallTimeout,
+    InvalidArgument,
+    InvalidFamily,
+    OutOfRange,
+    PortDead,
+    RemoteError,
+    error_reply,
+)
+from ._pending import Pending
+from .service import reply_to
+
+__all__ = [
+    "BUSY_TYPE",
+    "AllBusy",
+    "BadReply",
+    "NoWorkers",
+    "Pool",
+    "PoolClosed",
+    "Worker",
+    "family_of",
+    "offer",
+]
+
+log = logging.getLogger("aemp.pool")
+
+BUSY_TYPE = "aemp.pool.Busy"  # the type of the error reply that says "busy"
+FAMILY_PREFIX = "fn:"  # a function's workers are in the database family fn:NAME
+BUSY_BACKOFF = 0.005  # seconds a busy worker is skipped, doubling per busy answer ...
+MAX_BUSY_BACKOFF = 0.25  # ... up to this: short, as a busy worker is healthy
+MAX_BENCH = 30.0  # seconds: the longest a failing worker is left out at a time
+
+
+# ---------------------------------------------------------------- errors
+
+
+class NoWorkers(CallTimeout):
+    """No worker offered the function within the timeout (pool.call or
+    wait_for_workers). ``function`` names it; ``workers`` is how many were
+    known."""
+
+    def __init__(self, function: str, timeout: float, workers: int = 0, wanted: int = 1) -> None:
+        self.port = family_of(function)
+        self.timeout = timeout
+        self.function = function
+        self.workers = workers
+        AempError.__init__(
+            self,
+            f"no worker offers {function!r} (database family {family_of(function)!r}) "
+            f"within {timeout:g} s"
+            if workers == 0
+            else f"only {workers} of {wanted} workers offer {function!r} within {timeout:g} s",
+        )
+
+
+class AllBusy(CallTimeout):
+    """Every worker of the function stayed busy (or benched after failures)
+    until the call's timeout."""
+
+    def __init__(self, function: str, timeout: float, workers: int) -> None:
+        self.port = family_of(function)
+        self.timeout = timeout
+        self.function = function
+        self.workers = workers
+        AempError.__init__(
+            self,
+            f"all {workers} workers of {function!r} stayed busy or failing for {timeout:g} s",
+        )
+
+
+class BadReply(AempError, ValueError):
+    """A worker answered something that is not a pool reply ([value] or an
+    error reply). ``worker`` is its port, ``reply`` what came (as a tuple)."""
+
+    def __init__(self, function: str, worker: str, reply: tuple[Any, ...]) -> None:
+        self.function = function
+        self.worker = worker
+        self.reply = reply
+        AempError.__init__(
+            self,
+            f"worker {worker!r} of {function!r} answered {len(reply)} values, "
+            f"not one: {reply!r:.120}",
+        )
+
+
+class PoolClosed(AempError, RuntimeError):
+    """The pool was closed (pool.close(), or its node closed)."""
+
+
+def family_of(function: str) -> str:
+    """The database family in which the workers of `function` register."""
+    return FAMILY_PREFIX + function
+
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_:.]*\Z")  # a family name's rule (docs/api.md)
+
+
+def _check_name(name: object) -> str:
+    if type(name) is not str:
+        raise InvalidArgument(
+            f"a function name must be a str (got {name!r:.60}, a {type(name).__name__})"
+        )
+    if not _NAME.match(name):
+        raise InvalidFamily(
+            f"function name {name!r:.60} is not valid: names match [A-Za-z][A-Za-z0-9_:.]* "
+            "(the workers register in the database family fn:NAME)"
+        )
+    return name
+
+
+# ---------------------------------------------------------------- worker side
+
+
+class Worker:
+    """A port that offers functions on the bus; made by offer().
+
+    ``port`` is its ID, ``functions`` the names it offers, ``limit`` the
+    jobs it runs at once, ``in_flight`` those running now, ``busy_answers``
+    how many requests it answered busy. close() (or killing the port)
+    withdraws it.
+    """
+
+    def __init__(
+        self, node: aemp.Node, functions: dict[str, Callable[..., Any]], limit: int
+    ) -> None:
+        self.node = node
+        self.functions = tuple(functions)
+        self.limit = limit
+        self.in_flight = 0
+        self.busy_answers = 0
+        self._tasks: set[asyncio.Future[Any]] = set()
+        tags = {name: self._handler(name, fn) for name, fn in functions.items()}
+        self.port = node.port(self._unknown, **tags)
+        try:
+            for name in functions:
+                node.db_reg(family_of(name), self.port, {"limit": limit})
+        except BaseException:
+            node.kil(self.port)
+            raise
+        node.mon(self.port, self._died)
+
+    def __repr__(self) -> str:
+        return (
+            f"<aemp.pool.Worker {self.port!r} {list(self.functions)} {self.in_flight}/{self.limit}>"
+        )
+
+    def _handler(self, name: str, fn: Callable[..., Any]) -> Callable[..., None]:
+        node = self.node
+
+        def job(*msg: Any) -> None:
+            if not msg or type(msg[-1]) is not str:
+                log.warning(
+                    "worker %s dropped a %r request without a reply port last", self.port, name
+                )
+                return
+            reply = msg[-1]
+            if self.in_flight >= self.limit:
+                self.busy_answers += 1
+                node.snd(reply, *_busy(name, self.in_flight, self.limit))
+                return
+            self.in_flight += 1
+            try:
+                pending = reply_to(node, reply, fn, msg[:-1])
+            finally:
+                self.in_flight -= 1
+            if pending is not None:  # an awaitable: it runs beside the port
+                self.in_flight += 1
+                task = lowlevel.spawn_task(node, pending)
+                self._tasks.add(task)
+                task.add_done_callback(self._job_done)
+
+        return job
+
+    def _job_done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        self.in_flight -= 1
+
+    def _unknown(self, *msg: Any) -> None:
+        if msg and type(msg[-1]) is str:
+            exc = LookupError(
+                f"worker {self.port} offers {', '.join(map(repr, self.functions))}, "
+                f"not {msg[0]!r:.80}"
+            )
+            self.node.snd(msg[-1], *error_reply(exc))
+        else:
+            log.warning("worker %s dropped a message that is not a request: %.200r", self.port, msg)
+
+    def _died(self, *reason: Any) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    def close(self) -> None:
+        """Withdraw the worker: its port dies, it leaves the database, and the
+        jobs still running are cancelled (their callers get PortDead)."""
+        if not self.node.closed:
+            self.node.kil(self.port)
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _busy(function: str, in_flight: int, limit: int) -> tuple[str, str, str, str]:
+    return (
+        ERROR_TAG,
+        BUSY_TYPE,
+        f"worker busy: {in_flight} jobs of {function!r} and others in flight (limit {limit})",
+        "",
+    )
+
+
+def offer(
+    functions: Mapping[str, Callable[..., Any]] | Callable[..., Any],
+    /,
+    *,
+    limit: int = 1,
+    node: aemp.Node | None = None,
+) -> Worker:
+    """Offer functions on the bus: a worker port that answers calls for each
+    name, registered in the database family ``fn:NAME``; return the Worker.
+
+    ``functions``: {name: function}, or one function offered under its
+    ``__name__``. A function may be plain (runs inline), ``async def`` or
+    return an awaitable (runs as a task), or be wrapped in
+    ``aemp.blocking`` (runs in a thread). ``limit``: the jobs that may run
+    at once; a request beyond it is answered busy at once. ``node``:
+    default the current node.
+    """
+    if callable(functions) and not isinstance(functions, Mapping):
+        functions = {getattr(functions, "__name__", ""): functions}
+    if not isinstance(functions, Mapping) or not functions:
+        raise InvalidArgument(
+            "offer wants a function or a non-empty {name: function} mapping "
+            f"(got {functions!r:.60})"
+        )
+    table: dict[str, Callable[..., Any]] = {}
+    for name, fn in functions.items():
+        _check_name(name)
+        if not callable(fn):
+            raise InvalidArgument(
+                f"offer: the function for {name!r} must be callable "
+                f"(got {fn!r:.60}, a {type(fn).__name__})"
+            )
+        table[name] = fn
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise InvalidArgument(
+            f"offer: limit must be an int >= 1 (got {limit!r:.40}, a {type(limit).__name__})"
+        )
+    if limit < 1:
+        raise OutOfRange(f"offer: limit must be an int >= 1 (got {limit})")
+    return Worker(node if node is not None else lowlevel.current_node(), table, limit)
+
+
+# ---------------------------------------------------------------- caller side
+
+
+class _W:
+    """What a pool knows of one worker."""
+
+    __slots__ = (
+        "bench",
+        "bench_until",
+        "busy",
+        "busy_until",
+        "cap",
+        "limit",
+        "outstanding",
+        "port",
+    )
+
+    def __init__(self, port: str, limit: int | None) -> None:
+        self.port = port
+        self.limit = limit
+        self.outstanding = 0  # this pool's calls to it not yet answered
+        self.busy_until = 0.0  # skipped until then after a busy answer
+        self.busy = BUSY_BACKOFF  # the next busy back-off
+        self.bench_until = 0.0  # left out until then after a failure
+        self.bench = 0.0  # the last bench time (0: no failure since the last success)
+        # after a busy answer, at most `limit` calls go to it until it is idle again
+        # (before, calls may queue at it: a sync worker answers one by one)
+        self.cap = math.inf
+
+
+def _limit_of(value: Any) -> int | None:
+    limit = value.get("limit") if isinstance(value, dict) else None
+    return limit if type(limit) is int and limit >= 1 else None
+
+
+class PoolCall(Pending):
+    """A pending pool.call: await it for the result, or cancel() it."""
+
+    __slots__ = (
+        "_args",
+        "_cal",
+        "_deadline",
+        "_idempotent",
+        "_pool",
+        "_timeout",
+        "_timer",
+        "_worker",
+    )
+
+    def __init__(
+        self,
+        pool: Pool,
+        args: tuple[Any, ...],
+        timeout: float | None,
+        idempotent: bool,
+        cb: Callable[[Any], Any] | None,
+        err: Callable[[Exception], Any] | None,
+    ) -> None:
+        self._pool = pool
+        self._args = args
+        self._timeout = timeout
+        self._idempotent = idempotent
+        self._cb = cb
+        self._err = err
+        self._owner = aemp.SELF.get()
+        self._done = False
+        self._result = None
+        self._exc = None
+        self._future = None
+        self._cal: aemp.Call | None = None
+        self._timer: aemp.Timer | None = None
+        self._worker: _W | None = None
+        self._deadline = None if timeout is None else pool._loop.time() + timeout
+
+    def __repr__(self) -> str:
+        where = (
+            self._worker.port if self._cal is not None and self._worker is not None else "waiting"
+        )
+        state = "done" if self._done else where
+        return f"<aemp.pool.PoolCall {self._pool.function!r} {state}>"
+
+    @property
+    def worker(self) -> str | None:
+        """The port of the worker the call went to last (None before it went out)."""
+        return None if self._worker is None else self._worker.port
+
+    def _remaining(self) -> float | None:
+        if self._deadline is None:
+            return None
+        return self._deadline - self._pool._loop.time()
+
+    def _on_reply(self, *reply: Any) -> None:
+        w = self._worker
+        assert w is not None
+        self._cal = None
+        w.outstanding -= 1
+        pool = self._pool
+        if w.busy_until:  # it has a free slot now
+            w.busy_until = 0.0
+            w.busy = BUSY_BACKOFF
+            if not w.outstanding:
+                w.cap = math.inf
+        if len(reply) == 1:
+            if w.bench:
+                w.bench = 0.0
+            self._end(None, reply[0])
+        else:
+            pool._bench(w)
+            self._end(BadReply(pool.function, w.port, reply), None)
+        if pool._waiting:
+            pool._wake()
+
+    def _on_error(self, exc: Exception) -> None:
+        w = self._worker
+        assert w is not None
+        self._cal = None
+        w.outstanding -= 1
+        pool = self._pool
+        if isinstance(exc, RemoteError):
+            if exc.type == BUSY_TYPE:
+                now = pool._loop.time()
+                w.busy_until = now + w.busy
+                w.busy = min(w.busy * 2, MAX_BUSY_BACKOFF)
+                if w.limit is not None:
+                    w.cap = w.limit
+                pool._dispatch(self)  # the job did not run: always safe elsewhere
+            else:
+                self._end(exc, None)  # the job ran and failed: never again
+        elif isinstance(exc, PortDead):
+            pool._bench(w)
+            if self._idempotent and not pool.closed:
+                pool._dispatch(self)
+            else:
+                self._end(exc, None)
+        elif isinstance(exc, CallTimeout):
+            pool._bench(w)
+            self._end(exc, None)
+        else:
+            self._end(exc, None)
+        if pool._waiting:
+            pool._wake()
+
+    def _expired(self) -> None:
+        self._timer = None
+        pool = self._pool
+        try:
+            pool._waiting.remove(self)
+        except ValueError:
+            return
+        assert self._timeout is not None
+        if pool._workers:
+            self._end(AllBusy(pool.function, self._timeout, len(pool._workers)), None)
+        else:
+            self._end(NoWorkers(pool.function, self._timeout), None)
+
+    def _fail(self, exc: BaseException) -> None:
+        """End now with exc (cancel(), or the pool closed)."""
+        if self._done:
+            return
+        cal = self._cal
+        if cal is not None:
+            self._cal = None
+            cal.cancel()
+            assert self._worker is not None
+            self._worker.outstanding -= 1
+        else:
+            try:
+                self._pool._waiting.remove(self)
+            except ValueError:
+                pass
+        self._end(exc, None)
+
+    def _end(self, exc: BaseException | None, value: Any) -> None:
+        if self._done:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._result = value
+        self._settle(exc)
+        run = self._callback(exc, (value,))
+        if run is not None:
+            lowlevel.call_in(self._pool.node, self._owner, run[0], *run[1])
+
+
+class Pool:
+    """The callers' side of a function on the bus: follows the workers of
+    `function` (database family ``fn:NAME``) and spreads calls over them.
+
+    ``choice``: ``"least"`` (the worker with the fewest of this pool's calls
+    outstanding, ties in turn) or ``"two"`` (the better of two random
+    workers). ``retry_after``: seconds a worker is left out after it timed
+    out, died or answered garbage (doubling per failure, up to 30 s; a
+    success forgives). ``node``: default the current node. close() (or
+    ``async with``/``with``) stops following; its node's close() does too.
+    """
+
+    def __init__(
+        self,
+        function: str,
+        *,
+        choice: Literal["least", "two"] = "least",
+        retry_after: float = 1.0,
+        node: aemp.Node | None = None,
+    ) -> None:
+        self.function = _check_name(function)
+        if choice not in ("least", "two"):
+            raise InvalidArgument(f"Pool: choice must be 'least' or 'two' (got {choice!r:.40})")
+        _check_seconds(retry_after, "Pool: retry_after", none=False)
+        self.choice = choice
+        self.retry_after = float(retry_after)
+        self.node = node if node is not None else lowlevel.current_node()
+        self.node.check_open()
+        self.closed = False
+        self._loop = self.node.loop
+        self._workers: dict[str, _W] = {}
+        self._list: list[_W] = []
+        self._turn = 0
+        self._waiting: collections.deque[PoolCall] = collections.deque()
+        self._wake_timer: aemp.Timer | None = None
+        self._wake_at = math.inf
+        self._watchers: list[tuple[int, asyncio.Future[None]]] = []
+        self._pick = self._least if choice == "least" else self._two
+        _registry(self.node).add(self)
+        # outside any port: the monitor must not die with whoever made the pool
+        self._monitor: aemp.DbMonitor = lowlevel.call_in(
+            self.node, None, self.node.db_mon, family_of(function), self._changed
+        )
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{len(self._workers)} workers"
+        return f"<aemp.pool.Pool {self.function!r} {state}>"
+
+    # ------------------------------------------------------------ workers
+
+    @property
+    def workers(self) -> list[str]:
+        """The ports of the workers the pool knows now, as the database has them."""
+        return list(self._workers)
+
+    def outstanding(self) -> dict[str, int]:
+        """{worker port: this pool's calls to it not yet answered}."""
+        return {w.port: w.outstanding for w in self._list}
+
+    def _changed(
+        self, family: Any, added: list[str], changed: list[str], deleted: list[str]
+    ) -> None:
+        if self.closed:
+            return
+        for key in deleted:
+            self._workers.pop(key, None)
+        for key in (*added, *changed):
+            limit = _limit_of(family.get(key))
+            w = self._workers.get(key)
+            if w is not None:
+                w.limit = limit
+                continue
+            try:
+                if "#" not in key:
+                    raise aemp.InvalidID(key)
+                aemp.node_of(key)
+            except aemp.InvalidID:
+                log.warning(
+                    "pool %r: ignoring %r in %r: not a port ID",
+                    self.function,
+                    key,
+                    family_of(self.function),
+                )
+                continue
+            self._workers[key] = _W(key, limit)
+        self._list = list(self._workers.values())
+        if self._watchers:
+            n = len(self._workers)
+            for want, fut in [x for x in self._watchers if x[0] <= n]:
+                self._watchers.remove((want, fut))
+                if not fut.done():
+                    fut.set_result(None)
+        if self._waiting:
+            self._wake()
+
+    async def wait_for_workers(
+        self,
+        n: int = 1,
+        *,
+        timeout: float | None = 30.0,  # noqa: ASYNC109 - a bound of the wait, raising NoWorkers
+    ) -> list[str]:
+        """Wait until the pool knows at least n workers; return their ports.
+
+        NoWorkers (a CallTimeout) after `timeout` seconds, naming how many came.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidArgument(f"wait_for_workers: n must be an int >= 1 (got {n!r:.40})")
+        _check_seconds(timeout, "wait_for_workers: timeout", none=True)
+        self._check_open()
+        if len(self._workers) < n:
+            fut: asyncio.Future[None] = self._loop.create_future()
+            entry = (n, fut)
+            self._watchers.append(entry)
+            try:
+                await asyncio.wait_for(fut, timeout)
+            except TimeoutError:
+                assert timeout is not None
+                raise NoWorkers(self.function, timeout, len(self._workers), n) from None
+            finally:
+                if entry in self._watchers:
+                    self._watchers.remove(entry)
+            self._check_open()
+        return self.workers
+
+    # ------------------------------------------------------------ choice
+
+    def _least(self, now: float) -> _W | None:
+        workers = self._list
+        n = len(workers)
+        if not n:
+            return None
+        turn = self._turn = (self._turn + 1) % n if n > 1 else 0
+        best: _W | None = None
+        low = math.inf  # below each worker's cap too
+        for i in range(turn, turn + n):
+            w = workers[i % n] if i >= n else workers[i]
+            if (
+                w.outstanding < low
+                and w.outstanding < w.cap
+                and w.bench_until <= now
+                and w.busy_until <= now
+            ):
+                best = w
+                low = w.outstanding
+                if not low:
+                    break
+        return best
+
+    def _two(self, now: float) -> _W | None:
+        workers = self._list
+        n = len(workers)
+        if n > 1:
+            a, b = random.sample(workers, 2)
+            ok_a = a.outstanding < a.cap and a.bench_until <= now and a.busy_until <= now
+            ok_b = b.outstanding < b.cap and b.bench_until <= now and b.busy_until <= now
+            if ok_a and ok_b:
+                return a if a.outstanding <= b.outstanding else b
+            if ok_a:
+                return a
+            if ok_b:
+                return b
+        return self._least(now)
+
+    def _bench(self, w: _W) -> None:
+        w.bench = min(w.bench * 2, MAX_BENCH) if w.bench else self.retry_after
+        w.bench_until = self._loop.time() + w.bench
+
+    # ------------------------------------------------------------ calls
+
+    def call(
+        self,
+        *args: Any,
+        timeout: float | None = 30.0,
+        idempotent: bool = False,
+        cb: Callable[[Any], Any] | None = None,
+        err: Callable[[Exception], Any] | None = None,
+    ) -> PoolCall:
+        """Call the function on one of the workers: ``await pool.call(*args)``
+        gives its result.
+
+        ``timeout`` bounds the whole call, waits and retries included (None:
+        no bound). A busy worker's answer sends the call to another worker;
+        a worker's death does so only with ``idempotent=True`` (the job may
+        have run), else PortDead is raised. The function's exception raises
+        RemoteError, never retried. Without workers the call waits for one:
+        NoWorkers at the timeout. AllBusy when all stayed busy; CallTimeout
+        when the worker did not answer in time; BadReply for an answer that
+        is not a pool reply. With ``cb``, the result is passed as ``cb(value)``
+        and a failure as ``err(exc)`` (without err a failure kills the
+        calling port), as with cal.
+        """
+        if self.closed:
+            raise PoolClosed(f"pool of {self.function!r} is closed")
+        if timeout is not None and not (type(timeout) is float and 0 < timeout < math.inf):
+            _check_seconds(timeout, "pool.call: timeout", none=True)
+            timeout = float(timeout)
+        if cb is not None and not callable(cb):
+            raise InvalidArgument(f"pool.call: cb must be callable or None (got {cb!r:.60})")
+        if err is not None and not callable(err):
+            raise InvalidArgument(f"pool.call: err must be callable or None (got {err!r:.60})")
+        call = PoolCall(self, args, timeout, bool(idempotent), cb, err)
+        w = self._pick(self._loop.time())
+        if w is None:
+            self._wait(call)
+        else:
+            # the first attempt: errors of the message itself reach the caller
+            w.outstanding += 1
+            call._worker = w
+            try:
+                call._cal = self.node.cal(
+                    w.port,
+                    self.function,
+                    *args,
+                    timeout=timeout,
+                    cb=call._on_reply,
+                    err=call._on_error,
+                )
+            except BaseException:
+                w.outstanding -= 1
+                call._done = True
+                raise
+        return call
+
+    def _dispatch(self, call: PoolCall) -> None:
+        """Send a call that went out before (or waited) to a worker, or queue it."""
+        if call._done:
+            return
+        if self.closed:
+            call._end(PoolClosed(f"pool of {self.function!r} is closed"), None)
+            return
+        remaining = call._remaining()
+        if remaining is not None and remaining <= 0:
+            assert call._timeout is not None
+            call._end(AllBusy(self.function, call._timeout, len(self._workers)), None)
+            return
+        w = self._pick(self._loop.time())
+        if w is None:
+            self._wait(call)
+            return
+        w.outstanding += 1
+        call._worker = w
+        try:
+            call._cal = self.node.cal(
+                w.port,
+                self.function,
+                *call._args,
+                timeout=remaining,
+                cb=call._on_reply,
+                err=call._on_error,
+            )
+        except Exception as e:
+            w.outstanding -= 1
+            call._end(e, None)
+
+    def _wait(self, call: PoolCall) -> None:
+        self._waiting.append(call)
+        remaining = call._remaining()
+        if remaining is not None and call._timer is None:
+            call._timer = lowlevel.timer(self.node, max(remaining, 0.0), call._expired)
+        self._wake_later()
+
+    def _wake_later(self) -> None:
+        """Wake the waiting calls when the first worker leaves the bench or busy."""
+        now = self._loop.time()
+        at = min(
+            (
+                max(w.busy_until, w.bench_until)
+                for w in self._list
+                if max(w.busy_until, w.bench_until) > now
+            ),
+            default=math.inf,
+        )
+        if at < self._wake_at or self._wake_timer is None:
+            if self._wake_timer is not None:
+                self._wake_timer.cancel()
+                self._wake_timer = None
+            self._wake_at = at
+            if at < math.inf:
+                self._wake_timer = lowlevel.timer(self.node, at - now, self._woken)
+
+    def _woken(self) -> None:
+        self._wake_timer = None
+        self._wake_at = math.inf
+        self._wake()
+
+    def _wake(self) -> None:
+        waiting = self._waiting
+        now = self._loop.time()
+        while waiting and self._pick(now) is not None:
+            self._dispatch(waiting.popleft())
+        if waiting:
+            self._wake_later()
+
+    # ------------------------------------------------------------ fan-out
+
+    def imap_unordered(
+        self,
+        items: Iterable[Any],
+        *,
+        star: bool = False,
+        concurrency: int = 64,
+        timeout: float | None = 30.0,
+        idempotent: bool = False,
+        progress: Callable[[int, int | None], Any] | None = None,
+    ) -> Results:
+        """Call the function once per item, at most `concurrency` calls
+        outstanding; an async iterator of the results as they come.
+
+        Each item is the one argument (a tuple of arguments with
+        ``star=True``). ``progress(done, total)`` is called after each
+        result (total is None for an iterable without len). The first
+        failure (a call's, or progress's exception) cancels the calls still
+        outstanding and is raised from the iteration; so does aclose().
+        """
+        return Results(self, items, star, concurrency, timeout, idempotent, progress, ordered=False)
+
+    async def map(
+        self,
+        items: Iterable[Any],
+        *,
+        star: bool = False,
+        concurrency: int = 64,
+        timeout: float | None = 30.0,  # noqa: ASYNC109 - each call's own bound, as in call()
+        idempotent: bool = False,
+        progress: Callable[[int, int | None], Any] | None = None,
+    ) -> list[Any]:
+        """The results of calling the function once per item, in the items'
+        order (as imap_unordered, which says what the arguments mean)."""
+        results = Results(
+            self, items, star, concurrency, timeout, idempotent, progress, ordered=True
+        )
+        out: dict[int, Any] = {}
+        try:
+            async for index, value in results.indexed():
+                out[index] = value
+        finally:
+            await results.aclose()
+        return [out[i] for i in range(len(out))]
+
+    # ------------------------------------------------------------ closing
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise PoolClosed(f"pool of {self.function!r} is closed")
+
+    def close(self) -> None:
+        """Stop following the workers; waiting calls fail with PoolClosed
+        (calls already sent to a worker end as they would)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._monitor.cancel()
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+            self._wake_timer = None
+        exc = PoolClosed(f"pool of {self.function!r} is closed")
+        while self._waiting:
+            self._waiting.popleft()._end(exc, None)
+        for _, fut in self._watchers:
+            if not fut.done():
+                fut.set_result(None)
+        self._watchers.clear()
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Pool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Results:
+    """The async iterator of Pool.imap_unordered: results as they come."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        items: Iterable[Any],
+        star: bool,
+        concurrency: int,
+        timeout: float | None,
+        idempotent: bool,
+        progress: Callable[[int, int | None], Any] | None,
+        ordered: bool,
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise InvalidArgument(f"concurrency must be an int >= 1 (got {concurrency!r:.40})")
+        if progress is not None and not callable(progress):
+            raise InvalidArgument(f"progress must be callable or None (got {progress!r:.60})")
+        pool._check_open()
+        self._pool = pool
+        try:
+            self.total: int | None = len(items)  # type: ignore[arg-type]
+        except TypeError:
+            self.total = None
+        self._items = iter(enumerate(items))
+        self._star = star
+        self._concurrency = concurrency
+        self._timeout = timeout
+        self._idempotent = idempotent
+        self._progress = progress
+        self._calls: dict[int, PoolCall] = {}
+        self._ready: collections.deque[tuple[int, Any]] = collections.deque()
+        self._error: BaseException | None = None
+        self._exhausted = False
+        self._closed = False
+        self._wakeup: asyncio.Future[None] | None = None
+        self.done = 0
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._values()
+
+    async def _values(self) -> AsyncIterator[Any]:
+        try:
+            async for _, value in self.indexed():
+                yield value
+        finally:
+            await self.aclose()
+
+    async def __anext__(self) -> Any:
+        _, value = await self._next()
+        return value
+
+    async def indexed(self) -> AsyncIterator[tuple[int, Any]]:
+        """The results as (index of the item, result) pairs, as they come."""
+        while True:
+            try:
+                yield await self._next()
+            except StopAsyncIteration:
+                return
+
+    async def _next(self) -> tuple[int, Any]:
+        self._fill()
+        while not self._ready:
+            if self._error is not None:
+                error, self._error = self._error, None
+                self._stop()
+                raise error
+            if self._closed or (self._exhausted and not self._calls):
+                raise StopAsyncIteration
+            self._wakeup = self._pool._loop.create_future()
+            await self._wakeup
+            self._fill()
+        return self._ready.popleft()
+
+    def _fill(self) -> None:
+        while (
+            not self._exhausted
+            and self._error is None
+            and not self._closed
+            and len(self._calls) < self._concurrency
+        ):
+            try:
+                index, item = next(self._items)
+            except StopIteration:
+                self._exhausted = True
+                break
+            except Exception as e:
+                self._exhausted = True
+                self._error = e
+                break
+            args = tuple(item) if self._star else (item,)
+            try:
+                self._calls[index] = self._pool.call(
+                    *args,
+                    timeout=self._timeout,
+                    idempotent=self._idempotent,
+                    cb=functools.partial(self._got, index),
+                    err=functools.partial(self._failed, index),
+                )
+            except Exception as e:
+                self._error = e
+
+    def _got(self, index: int, value: Any) -> None:
+        self._calls.pop(index, None)
+        self._ready.append((index, value))
+        self.done += 1
+        if self._progress is not None:
+            try:
+                self._progress(self.done, self.total)
+            except Exception as e:
+                if self._error is None:
+                    self._error = e
+        self._fill()
+        self._poke()
+
+    def _failed(self, index: int, exc: Exception) -> None:
+        self._calls.pop(index, None)
+        if self._error is None:
+            self._error = exc
+        self._poke()
+
+    def _poke(self) -> None:
+        w = self._wakeup
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _stop(self) -> None:
+        self._exhausted = True
+        calls, self._calls = self._calls, {}
+        for call in calls.values():
+            call.cancel()
+
+    async def aclose(self) -> None:
+        """Cancel the calls still outstanding; the iteration ends."""
+        self._closed = True
+        self._stop()
+        self._poke()
+
+
+def _check_seconds(value: object, what: str, *, none: bool) -> None:
+    if value is None and none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgument(
+            f"{what} must be a number of seconds (got {value!r:.40}, a {type(value).__name__})"
+        )
+    if not 0 < value < math.inf:
+        raise OutOfRange(f"{what} must be > 0 and finite (got {value!r})")
+
+
+class _Pools:
+    """The pools of one node, closed when it closes."""
+
+    def __init__(self, node: aemp.Node) -> None:
+        self.pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+        lowlevel.on_close(node, self.close)
+
+    def add(self, pool: Pool) -> None:
+        self.pools.add(pool)
+
+    def close(self) -> None:
+        for pool in list(self.pools):
+            pool.close()
+
+
+def _registry(node: aemp.Node) -> _Pools:
+    pools: _Pools = lowlevel.extension(node, "aemp.pool", lambda: _Pools(node))
+    return pools
