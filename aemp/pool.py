@@ -372,6 +372,7 @@ class PoolCall(Pending):
         idempotent: bool,
         cb: Callable[[Any], Any] | None,
         err: Callable[[Exception], Any] | None,
+        now: float,
     ) -> None:
         self._pool = pool
         self._args = args
@@ -387,7 +388,7 @@ class PoolCall(Pending):
         self._cal: aemp.Call | None = None
         self._timer: aemp.Timer | None = None
         self._worker: _W | None = None
-        self._deadline = None if timeout is None else pool._loop.time() + timeout
+        self._deadline = None if timeout is None else now + timeout
 
     def __repr__(self) -> str:
         where = (
@@ -406,7 +407,10 @@ class PoolCall(Pending):
             return None
         return self._deadline - self._pool._loop.time()
 
-    def _on_reply(self, *reply: Any) -> None:
+    def _on_reply(self, *reply: Any) -> Any:
+        # cal's callback, run as the caller (SELF is the owner): a callback of
+        # ours is called from here, and what it raises or returns is cal's
+        # business as for any cal callback (it kills the owner, or runs)
         w = self._worker
         assert w is not None
         self._cal = None
@@ -417,15 +421,23 @@ class PoolCall(Pending):
             w.busy = BUSY_BACKOFF
             if not w.outstanding:
                 w.cap = math.inf
-        if len(reply) == 1:
-            if w.bench:
-                w.bench = 0.0
-            self._end(None, reply[0])
-        else:
-            pool._bench(w)
-            self._end(BadReply(pool.function, w.port, reply), None)
         if pool._waiting:
             pool._wake()
+        if len(reply) != 1:
+            pool._bench(w)
+            self._end(BadReply(pool.function, w.port, reply), None)
+            return None
+        if w.bench:
+            w.bench = 0.0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        value = self._result = reply[0]
+        self._done = True  # Pending._settle, inlined
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+        cb = self._cb
+        return None if cb is None else cb(value)
 
     def _on_error(self, exc: Exception) -> None:
         w = self._worker
@@ -532,7 +544,6 @@ class Pool:
         self._loop = self.node.loop
         self._workers: dict[str, _W] = {}
         self._list: list[_W] = []
-        self._turn = 0
         self._waiting: collections.deque[PoolCall] = collections.deque()
         self._wake_timer: aemp.Timer | None = None
         self._wake_at = math.inf
@@ -628,24 +639,15 @@ class Pool:
 
     def _least(self, now: float) -> _W | None:
         workers = self._list
-        n = len(workers)
-        if not n:
-            return None
-        turn = self._turn = (self._turn + 1) % n if n > 1 else 0
         best: _W | None = None
-        low = math.inf  # below each worker's cap too
-        for i in range(turn, turn + n):
-            w = workers[i % n] if i >= n else workers[i]
-            if (
-                w.outstanding < low
-                and w.outstanding < w.cap
-                and w.bench_until <= now
-                and w.busy_until <= now
-            ):
+        low = math.inf
+        for w in workers:
+            n = w.outstanding
+            if n < low and n < w.cap and w.bench_until <= now and w.busy_until <= now:
                 best = w
-                low = w.outstanding
-                if not low:
-                    break
+                low = n
+        if len(workers) > 1:
+            workers.append(workers.pop(0))  # ties go to each worker in turn
         return best
 
     def _two(self, now: float) -> _W | None:
@@ -700,8 +702,9 @@ class Pool:
             raise InvalidArgument(f"pool.call: cb must be callable or None (got {cb!r:.60})")
         if err is not None and not callable(err):
             raise InvalidArgument(f"pool.call: err must be callable or None (got {err!r:.60})")
-        call = PoolCall(self, args, timeout, bool(idempotent), cb, err)
-        w = self._pick(self._loop.time())
+        now = self._loop.time()
+        call = PoolCall(self, args, timeout, bool(idempotent), cb, err, now)
+        w = self._pick(now)
         if w is None:
             self._wait(call)
         else:

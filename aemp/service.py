@@ -84,10 +84,13 @@ def reply_to(node: aemp.Node, reply: object, fn: Handler, args: tuple[Any, ...])
     except Exception as e:
         _send_error(node, reply, e)
         return None
-    if inspect.isawaitable(r):
+    if type(r) not in _PLAIN and inspect.isawaitable(r):
         return _finish(node, reply, r)
     _send(node, reply, r)
     return None
+
+
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple})  # not awaitable
 
 
 async def _finish(node: aemp.Node, reply: object, awaitable: Any) -> None:
