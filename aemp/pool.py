@@ -69,6 +69,7 @@ from ._errors import (
     RemoteError,
     error_reply,
 )
+from ._message import check_message
 from ._pending import Pending
 from .service import reply_to
 
@@ -706,6 +707,7 @@ class Pool:
         call = PoolCall(self, args, timeout, bool(idempotent), cb, err, now)
         w = self._pick(now)
         if w is None:
+            check_message((self.function, *args))  # what cal would check, before it waits
             self._wait(call)
         else:
             # the first attempt: errors of the message itself reach the caller

@@ -143,6 +143,9 @@ async def recovery(window: int = 200) -> tuple[float, float, int]:
                 ),
             )
             pending: set[int] = set()
+            stranded: set[int] = set()
+            flowing = node.loop.create_future()
+            drained = node.loop.create_future()
             stop = False
             counter = 0
 
@@ -151,29 +154,31 @@ async def recovery(window: int = 200) -> tuple[float, float, int]:
                 i = counter
                 counter += 1
                 pending.add(i)
-                pool.call(i, cb=lambda _v, i=i: got(i), timeout=10, idempotent=True)
+                pool.call(i, cb=lambda _v, i=i: got(i), timeout=10.0, idempotent=True)
 
             def got(i: int) -> None:
                 pending.discard(i)
+                if i in stranded:
+                    stranded.discard(i)
+                    if not stranded and not flowing.done():
+                        flowing.set_result(time.perf_counter())
                 if not stop:
                     start()
+                elif not pending and not drained.done():
+                    drained.set_result(None)
 
             for _ in range(window):
                 start()
             await asyncio.sleep(0.3)  # flowing
-            stranded = set(pending)
+            stranded.update(pending)
+            n_stranded = len(stranded)
             t_kill = time.perf_counter()
             victim.kill9()
-            while stranded & pending:
-                await asyncio.sleep(0.0005)
-            t_flow = time.perf_counter()
+            t_flow = await asyncio.wait_for(flowing, 20)
             t_down = await asyncio.wait_for(down, 10)
             stop = True
-            while pending:
-                await asyncio.sleep(0.001)
-            moved = sum(1 for w in pool.workers if w.startswith(victim.info["id"]))
-            del moved
-            return t_flow - t_kill, t_down - t_kill, len(stranded)
+            await asyncio.wait_for(drained, 20)
+            return t_flow - t_kill, t_down - t_kill, n_stranded
         finally:
             for p in peers:
                 p.stop()
