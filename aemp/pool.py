@@ -5,8 +5,8 @@
 # each (value {"limit": n}), so the port leaves the database when it dies
 # or its node is lost. A request is a cal: [name, *args, reply]. Jobs may be
 # sync (run inline: the port is busy meanwhile), async (an awaitable runs
-# as a task of the node, so up to `limit` run at once) or blocking (wrap
-# the function in aemp.blocking: it then runs in a thread, an awaitable
+# as a task of the node, so up to `limit` run at once) or blocking (wrapped
+# by blocking_job: it runs in a thread with aemp.run_blocking, an awaitable
 # like any other). With `limit` jobs in flight the worker answers at once
 # with the busy reply, an error reply of type BUSY_TYPE, instead of
 # queueing: the job did not run, so any caller may send it elsewhere. The
@@ -46,13 +46,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import functools
 import logging
 import math
 import random
 import re
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import aemp
@@ -79,8 +80,11 @@ __all__ = [
     "BadReply",
     "NoWorkers",
     "Pool",
+    "PoolCall",
     "PoolClosed",
+    "Results",
     "Worker",
+    "blocking_job",
     "family_of",
     "offer",
 ]
@@ -274,6 +278,25 @@ def _busy(function: str, in_flight: int, limit: int) -> tuple[str, str, str, str
     )
 
 
+def blocking_job(
+    fn: Callable[..., Any], /, *, executor: concurrent.futures.Executor | None = None
+) -> Callable[..., Awaitable[Any]]:
+    """Wrap a blocking or CPU-bound fn for offer(): each job runs fn(*args)
+    with aemp.run_blocking, in a thread of the node's pool (or in
+    `executor`, a process pool say), and its result is the answer. (Unlike
+    aemp.blocking, whose port callbacks drop the result.)"""
+    if not callable(fn):
+        raise InvalidArgument(
+            f"blocking_job wants a callable (got {fn!r:.60}, a {type(fn).__name__})"
+        )
+
+    @functools.wraps(fn)
+    async def job(*args: Any) -> Any:
+        return await aemp.run_blocking(fn, *args, executor=executor)
+
+    return job
+
+
 def offer(
     functions: Mapping[str, Callable[..., Any]] | Callable[..., Any],
     /,
@@ -287,7 +310,7 @@ def offer(
     ``functions``: {name: function}, or one function offered under its
     ``__name__``. A function may be plain (runs inline), ``async def`` or
     return an awaitable (runs as a task), or be wrapped in
-    ``aemp.blocking`` (runs in a thread). ``limit``: the jobs that may run
+    ``blocking_job`` (runs in a thread or process). ``limit``: the jobs that may run
     at once; a request beyond it is answered busy at once. ``node``:
     default the current node.
     """
@@ -448,6 +471,7 @@ class PoolCall(Pending):
         pool = self._pool
         if isinstance(exc, RemoteError):
             if exc.type == BUSY_TYPE:
+                pool.busy_answers += 1
                 now = pool._loop.time()
                 w.busy_until = now + w.busy
                 w.busy = min(w.busy * 2, MAX_BUSY_BACKOFF)
@@ -459,6 +483,7 @@ class PoolCall(Pending):
         elif isinstance(exc, PortDead):
             pool._bench(w)
             if self._idempotent and not pool.closed:
+                pool.moved += 1
                 pool._dispatch(self)
             else:
                 self._end(exc, None)
@@ -521,7 +546,9 @@ class Pool:
     outstanding, ties in turn) or ``"two"`` (the better of two random
     workers). ``retry_after``: seconds a worker is left out after it timed
     out, died or answered garbage (doubling per failure, up to 30 s; a
-    success forgives). ``node``: default the current node. close() (or
+    success forgives). ``node``: default the current node. ``moved``
+    counts the idempotent calls sent again after their worker was lost,
+    ``busy_answers`` the busy answers the pool got. close() (or
     ``async with``/``with``) stops following; its node's close() does too.
     """
 
@@ -542,6 +569,8 @@ class Pool:
         self.node = node if node is not None else lowlevel.current_node()
         self.node.check_open()
         self.closed = False
+        self.busy_answers = 0  # busy answers this pool got (each call then went on)
+        self.moved = 0  # idempotent calls sent again after their worker was lost
         self._loop = self.node.loop
         self._workers: dict[str, _W] = {}
         self._list: list[_W] = []
