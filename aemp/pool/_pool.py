@@ -1,345 +1,35 @@
-# Worker pools: functions offered on the bus, and callers spread over them.
+# The callers' side of a pool: Pool follows a function's workers and
+# spreads calls over them; PoolCall is one call's life (aemp/pool/__init__.py
+# says how).
 #
-# Worker side: offer() makes one port that answers calls for one or more
-# named functions and registers it with db_reg in the family "fn:NAME" of
-# each (value {"limit": n}), so the port leaves the database when it dies
-# or its node is lost. A request is a cal: [name, *args, reply]. Jobs may be
-# sync (run inline: the port is busy meanwhile), async (an awaitable runs
-# as a task of the node, so up to `limit` run at once) or blocking (wrapped
-# by blocking_job: it runs in a thread with aemp.run_blocking, an awaitable
-# like any other). With `limit` jobs in flight the worker answers at once
-# with the busy reply, an error reply of type BUSY_TYPE, instead of
-# queueing: the job did not run, so any caller may send it elsewhere. The
-# answer is [result]; an exception is an error reply (aemp.service), and
-# the worker lives on.
-#
-# Caller side: a Pool follows the family through db_mon and keeps, per
-# worker, the calls it has outstanding there. A call picks a worker that
-# is neither benched nor marked busy ("least": the fewest outstanding
-# calls, ties taken in turn; "two": the better of two random ones), and
-# cals it with the pool's timeout. The outcome decides the rest:
-#   reply [value]          -> the result; the worker's penalty is forgiven
-#   busy                   -> marked busy for a short back-off, try another
-#   RemoteError            -> raised, never retried (the job ran and failed)
-#   PortDead               -> the worker is benched; the call moves on only
-#                             if marked idempotent (it may have run), else
-#                             PortDead is raised
-#   CallTimeout            -> the worker is benched; the error is raised
-#   anything else          -> BadReply, the worker is benched
-# Benched means left out for `retry_after` seconds, doubling on each new
-# failure up to MAX_BENCH; after that it is picked again, so a worker that
-# was only slow comes back (db_mon says nothing new about it). Only the
-# database removes a worker for good. A call with no worker to pick waits
-# in the pool's queue until one is added, freed from the bench or from
-# busy, or until its deadline: NoWorkers if none was known, AllBusy if the
-# workers stayed busy or benched. Every call's whole life, retries and
-# waits included, is bounded by its timeout.
-#
-# The call's outcome is a Pending (aemp._pending) like a cal's, driven by
-# callbacks: no task or coroutine per call, which keeps a pool call near
-# a plain cal's cost (bench/bench_pool.py).
-#
-# A capability (layer 6): imports only aemp, aemp.lowlevel, the leaves
-# and aemp.service.
+# A part of the capability aemp.pool: imports aemp, aemp.lowlevel, the
+# leaves and the pool's own parts.
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
-import functools
 import logging
 import math
 import random
-import re
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import aemp
 from aemp import lowlevel
 
-from ._errors import (
-    ERROR_TAG,
-    AempError,
-    CallTimeout,
-    InvalidArgument,
-    InvalidFamily,
-    OutOfRange,
-    PortDead,
-    RemoteError,
-    error_reply,
-)
-from ._message import check_message
-from ._pending import Pending
-from .service import reply_to
-
-__all__ = [
-    "BUSY_TYPE",
-    "AllBusy",
-    "BadReply",
-    "NoWorkers",
-    "Pool",
-    "PoolCall",
-    "PoolClosed",
-    "Results",
-    "Worker",
-    "blocking_job",
-    "family_of",
-    "offer",
-]
+from .._errors import CallTimeout, InvalidArgument, PortDead, RemoteError
+from .._message import check_message
+from .._pending import Pending
+from ._names import BUSY_TYPE, AllBusy, BadReply, NoWorkers, PoolClosed, check_name, family_of
+from ._results import Results, check_seconds
 
 log = logging.getLogger("aemp.pool")
 
-BUSY_TYPE = "aemp.pool.Busy"  # the type of the error reply that says "busy"
-FAMILY_PREFIX = "fn:"  # a function's workers are in the database family fn:NAME
 BUSY_BACKOFF = 0.005  # seconds a busy worker is skipped, doubling per busy answer ...
 MAX_BUSY_BACKOFF = 0.25  # ... up to this: short, as a busy worker is healthy
 MAX_BENCH = 30.0  # seconds: the longest a failing worker is left out at a time
-
-
-# ---------------------------------------------------------------- errors
-
-
-class NoWorkers(CallTimeout):
-    """No worker offered the function within the timeout (pool.call or
-    wait_for_workers). ``function`` names it; ``workers`` is how many were
-    known."""
-
-    def __init__(self, function: str, timeout: float, workers: int = 0, wanted: int = 1) -> None:
-        self.port = family_of(function)
-        self.timeout = timeout
-        self.function = function
-        self.workers = workers
-        AempError.__init__(
-            self,
-            f"no worker offers {function!r} (database family {family_of(function)!r}) "
-            f"within {timeout:g} s"
-            if workers == 0
-            else f"only {workers} of {wanted} workers offer {function!r} within {timeout:g} s",
-        )
-
-
-class AllBusy(CallTimeout):
-    """Every worker of the function stayed busy (or benched after failures)
-    until the call's timeout."""
-
-    def __init__(self, function: str, timeout: float, workers: int) -> None:
-        self.port = family_of(function)
-        self.timeout = timeout
-        self.function = function
-        self.workers = workers
-        AempError.__init__(
-            self,
-            f"all {workers} workers of {function!r} stayed busy or failing for {timeout:g} s",
-        )
-
-
-class BadReply(AempError, ValueError):
-    """A worker answered something that is not a pool reply ([value] or an
-    error reply). ``worker`` is its port, ``reply`` what came (as a tuple)."""
-
-    def __init__(self, function: str, worker: str, reply: tuple[Any, ...]) -> None:
-        self.function = function
-        self.worker = worker
-        self.reply = reply
-        AempError.__init__(
-            self,
-            f"worker {worker!r} of {function!r} answered {len(reply)} values, "
-            f"not one: {reply!r:.120}",
-        )
-
-
-class PoolClosed(AempError, RuntimeError):
-    """The pool was closed (pool.close(), or its node closed)."""
-
-
-def family_of(function: str) -> str:
-    """The database family in which the workers of `function` register."""
-    return FAMILY_PREFIX + function
-
-
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_:.]*\Z")  # a family name's rule (docs/api.md)
-
-
-def _check_name(name: object) -> str:
-    if type(name) is not str:
-        raise InvalidArgument(
-            f"a function name must be a str (got {name!r:.60}, a {type(name).__name__})"
-        )
-    if not _NAME.match(name):
-        raise InvalidFamily(
-            f"function name {name!r:.60} is not valid: names match [A-Za-z][A-Za-z0-9_:.]* "
-            "(the workers register in the database family fn:NAME)"
-        )
-    return name
-
-
-# ---------------------------------------------------------------- worker side
-
-
-class Worker:
-    """A port that offers functions on the bus; made by offer().
-
-    ``port`` is its ID, ``functions`` the names it offers, ``limit`` the
-    jobs it runs at once, ``in_flight`` those running now, ``busy_answers``
-    how many requests it answered busy. close() (or killing the port)
-    withdraws it.
-    """
-
-    def __init__(
-        self, node: aemp.Node, functions: dict[str, Callable[..., Any]], limit: int
-    ) -> None:
-        self.node = node
-        self.functions = tuple(functions)
-        self.limit = limit
-        self.in_flight = 0
-        self.busy_answers = 0
-        self._tasks: set[asyncio.Future[Any]] = set()
-        tags = {name: self._handler(name, fn) for name, fn in functions.items()}
-        self.port = node.port(self._unknown, **tags)
-        try:
-            for name in functions:
-                node.db_reg(family_of(name), self.port, {"limit": limit})
-        except BaseException:
-            node.kil(self.port)
-            raise
-        node.mon(self.port, self._died)
-
-    def __repr__(self) -> str:
-        return (
-            f"<aemp.pool.Worker {self.port!r} {list(self.functions)} {self.in_flight}/{self.limit}>"
-        )
-
-    def _handler(self, name: str, fn: Callable[..., Any]) -> Callable[..., None]:
-        node = self.node
-
-        def job(*msg: Any) -> None:
-            if not msg or type(msg[-1]) is not str:
-                log.warning(
-                    "worker %s dropped a %r request without a reply port last", self.port, name
-                )
-                return
-            reply = msg[-1]
-            if self.in_flight >= self.limit:
-                self.busy_answers += 1
-                node.snd(reply, *_busy(name, self.in_flight, self.limit))
-                return
-            self.in_flight += 1
-            try:
-                pending = reply_to(node, reply, fn, msg[:-1])
-            finally:
-                self.in_flight -= 1
-            if pending is not None:  # an awaitable: it runs beside the port
-                self.in_flight += 1
-                task = lowlevel.spawn_task(node, pending)
-                self._tasks.add(task)
-                task.add_done_callback(self._job_done)
-
-        return job
-
-    def _job_done(self, task: asyncio.Future[Any]) -> None:
-        self._tasks.discard(task)
-        self.in_flight -= 1
-
-    def _unknown(self, *msg: Any) -> None:
-        if msg and type(msg[-1]) is str:
-            exc = LookupError(
-                f"worker {self.port} offers {', '.join(map(repr, self.functions))}, "
-                f"not {msg[0]!r:.80}"
-            )
-            self.node.snd(msg[-1], *error_reply(exc))
-        else:
-            log.warning("worker %s dropped a message that is not a request: %.200r", self.port, msg)
-
-    def _died(self, *reason: Any) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-
-    def close(self) -> None:
-        """Withdraw the worker: its port dies, it leaves the database, and the
-        jobs still running are cancelled (their callers get PortDead)."""
-        if not self.node.closed:
-            self.node.kil(self.port)
-
-    def __enter__(self) -> Worker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _busy(function: str, in_flight: int, limit: int) -> tuple[str, str, str, str]:
-    return (
-        ERROR_TAG,
-        BUSY_TYPE,
-        f"worker busy: {in_flight} jobs of {function!r} and others in flight (limit {limit})",
-        "",
-    )
-
-
-def blocking_job(
-    fn: Callable[..., Any], /, *, executor: concurrent.futures.Executor | None = None
-) -> Callable[..., Awaitable[Any]]:
-    """Wrap a blocking or CPU-bound fn for offer(): each job runs fn(*args)
-    with aemp.run_blocking, in a thread of the node's pool (or in
-    `executor`, a process pool say), and its result is the answer. (Unlike
-    aemp.blocking, whose port callbacks drop the result.)"""
-    if not callable(fn):
-        raise InvalidArgument(
-            f"blocking_job wants a callable (got {fn!r:.60}, a {type(fn).__name__})"
-        )
-
-    @functools.wraps(fn)
-    async def job(*args: Any) -> Any:
-        return await aemp.run_blocking(fn, *args, executor=executor)
-
-    return job
-
-
-def offer(
-    functions: Mapping[str, Callable[..., Any]] | Callable[..., Any],
-    /,
-    *,
-    limit: int = 1,
-    node: aemp.Node | None = None,
-) -> Worker:
-    """Offer functions on the bus: a worker port that answers calls for each
-    name, registered in the database family ``fn:NAME``; return the Worker.
-
-    ``functions``: {name: function}, or one function offered under its
-    ``__name__``. A function may be plain (runs inline), ``async def`` or
-    return an awaitable (runs as a task), or be wrapped in
-    ``blocking_job`` (runs in a thread or process). ``limit``: the jobs that may run
-    at once; a request beyond it is answered busy at once. ``node``:
-    default the current node.
-    """
-    if callable(functions) and not isinstance(functions, Mapping):
-        functions = {getattr(functions, "__name__", ""): functions}
-    if not isinstance(functions, Mapping) or not functions:
-        raise InvalidArgument(
-            "offer wants a function or a non-empty {name: function} mapping "
-            f"(got {functions!r:.60})"
-        )
-    table: dict[str, Callable[..., Any]] = {}
-    for name, fn in functions.items():
-        _check_name(name)
-        if not callable(fn):
-            raise InvalidArgument(
-                f"offer: the function for {name!r} must be callable "
-                f"(got {fn!r:.60}, a {type(fn).__name__})"
-            )
-        table[name] = fn
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise InvalidArgument(
-            f"offer: limit must be an int >= 1 (got {limit!r:.40}, a {type(limit).__name__})"
-        )
-    if limit < 1:
-        raise OutOfRange(f"offer: limit must be an int >= 1 (got {limit})")
-    return Worker(node if node is not None else lowlevel.current_node(), table, limit)
-
-
-# ---------------------------------------------------------------- caller side
 
 
 class _W:
@@ -560,10 +250,10 @@ class Pool:
         retry_after: float = 1.0,
         node: aemp.Node | None = None,
     ) -> None:
-        self.function = _check_name(function)
+        self.function = check_name(function)
         if choice not in ("least", "two"):
             raise InvalidArgument(f"Pool: choice must be 'least' or 'two' (got {choice!r:.40})")
-        _check_seconds(retry_after, "Pool: retry_after", none=False)
+        check_seconds(retry_after, "Pool: retry_after", none=False)
         self.choice = choice
         self.retry_after = float(retry_after)
         self.node = node if node is not None else lowlevel.current_node()
@@ -648,7 +338,7 @@ class Pool:
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InvalidArgument(f"wait_for_workers: n must be an int >= 1 (got {n!r:.40})")
-        _check_seconds(timeout, "wait_for_workers: timeout", none=True)
+        check_seconds(timeout, "wait_for_workers: timeout", none=True)
         self._check_open()
         if len(self._workers) < n:
             fut: asyncio.Future[None] = self._loop.create_future()
@@ -726,7 +416,7 @@ class Pool:
         if self.closed:
             raise PoolClosed(f"pool of {self.function!r} is closed")
         if timeout is not None and not (type(timeout) is float and 0 < timeout < math.inf):
-            _check_seconds(timeout, "pool.call: timeout", none=True)
+            check_seconds(timeout, "pool.call: timeout", none=True)
             timeout = float(timeout)
         if cb is not None and not callable(cb):
             raise InvalidArgument(f"pool.call: cb must be callable or None (got {cb!r:.60})")
@@ -848,7 +538,17 @@ class Pool:
         failure (a call's, or progress's exception) cancels the calls still
         outstanding and is raised from the iteration; so does aclose().
         """
-        return Results(self, items, star, concurrency, timeout, idempotent, progress, ordered=False)
+        self._check_open()
+        return Results(
+            self.call,
+            self._loop,
+            items,
+            star,
+            concurrency,
+            timeout,
+            idempotent,
+            progress,
+        )
 
     async def map(
         self,
@@ -862,8 +562,9 @@ class Pool:
     ) -> list[Any]:
         """The results of calling the function once per item, in the items'
         order (as imap_unordered, which says what the arguments mean)."""
+        self._check_open()
         results = Results(
-            self, items, star, concurrency, timeout, idempotent, progress, ordered=True
+            self.call, self._loop, items, star, concurrency, timeout, idempotent, progress
         )
         out: dict[int, Any] = {}
         try:
@@ -908,156 +609,6 @@ class Pool:
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
-
-
-class Results:
-    """The async iterator of Pool.imap_unordered: results as they come."""
-
-    def __init__(
-        self,
-        pool: Pool,
-        items: Iterable[Any],
-        star: bool,
-        concurrency: int,
-        timeout: float | None,
-        idempotent: bool,
-        progress: Callable[[int, int | None], Any] | None,
-        ordered: bool,
-    ) -> None:
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise InvalidArgument(f"concurrency must be an int >= 1 (got {concurrency!r:.40})")
-        if progress is not None and not callable(progress):
-            raise InvalidArgument(f"progress must be callable or None (got {progress!r:.60})")
-        pool._check_open()
-        self._pool = pool
-        try:
-            self.total: int | None = len(items)  # type: ignore[arg-type]
-        except TypeError:
-            self.total = None
-        self._items = iter(enumerate(items))
-        self._star = star
-        self._concurrency = concurrency
-        self._timeout = timeout
-        self._idempotent = idempotent
-        self._progress = progress
-        self._calls: dict[int, PoolCall] = {}
-        self._ready: collections.deque[tuple[int, Any]] = collections.deque()
-        self._error: BaseException | None = None
-        self._exhausted = False
-        self._closed = False
-        self._wakeup: asyncio.Future[None] | None = None
-        self.done = 0
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._values()
-
-    async def _values(self) -> AsyncIterator[Any]:
-        try:
-            async for _, value in self.indexed():
-                yield value
-        finally:
-            await self.aclose()
-
-    async def __anext__(self) -> Any:
-        _, value = await self._next()
-        return value
-
-    async def indexed(self) -> AsyncIterator[tuple[int, Any]]:
-        """The results as (index of the item, result) pairs, as they come."""
-        while True:
-            try:
-                yield await self._next()
-            except StopAsyncIteration:
-                return
-
-    async def _next(self) -> tuple[int, Any]:
-        self._fill()
-        while not self._ready:
-            if self._error is not None:
-                error, self._error = self._error, None
-                self._stop()
-                raise error
-            if self._closed or (self._exhausted and not self._calls):
-                raise StopAsyncIteration
-            self._wakeup = self._pool._loop.create_future()
-            await self._wakeup
-            self._fill()
-        return self._ready.popleft()
-
-    def _fill(self) -> None:
-        while (
-            not self._exhausted
-            and self._error is None
-            and not self._closed
-            and len(self._calls) < self._concurrency
-        ):
-            try:
-                index, item = next(self._items)
-            except StopIteration:
-                self._exhausted = True
-                break
-            except Exception as e:
-                self._exhausted = True
-                self._error = e
-                break
-            args = tuple(item) if self._star else (item,)
-            try:
-                self._calls[index] = self._pool.call(
-                    *args,
-                    timeout=self._timeout,
-                    idempotent=self._idempotent,
-                    cb=functools.partial(self._got, index),
-                    err=functools.partial(self._failed, index),
-                )
-            except Exception as e:
-                self._error = e
-
-    def _got(self, index: int, value: Any) -> None:
-        self._calls.pop(index, None)
-        self._ready.append((index, value))
-        self.done += 1
-        if self._progress is not None:
-            try:
-                self._progress(self.done, self.total)
-            except Exception as e:
-                if self._error is None:
-                    self._error = e
-        self._fill()
-        self._poke()
-
-    def _failed(self, index: int, exc: Exception) -> None:
-        self._calls.pop(index, None)
-        if self._error is None:
-            self._error = exc
-        self._poke()
-
-    def _poke(self) -> None:
-        w = self._wakeup
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    def _stop(self) -> None:
-        self._exhausted = True
-        calls, self._calls = self._calls, {}
-        for call in calls.values():
-            call.cancel()
-
-    async def aclose(self) -> None:
-        """Cancel the calls still outstanding; the iteration ends."""
-        self._closed = True
-        self._stop()
-        self._poke()
-
-
-def _check_seconds(value: object, what: str, *, none: bool) -> None:
-    if value is None and none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidArgument(
-            f"{what} must be a number of seconds (got {value!r:.40}, a {type(value).__name__})"
-        )
-    if not 0 < value < math.inf:
-        raise OutOfRange(f"{what} must be > 0 and finite (got {value!r})")
 
 
 class _Pools:
