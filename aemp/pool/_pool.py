@@ -40,6 +40,7 @@ class _W:
         "bench_until",
         "busy",
         "busy_until",
+        "ready_at",
         "cap",
         "limit",
         "outstanding",
@@ -53,6 +54,7 @@ class _W:
         self.busy_until = 0.0  # skipped until then after a busy answer
         self.busy = BUSY_BACKOFF  # the next busy back-off
         self.bench_until = 0.0  # left out until then after a failure
+        self.ready_at = 0.0  # the later of the two: picked only from then on
         self.bench = 0.0  # the last bench time (0: no failure since the last success)
         # after a busy answer, at most `limit` calls go to it until it is idle again
         # (before, calls may queue at it: a sync worker answers one by one)
@@ -132,6 +134,7 @@ class PoolCall(Pending):
         pool = self._pool
         if w.busy_until:  # it has a free slot now
             w.busy_until = 0.0
+            w.ready_at = w.bench_until
             w.busy = BUSY_BACKOFF
             if not w.outstanding:
                 w.cap = math.inf
@@ -153,6 +156,8 @@ class PoolCall(Pending):
         cb = self._cb
         return None if cb is None else cb(value)
 
+    __call__ = _on_reply  # cal's cb: the call itself, no bound method to make
+
     def _on_error(self, exc: Exception) -> None:
         w = self._worker
         assert w is not None
@@ -164,6 +169,7 @@ class PoolCall(Pending):
                 pool.busy_answers += 1
                 now = pool._loop.time()
                 w.busy_until = now + w.busy
+                w.ready_at = max(w.busy_until, w.bench_until)
                 w.busy = min(w.busy * 2, MAX_BUSY_BACKOFF)
                 if w.limit is not None:
                     w.cap = w.limit
@@ -363,7 +369,7 @@ class Pool:
         low = math.inf
         for w in workers:
             n = w.outstanding
-            if n < low and n < w.cap and w.bench_until <= now and w.busy_until <= now:
+            if n < low and n < w.cap and w.ready_at <= now:
                 best = w
                 low = n
         if len(workers) > 1:
@@ -375,8 +381,8 @@ class Pool:
         n = len(workers)
         if n > 1:
             a, b = random.sample(workers, 2)
-            ok_a = a.outstanding < a.cap and a.bench_until <= now and a.busy_until <= now
-            ok_b = b.outstanding < b.cap and b.bench_until <= now and b.busy_until <= now
+            ok_a = a.outstanding < a.cap and a.ready_at <= now
+            ok_b = b.outstanding < b.cap and b.ready_at <= now
             if ok_a and ok_b:
                 return a if a.outstanding <= b.outstanding else b
             if ok_a:
@@ -388,6 +394,7 @@ class Pool:
     def _bench(self, w: _W) -> None:
         w.bench = min(w.bench * 2, MAX_BENCH) if w.bench else self.retry_after
         w.bench_until = self._loop.time() + w.bench
+        w.ready_at = max(w.busy_until, w.bench_until)
 
     # ------------------------------------------------------------ calls
 
@@ -438,7 +445,7 @@ class Pool:
                     self.function,
                     *args,
                     timeout=timeout,
-                    cb=call._on_reply,
+                    cb=call,
                     err=call._on_error,
                 )
             except BaseException:
@@ -471,7 +478,7 @@ class Pool:
                 self.function,
                 *call._args,
                 timeout=remaining,
-                cb=call._on_reply,
+                cb=call,
                 err=call._on_error,
             )
         except Exception as e:
@@ -489,11 +496,7 @@ class Pool:
         """Wake the waiting calls when the first worker leaves the bench or busy."""
         now = self._loop.time()
         at = min(
-            (
-                max(w.busy_until, w.bench_until)
-                for w in self._list
-                if max(w.busy_until, w.bench_until) > now
-            ),
+            (w.ready_at for w in self._list if w.ready_at > now),
             default=math.inf,
         )
         if at < self._wake_at or self._wake_timer is None:
