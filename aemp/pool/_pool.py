@@ -40,11 +40,11 @@ class _W:
         "bench_until",
         "busy",
         "busy_until",
-        "ready_at",
         "cap",
         "limit",
         "outstanding",
         "port",
+        "ready_at",
     )
 
     def __init__(self, port: str, limit: int | None) -> None:
