@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -17,7 +18,17 @@ import pytest
 from conftest import free_port, until
 
 import aemp
-from aemp.pool import BUSY_TYPE, AllBusy, BadReply, NoWorkers, Pool, PoolClosed, family_of, offer
+from aemp.pool import (
+    BUSY_TYPE,
+    AllBusy,
+    BadReply,
+    NoWorkers,
+    Pool,
+    PoolClosed,
+    blocking_job,
+    family_of,
+    offer,
+)
 
 SECRET = "pool-secret"
 
@@ -287,3 +298,76 @@ async def test_closing_the_node_closes_its_pools() -> None:
     assert pool.closed
     with pytest.raises(PoolClosed):
         await waiting
+
+
+async def test_blocking_jobs_run_in_threads_and_the_worker_stays_responsive(
+    stack: AsyncExitStack,
+) -> None:
+    caller, (n0,) = await bus(stack, 1)
+    started = threading.Event()
+    release = threading.Event()
+
+    def wait_in_thread(x: int) -> str:
+        started.set()
+        release.wait(5)
+        return f"{x} from {threading.current_thread().name.split()[0]}"
+
+    offer({"block": blocking_job(wait_in_thread), "quick": lambda: "quick"}, limit=2, node=n0)
+    block, quick = Pool("block", node=caller), Pool("quick", node=caller)
+    await block.wait_for_workers(1, timeout=5)
+    await quick.wait_for_workers(1, timeout=5)
+    pending = block.call(1)
+    await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+    assert await quick.call(timeout=5) == "quick"  # the node is not blocked
+    release.set()
+    assert await pending == "1 from aemp-blocking"
+    with pytest.raises(aemp.InvalidArgument):
+        blocking_job(5)  # type: ignore[arg-type]
+
+
+async def test_leaving_imap_unordered_early_cancels_the_rest(stack: AsyncExitStack) -> None:
+    caller, (n0,) = await bus(stack, 1)
+    gate = asyncio.Event()
+
+    async def job(x: int) -> int:
+        if x:
+            await gate.wait()
+        return x
+
+    w = offer({"job": job}, limit=10, node=n0)
+    pool = Pool("job", node=caller)
+    await pool.wait_for_workers(1, timeout=5)
+    results = pool.imap_unordered(range(100), concurrency=4)
+    async for value in results:
+        assert value == 0
+        break
+    await results.aclose()
+    assert pool.outstanding() == {w.port: 0}  # the three others were cancelled
+    await until(lambda: w.in_flight == 3, what="the worker still runs them")  # sent, they run
+    gate.set()
+    await until(lambda: w.in_flight == 0, what="the worker done")
+    assert await pool.call(0) == 0
+
+
+async def test_the_two_choice_spreads_too(stack: AsyncExitStack) -> None:
+    caller, nodes = await bus(stack, 2)
+    for n in nodes:
+        for _ in range(2):
+            offer({"who": lambda: aemp.SELF.get()}, node=n)
+    pool = Pool("who", choice="two", node=caller)
+    await pool.wait_for_workers(4, timeout=5)
+    calls = [pool.call() for _ in range(400)]
+    counts = pool.outstanding()
+    assert sum(counts.values()) == 400 and min(counts.values()) >= 60, counts
+    assert set(await asyncio.gather(*calls)) == set(pool.workers)
+
+
+async def test_a_pool_made_in_a_port_outlives_that_port(stack: AsyncExitStack) -> None:
+    caller, (n0,) = await bus(stack, 1)
+    made: asyncio.Future[Pool] = asyncio.get_running_loop().create_future()
+    maker = caller.port(lambda *_: made.set_result(Pool("outlive", node=caller)))
+    caller.snd(maker, "make")
+    pool = await asyncio.wait_for(made, 5)
+    caller.kil(maker)
+    offer({"outlive": lambda: "still here"}, node=n0)
+    assert await pool.call(timeout=5) == "still here"

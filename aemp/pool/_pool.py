@@ -277,9 +277,11 @@ class Pool:
         self._pick = self._least if choice == "least" else self._two
         _registry(self.node).add(self)
         # outside any port: the monitor must not die with whoever made the pool
-        self._monitor: aemp.DbMonitor = lowlevel.call_in(
-            self.node, None, self.node.db_mon, family_of(function), self._changed
-        )
+        token = aemp.SELF.set(None)
+        try:
+            self._monitor = self.node.db_mon(family_of(function), self._changed)
+        finally:
+            aemp.SELF.reset(token)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self._workers)} workers"
