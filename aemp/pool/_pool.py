@@ -27,6 +27,7 @@ from ._results import Results, check_seconds
 
 log = logging.getLogger("aemp.pool")
 
+_SELF = aemp.SELF
 BUSY_BACKOFF = 0.005  # seconds a busy worker is skipped, doubling per busy answer ...
 MAX_BUSY_BACKOFF = 0.25  # ... up to this: short, as a busy worker is healthy
 MAX_BENCH = 30.0  # seconds: the longest a failing worker is left out at a time
@@ -96,7 +97,7 @@ class PoolCall(Pending):
         self._idempotent = idempotent
         self._cb = cb
         self._err = err
-        self._owner = aemp.SELF.get()
+        self._owner = _SELF.get()
         self._done = False
         self._result = None
         self._exc = None
@@ -442,14 +443,14 @@ class Pool:
             w.outstanding += 1
             call._worker = w
             try:
-                call._cal = self.node.cal(
-                    w.port,
-                    self.function,
-                    *args,
-                    timeout=timeout,
-                    cb=call,
-                    err=call._on_error,
-                )
+                if len(args) == 1:  # the common case, without a call through *args
+                    call._cal = self.node.cal(
+                        w.port, self.function, args[0], timeout=timeout, cb=call, err=call._on_error
+                    )
+                else:
+                    call._cal = self.node.cal(
+                        w.port, self.function, *args, timeout=timeout, cb=call, err=call._on_error
+                    )
             except BaseException:
                 w.outstanding -= 1
                 call._done = True
