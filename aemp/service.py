@@ -27,7 +27,7 @@ from aemp import lowlevel
 
 from ._errors import ERROR_TAG, InvalidArgument, MessageError, error_reply
 
-__all__ = ["ERROR_TAG", "error_reply", "reply_to", "service"]
+__all__ = ["ERROR_TAG", "error_reply", "is_reply_port", "reply_to", "service"]
 
 log = logging.getLogger("aemp.service")
 
@@ -49,7 +49,8 @@ def service(
     port when no tagged handler matches; a Mapping adds handlers whose
     tags are not Python names. A handler that raises sends an error reply
     and the port lives on; so does a tag without a handler (LookupError).
-    A message whose last element is not a port ID is logged and dropped.
+    A message whose last element is not a port ID ("node#name") is logged
+    and dropped.
     """
     if isinstance(default, Mapping):
         handlers = {**default, **handlers}
@@ -120,7 +121,7 @@ def _send_error(node: aemp.Node, reply: object, exc: Exception) -> None:
 
 def _answering(node: aemp.Node, fn: Handler) -> Handler:
     def answer(*msg: Any) -> Any:
-        if not msg or type(msg[-1]) is not str:
+        if not msg or not is_reply_port(msg[-1]):
             log.warning(
                 "service port %s dropped a message without a reply port last: %.200r",
                 aemp.SELF.get(),
@@ -130,6 +131,12 @@ def _answering(node: aemp.Node, fn: Handler) -> Handler:
         return reply_to(node, msg[-1], fn, msg[:-1])
 
     return answer
+
+
+def is_reply_port(x: object) -> bool:
+    """Whether x can be the reply port a cal request ends with: a port ID
+    (never a bare node ID, which would make this node dial that name)."""
+    return type(x) is str and "#" in x
 
 
 def _no_handler(known: list[str]) -> Handler:

@@ -84,8 +84,10 @@ async def test_a_message_without_a_reply_port_is_logged_and_dropped(
     svc = service(add=lambda a, b: a + b)
     with caplog.at_level(logging.WARNING, logger="aemp.service"):
         aemp.snd(svc, "add", 1, 2, 3)
+        aemp.snd(svc, "add", 1, 2, "a_node_id")  # no port ID: never dialled
         assert await aemp.cal(svc, "add", 1, 2) == (3,)
-    assert "without a reply port" in caplog.text
+    assert caplog.text.count("without a reply port") == 2
+    assert "a_node_id" not in lowlevel.statistics(lowlevel.current_node())["remotes"]
 
 
 async def test_the_callback_form_gets_the_error_in_err() -> None:

@@ -17,7 +17,7 @@ import aemp
 from aemp import lowlevel
 
 from .._errors import ERROR_TAG, InvalidArgument, OutOfRange, error_reply
-from ..service import reply_to
+from ..service import is_reply_port, reply_to
 from ._names import BUSY_TYPE, check_name, family_of
 
 log = logging.getLogger("aemp.pool")
@@ -60,7 +60,7 @@ class Worker:
         node = self.node
 
         def job(*msg: Any) -> None:
-            if not msg or type(msg[-1]) is not str:
+            if not msg or not is_reply_port(msg[-1]):
                 log.warning(
                     "worker %s dropped a %r request without a reply port last", self.port, name
                 )
@@ -88,7 +88,7 @@ class Worker:
         self.in_flight -= 1
 
     def _unknown(self, *msg: Any) -> None:
-        if msg and type(msg[-1]) is str:
+        if msg and is_reply_port(msg[-1]):
             exc = LookupError(
                 f"worker {self.port} offers {', '.join(map(repr, self.functions))}, "
                 f"not {msg[0]!r:.80}"
