@@ -229,6 +229,12 @@ async def test_map_stops_at_the_first_error(stack: AsyncExitStack) -> None:
     with pytest.raises(ZeroDivisionError):  # progress's own failure stops it too
         await pool.map(range(5), progress=lambda d, t: 1 / 0)
     assert await pool.map(range(3)) == [0, 1, 2]
+    # or each failure in its place, and the others go on
+    out = await pool.map(range(6), return_exceptions=True)
+    assert out[:3] == [0, 1, 2] and out[4:] == [4, 5]
+    assert isinstance(out[3], aemp.RemoteError) and out[3].message == "three"
+    got = [x async for x in pool.imap_unordered(range(5), return_exceptions=True)]
+    assert sorted(x for x in got if isinstance(x, int)) == [0, 1, 2, 4] and len(got) == 5
 
 
 async def test_a_worker_that_answers_garbage(

@@ -534,6 +534,7 @@ class Pool:
         timeout: float | None = 30.0,
         idempotent: bool = False,
         progress: Callable[[int, int | None], Any] | None = None,
+        return_exceptions: bool = False,
     ) -> Results:
         """Call the function once per item, at most `concurrency` calls
         outstanding; an async iterator of the results as they come.
@@ -542,7 +543,9 @@ class Pool:
         ``star=True``). ``progress(done, total)`` is called after each
         result (total is None for an iterable without len). The first
         failure (a call's, or progress's exception) cancels the calls still
-        outstanding and is raised from the iteration; so does aclose().
+        outstanding and is raised from the iteration; aclose() cancels them
+        too. With ``return_exceptions=True`` a call's failure (RemoteError,
+        PortDead, a timeout...) is its result instead, and the rest go on.
         """
         self._check_open()
         return Results(
@@ -554,6 +557,7 @@ class Pool:
             timeout,
             idempotent,
             progress,
+            bool(return_exceptions),
         )
 
     async def map(
@@ -565,12 +569,21 @@ class Pool:
         timeout: float | None = 30.0,  # noqa: ASYNC109 - each call's own bound, as in call()
         idempotent: bool = False,
         progress: Callable[[int, int | None], Any] | None = None,
+        return_exceptions: bool = False,
     ) -> list[Any]:
         """The results of calling the function once per item, in the items'
         order (as imap_unordered, which says what the arguments mean)."""
         self._check_open()
         results = Results(
-            self.call, self._loop, items, star, concurrency, timeout, idempotent, progress
+            self.call,
+            self._loop,
+            items,
+            star,
+            concurrency,
+            timeout,
+            idempotent,
+            progress,
+            bool(return_exceptions),
         )
         out: dict[int, Any] = {}
         try:

@@ -30,6 +30,7 @@ class Results:
         timeout: float | None,
         idempotent: bool,
         progress: Callable[[int, int | None], Any] | None,
+        return_exceptions: bool = False,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise InvalidArgument(f"concurrency must be an int >= 1 (got {concurrency!r:.40})")
@@ -47,6 +48,7 @@ class Results:
         self._timeout = timeout
         self._idempotent = idempotent
         self._progress = progress
+        self._return_exceptions = return_exceptions
         self._calls: dict[int, Any] = {}  # index -> its PoolCall
         self._ready: collections.deque[tuple[int, Any]] = collections.deque()
         self._error: BaseException | None = None
@@ -133,6 +135,9 @@ class Results:
         self._poke()
 
     def _failed(self, index: int, exc: Exception) -> None:
+        if self._return_exceptions:  # the call's failure is its result
+            self._got(index, exc)
+            return
         self._calls.pop(index, None)
         if self._error is None:
             self._error = exc
