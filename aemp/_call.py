@@ -14,6 +14,10 @@
 # reads no clock: a timer seals it when that window is over, and it ends
 # after the timeout counted from the end of the window, so no call ends
 # early, and none later than 0.1% of its timeout (1 ms for short ones).
+#
+# A reply whose first element is ERROR_TAG is an error reply (a service
+# port's handler raised, docs/protocol.md): the call fails with
+# RemoteError instead, as it does on a timeout.
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._errors import CallTimeout, PortDead
+from ._errors import ERROR_TAG, CallTimeout, PortDead, RemoteError
 from ._pending import Pending
 from ._runtime import SELF
 
@@ -83,6 +87,9 @@ class Call(Pending):
         # The common end of a call, with CallTable.remove and Kernel.call_in
         # inlined for the usual case: a callback that returns nothing.
         if self._done:
+            return
+        if reply and reply[0] == ERROR_TAG:  # a service's handler raised
+            self._finish(RemoteError.from_reply(self.port, reply))
             return
         self._done = True
         node = self._node

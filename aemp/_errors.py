@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import traceback as _traceback
 from typing import Any
 
 
@@ -119,3 +120,75 @@ class DbTimeout(AempError, TimeoutError):
         self.timeout = timeout
         self.where = where
         super().__init__(f"{query} got no answer within {timeout:g} s ({where})")
+
+
+# The error reply: what a service port sends to a caller's reply port when
+# its handler raised, instead of dying (docs/protocol.md, "Error replies").
+# Plain data, so that any client can read it: [ERROR_TAG, type, message,
+# traceback], all three str. cal turns such a reply into RemoteError.
+ERROR_TAG = "aemp:error"
+MAX_ERROR_TEXT = 4096  # characters of an error reply's message kept (the start)
+MAX_ERROR_TRACEBACK = 16384  # characters of its traceback kept (the end: the raise)
+
+
+class RemoteError(AempError, RuntimeError):
+    """A called port's handler raised: its error reply, as an exception.
+
+    ``port`` is the port that answered; ``type`` the remote exception's type
+    name (``"ZeroDivisionError"``, ``"myapp.jobs.BadInput"``), ``message``
+    its text and ``traceback`` the remote traceback as text ("" if none was
+    sent). The port that raised lives on.
+    """
+
+    def __init__(self, port: str, type: str, message: str, traceback: str = "") -> None:
+        self.port = port
+        self.type = type
+        self.message = message
+        self.traceback = traceback
+        super().__init__(
+            f"{port!r} raised {type}: {message}" if message else f"{port!r} raised {type}"
+        )
+
+    @classmethod
+    def from_reply(cls, port: str, reply: tuple[Any, ...]) -> RemoteError:
+        """The RemoteError an error reply stands for; fields that are not str
+        (another implementation's mistake) are shown, not trusted."""
+        fields = [_text(x, MAX_ERROR_TEXT) for x in reply[1:4]]
+        fields += [""] * (3 - len(fields))
+        if not fields[0]:
+            fields[0] = "aemp.MalformedErrorReply"
+        return cls(port, fields[0], fields[1], fields[2])
+
+
+def _text(x: Any, limit: int) -> str:
+    if type(x) is str:
+        return x
+    try:
+        text = repr(x)
+    except Exception:  # an int too long for repr, say
+        text = f"<a {type(x).__name__}>"
+    return text[:limit]
+
+
+def error_reply(exc: BaseException) -> tuple[str, str, str, str]:
+    """The error reply for exc: (ERROR_TAG, type name, message, traceback text),
+    each bounded and safe to send (lone surrogates replaced)."""
+    cls = type(exc)
+    name = (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<{name} whose str() raised>"
+    tb = "".join(_traceback.format_exception(exc))
+    return (
+        ERROR_TAG,
+        _clean(name),
+        _clean(message[:MAX_ERROR_TEXT]),
+        _clean(tb[-MAX_ERROR_TRACEBACK:]),
+    )
+
+
+def _clean(s: str) -> str:
+    return s if s.isascii() else s.encode("utf-8", "replace").decode("utf-8")

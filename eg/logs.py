@@ -1,4 +1,4 @@
-# eg/logs.py: the log of every node in one place (docs/intro.md, part 11).
+# eg/logs.py: the log of every node in one place (docs/intro.md, part 12).
 # Needs no seed: python eg/logs.py
 import logging
 

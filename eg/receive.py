@@ -1,4 +1,4 @@
-# eg/receive.py: coroutines that receive selectively (docs/intro.md, part 10).
+# eg/receive.py: coroutines that receive selectively (docs/intro.md, part 11).
 # Needs no seed: python eg/receive.py
 import aemp
 from aemp.mailbox import Mailbox, ReceiveTimeout, receiving

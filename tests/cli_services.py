@@ -45,3 +45,15 @@ def adder_service(family: str) -> None:
     family `family` with its node ID as the value."""
     me = aemp.port(add=lambda a, b, reply: aemp.snd(reply, a + b))
     aemp.db_reg(family, me, aemp.NODE())
+
+
+def calc_service(path: str) -> None:
+    """A service port (aemp.service) that answers ("add", a, b, reply) with a + b:
+    a malformed request gets an error reply, and the port lives on. Its port
+    ID goes into the file `path`."""
+    from aemp.service import service
+
+    me = service(add=lambda a, b: a + b)
+    tmp = Path(path + ".tmp")
+    tmp.write_text(me)
+    tmp.rename(path)

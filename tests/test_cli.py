@@ -655,3 +655,24 @@ def test_run_refuses_a_bad_setup_with_one_line(cfg: Path) -> None:
         + r.stderr.split("of node 'bad/")[1].split("'")[0]
         + "')"
     )
+
+
+def test_cal_to_a_service_shows_the_remote_error(servers: Any, cfg: Path, tmp_path: Path) -> None:
+    addr = f"127.0.0.1:{free_port()}"
+    portfile = tmp_path / "calc.port"
+    service = json.dumps([["cli_services:calc_service", str(portfile)]])
+    r = aemp_cmd(
+        "gensecret",
+        "profile", "aemp", "seeds", addr,
+        "profile", "seed", "binds", addr, "services", service,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    servers("seed").wait_up()
+    calc = wait_file(portfile)
+    r = aemp_cmd("cal", calc, "add", "2")  # one argument short: the issue's example
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.startswith(f"aemp: cal: {calc!r} raised TypeError: "), r.stderr
+    assert "missing 1 required positional argument" in r.stderr
+    r = aemp_cmd("cal", calc, "add", "2", "3")  # the service lives on
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [5]

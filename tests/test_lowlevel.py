@@ -372,3 +372,21 @@ async def test_statistics_count_packets_each_way() -> None:
         assert 1 <= after_a["packets_out"] - before_a["packets_out"] <= 10
         assert 1 <= after_b["packets_in"] - before_b["packets_in"] <= 10
         assert after_b["bytes_out"] > before_b["bytes_out"]
+
+
+async def test_current_node_is_the_node_the_module_functions_use() -> None:
+    node = lowlevel.current_node()
+    p = aemp.port(lambda *m: None)
+    assert aemp.node_of(p) == node.id
+    seen: list[aemp.Node] = []
+    async with aemp.Node(nodeid="other") as other:
+        q = other.port(lambda *m: seen.append(lowlevel.current_node()))
+        other.snd(q, "who")
+        await settle()
+        assert seen == [other]  # in a callback: the node that runs it
+    assert lowlevel.current_node() is node
+
+
+def test_current_node_outside_a_loop_is_an_error() -> None:
+    with pytest.raises(aemp.NoCurrentNode, match="no current node"):
+        lowlevel.current_node()

@@ -414,6 +414,26 @@ async def test_worker_pool_survives_a_worker_killed_mid_run(net: Net) -> None:
     net.check_no_tracebacks()
 
 
+async def test_functions_on_a_bus_survive_a_worker_killed_mid_run(net: Net) -> None:
+    await net.seed()
+    workers = []
+    for _ in range(3):
+        w = await net.example("bus_worker.py")
+        await w.expect(r"^bus worker: ready at (\S+)$")
+        workers.append(w)
+    jobs = 600
+    client = await net.example("bus_client.py", str(jobs))
+    await client.expect(r"^digest: 2cf24dba5fb0a30e$")
+    await client.expect(r"^root\(-1\) raised ValueError: no square root of -1$")
+    await client.expect(r"^100/600 done$")
+    workers[2].signal(signal.SIGKILL)  # in the middle of its jobs
+    assert await client.wait(30) == 0, client.transcript()  # map checked every answer
+    assert client.out[-2] == "600/600 done", client.transcript()
+    m = re.match(r"^all 600 jobs answered by ([23]) workers, (\d+) moved$", client.out[-1])
+    assert m, client.transcript()
+    net.check_no_tracebacks()
+
+
 async def test_spawn_pair_watch_each_other(net: Net) -> None:
     await net.seed()
     host = await net.host("host1")

@@ -1,0 +1,650 @@
+# The callers' side of a pool: Pool follows a function's workers and
+# spreads calls over them; PoolCall is one call's life (aemp/pool/__init__.py
+# says how).
+#
+# A part of the capability aemp.pool: imports aemp, aemp.lowlevel, the
+# leaves and the pool's own parts.
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import random
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import aemp
+from aemp import lowlevel
+
+from .._errors import CallTimeout, InvalidArgument, PortDead, RemoteError
+from .._message import check_message
+from .._pending import Pending
+from ._names import BUSY_TYPE, AllBusy, BadReply, NoWorkers, PoolClosed, check_name, family_of
+from ._results import Results, check_seconds
+
+log = logging.getLogger("aemp.pool")
+
+_SELF = aemp.SELF
+BUSY_BACKOFF = 0.005  # seconds a busy worker is skipped, doubling per busy answer ...
+MAX_BUSY_BACKOFF = 0.25  # ... up to this: short, as a busy worker is healthy
+MAX_BENCH = 30.0  # seconds: the longest a failing worker is left out at a time
+
+
+class _W:
+    """What a pool knows of one worker."""
+
+    __slots__ = (
+        "bench",
+        "bench_until",
+        "busy",
+        "busy_until",
+        "cap",
+        "limit",
+        "outstanding",
+        "port",
+        "ready_at",
+    )
+
+    def __init__(self, port: str, limit: int | None) -> None:
+        self.port = port
+        self.limit = limit
+        self.outstanding = 0  # this pool's calls to it not yet answered
+        self.busy_until = 0.0  # skipped until then after a busy answer
+        self.busy = BUSY_BACKOFF  # the next busy back-off
+        self.bench_until = 0.0  # left out until then after a failure
+        self.ready_at = 0.0  # the later of the two: picked only from then on
+        self.bench = 0.0  # the last bench time (0: no failure since the last success)
+        # after a busy answer, at most `limit` calls go to it until it is idle again
+        # (before, calls may queue at it: a sync worker answers one by one)
+        self.cap = math.inf
+
+
+def _limit_of(value: Any) -> int | None:
+    limit = value.get("limit") if isinstance(value, dict) else None
+    return limit if type(limit) is int and limit >= 1 else None
+
+
+class PoolCall(Pending):
+    """A pending pool.call: await it for the result, or cancel() it."""
+
+    __slots__ = (
+        "_args",
+        "_cal",
+        "_deadline",
+        "_idempotent",
+        "_pool",
+        "_timeout",
+        "_timer",
+        "_worker",
+    )
+
+    def __init__(
+        self,
+        pool: Pool,
+        args: tuple[Any, ...],
+        timeout: float | None,
+        idempotent: bool,
+        cb: Callable[[Any], Any] | None,
+        err: Callable[[Exception], Any] | None,
+        now: float,
+    ) -> None:
+        self._pool = pool
+        self._args = args
+        self._timeout = timeout
+        self._idempotent = idempotent
+        self._cb = cb
+        self._err = err
+        self._owner = _SELF.get()
+        self._done = False
+        self._result = None
+        self._exc = None
+        self._future = None
+        self._cal: aemp.Call | None = None
+        self._timer: aemp.Timer | None = None
+        self._worker: _W | None = None
+        self._deadline = None if timeout is None else now + timeout
+
+    def __repr__(self) -> str:
+        where = (
+            self._worker.port if self._cal is not None and self._worker is not None else "waiting"
+        )
+        state = "done" if self._done else where
+        return f"<aemp.pool.PoolCall {self._pool.function!r} {state}>"
+
+    @property
+    def worker(self) -> str | None:
+        """The port of the worker the call went to last (None before it went out)."""
+        return None if self._worker is None else self._worker.port
+
+    def _remaining(self) -> float | None:
+        if self._deadline is None:
+            return None
+        return self._deadline - self._pool._loop.time()
+
+    def _on_reply(self, *reply: Any) -> Any:
+        # cal's callback, run as the caller (SELF is the owner): a callback of
+        # ours is called from here, and what it raises or returns is cal's
+        # business as for any cal callback (it kills the owner, or runs)
+        w = self._worker
+        assert w is not None
+        self._cal = None
+        w.outstanding -= 1
+        pool = self._pool
+        if w.busy_until:  # it has a free slot now
+            w.busy_until = 0.0
+            w.ready_at = w.bench_until
+            w.busy = BUSY_BACKOFF
+            if not w.outstanding:
+                w.cap = math.inf
+        if pool._waiting:
+            pool._wake()
+        if len(reply) != 1:
+            pool._bench(w)
+            self._end(BadReply(pool.function, w.port, reply), None)
+            return None
+        if w.bench:
+            w.bench = 0.0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        value = self._result = reply[0]
+        self._done = True  # Pending._settle, inlined
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+        cb = self._cb
+        return None if cb is None else cb(value)
+
+    __call__ = _on_reply  # cal's cb: the call itself, no bound method to make
+
+    def _on_error(self, exc: Exception) -> None:
+        w = self._worker
+        assert w is not None
+        self._cal = None
+        w.outstanding -= 1
+        pool = self._pool
+        if isinstance(exc, RemoteError):
+            if exc.type == BUSY_TYPE:
+                pool.busy_answers += 1
+                now = pool._loop.time()
+                w.busy_until = now + w.busy
+                w.ready_at = max(w.busy_until, w.bench_until)
+                w.busy = min(w.busy * 2, MAX_BUSY_BACKOFF)
+                if w.limit is not None:
+                    w.cap = w.limit
+                pool._dispatch(self)  # the job did not run: always safe elsewhere
+            else:
+                self._end(exc, None)  # the job ran and failed: never again
+        elif isinstance(exc, PortDead):
+            pool._bench(w)
+            if self._idempotent and not pool.closed:
+                pool.moved += 1
+                pool._dispatch(self)
+            else:
+                self._end(exc, None)
+        elif isinstance(exc, CallTimeout):
+            pool._bench(w)
+            self._end(exc, None)
+        else:
+            self._end(exc, None)
+        if pool._waiting:
+            pool._wake()
+
+    def _expired(self) -> None:
+        self._timer = None
+        pool = self._pool
+        try:
+            pool._waiting.remove(self)
+        except ValueError:
+            return
+        assert self._timeout is not None
+        if pool._workers:
+            self._end(AllBusy(pool.function, self._timeout, len(pool._workers)), None)
+        else:
+            self._end(NoWorkers(pool.function, self._timeout), None)
+
+    def _fail(self, exc: BaseException) -> None:
+        """End now with exc (cancel(), or the pool closed)."""
+        if self._done:
+            return
+        cal = self._cal
+        if cal is not None:
+            self._cal = None
+            cal.cancel()
+            assert self._worker is not None
+            self._worker.outstanding -= 1
+        else:
+            try:
+                self._pool._waiting.remove(self)
+            except ValueError:
+                pass
+        self._end(exc, None)
+
+    def _end(self, exc: BaseException | None, value: Any) -> None:
+        if self._done:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._result = value
+        self._settle(exc)
+        run = self._callback(exc, (value,))
+        if run is not None:
+            lowlevel.call_in(self._pool.node, self._owner, run[0], *run[1])
+
+
+class Pool:
+    """The callers' side of a function on the bus: follows the workers of
+    `function` (database family ``fn:NAME``) and spreads calls over them.
+
+    ``choice``: ``"least"`` (the worker with the fewest of this pool's calls
+    outstanding, ties in turn) or ``"two"`` (the better of two random
+    workers). ``retry_after``: seconds a worker is left out after it timed
+    out, died or answered garbage (doubling per failure, up to 30 s; a
+    success forgives). ``node``: default the current node. ``moved``
+    counts the idempotent calls sent again after their worker was lost,
+    ``busy_answers`` the busy answers the pool got. close() (or
+    ``async with``/``with``) stops following; its node's close() does too.
+    """
+
+    def __init__(
+        self,
+        function: str,
+        *,
+        choice: Literal["least", "two"] = "least",
+        retry_after: float = 1.0,
+        node: aemp.Node | None = None,
+    ) -> None:
+        self.function = check_name(function)
+        if choice not in ("least", "two"):
+            raise InvalidArgument(f"Pool: choice must be 'least' or 'two' (got {choice!r:.40})")
+        check_seconds(retry_after, "Pool: retry_after", none=False)
+        self.choice = choice
+        self.retry_after = float(retry_after)
+        self.node = node if node is not None else lowlevel.current_node()
+        self.node.check_open()
+        self.closed = False
+        self.busy_answers = 0  # busy answers this pool got (each call then went on)
+        self.moved = 0  # idempotent calls sent again after their worker was lost
+        self._loop = self.node.loop
+        self._workers: dict[str, _W] = {}
+        self._list: list[_W] = []
+        self._waiting: collections.deque[PoolCall] = collections.deque()
+        self._wake_timer: aemp.Timer | None = None
+        self._wake_at = math.inf
+        self._watchers: list[tuple[int, asyncio.Future[None]]] = []
+        self._pick = self._least if choice == "least" else self._two
+        _registry(self.node).add(self)
+        # outside any port: the monitor must not die with whoever made the pool
+        token = aemp.SELF.set(None)
+        try:
+            self._monitor = self.node.db_mon(family_of(function), self._changed)
+        finally:
+            aemp.SELF.reset(token)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{len(self._workers)} workers"
+        return f"<aemp.pool.Pool {self.function!r} {state}>"
+
+    # ------------------------------------------------------------ workers
+
+    @property
+    def workers(self) -> list[str]:
+        """The ports of the workers the pool knows now, as the database has them."""
+        return list(self._workers)
+
+    def outstanding(self) -> dict[str, int]:
+        """{worker port: this pool's calls to it not yet answered}."""
+        return {w.port: w.outstanding for w in self._list}
+
+    def _changed(
+        self, family: Any, added: list[str], changed: list[str], deleted: list[str]
+    ) -> None:
+        if self.closed:
+            return
+        for key in deleted:
+            self._workers.pop(key, None)
+        for key in (*added, *changed):
+            limit = _limit_of(family.get(key))
+            w = self._workers.get(key)
+            if w is not None:
+                w.limit = limit
+                continue
+            try:
+                if "#" not in key:
+                    raise aemp.InvalidID(key)
+                aemp.node_of(key)
+            except aemp.InvalidID:
+                log.warning(
+                    "pool %r: ignoring %r in %r: not a port ID",
+                    self.function,
+                    key,
+                    family_of(self.function),
+                )
+                continue
+            self._workers[key] = _W(key, limit)
+        self._list = list(self._workers.values())
+        if self._watchers:
+            n = len(self._workers)
+            for want, fut in [x for x in self._watchers if x[0] <= n]:
+                self._watchers.remove((want, fut))
+                if not fut.done():
+                    fut.set_result(None)
+        if self._waiting:
+            self._wake()
+
+    async def wait_for_workers(
+        self,
+        n: int = 1,
+        *,
+        timeout: float | None = 30.0,  # noqa: ASYNC109 - a bound of the wait, raising NoWorkers
+    ) -> list[str]:
+        """Wait until the pool knows at least n workers; return their ports.
+
+        NoWorkers (a CallTimeout) after `timeout` seconds, naming how many came.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidArgument(f"wait_for_workers: n must be an int >= 1 (got {n!r:.40})")
+        check_seconds(timeout, "wait_for_workers: timeout", none=True)
+        self._check_open()
+        if len(self._workers) < n:
+            fut: asyncio.Future[None] = self._loop.create_future()
+            entry = (n, fut)
+            self._watchers.append(entry)
+            try:
+                await asyncio.wait_for(fut, timeout)
+            except TimeoutError:
+                assert timeout is not None
+                raise NoWorkers(self.function, timeout, len(self._workers), n) from None
+            finally:
+                if entry in self._watchers:
+                    self._watchers.remove(entry)
+            self._check_open()
+        return self.workers
+
+    # ------------------------------------------------------------ choice
+
+    def _least(self, now: float) -> _W | None:
+        workers = self._list
+        best: _W | None = None
+        low = math.inf
+        for w in workers:
+            n = w.outstanding
+            if n < low and n < w.cap and w.ready_at <= now:
+                best = w
+                low = n
+        if len(workers) > 1:
+            workers.append(workers.pop(0))  # ties go to each worker in turn
+        return best
+
+    def _two(self, now: float) -> _W | None:
+        workers = self._list
+        n = len(workers)
+        if n > 1:
+            a, b = random.sample(workers, 2)
+            ok_a = a.outstanding < a.cap and a.ready_at <= now
+            ok_b = b.outstanding < b.cap and b.ready_at <= now
+            if ok_a and ok_b:
+                return a if a.outstanding <= b.outstanding else b
+            if ok_a:
+                return a
+            if ok_b:
+                return b
+        return self._least(now)
+
+    def _bench(self, w: _W) -> None:
+        w.bench = min(w.bench * 2, MAX_BENCH) if w.bench else self.retry_after
+        w.bench_until = self._loop.time() + w.bench
+        w.ready_at = max(w.busy_until, w.bench_until)
+
+    # ------------------------------------------------------------ calls
+
+    def call(
+        self,
+        *args: Any,
+        timeout: float | None = 30.0,
+        idempotent: bool = False,
+        cb: Callable[[Any], Any] | None = None,
+        err: Callable[[Exception], Any] | None = None,
+    ) -> PoolCall:
+        """Call the function on one of the workers: ``await pool.call(*args)``
+        gives its result.
+
+        ``timeout`` bounds the whole call, waits and retries included (None:
+        no bound). A busy worker's answer sends the call to another worker;
+        a worker's death does so only with ``idempotent=True`` (the job may
+        have run), else PortDead is raised. The function's exception raises
+        RemoteError, never retried. Without workers the call waits for one:
+        NoWorkers at the timeout. AllBusy when all stayed busy; CallTimeout
+        when the worker did not answer in time; BadReply for an answer that
+        is not a pool reply. With ``cb``, the result is passed as ``cb(value)``
+        and a failure as ``err(exc)`` (without err a failure kills the
+        calling port), as with cal.
+        """
+        if self.closed:
+            raise PoolClosed(f"pool of {self.function!r} is closed")
+        if timeout is not None and not (type(timeout) is float and 0 < timeout < math.inf):
+            check_seconds(timeout, "pool.call: timeout", none=True)
+            timeout = float(timeout)
+        if cb is not None and not callable(cb):
+            raise InvalidArgument(f"pool.call: cb must be callable or None (got {cb!r:.60})")
+        if err is not None and not callable(err):
+            raise InvalidArgument(f"pool.call: err must be callable or None (got {err!r:.60})")
+        now = self._loop.time()
+        call = PoolCall(self, args, timeout, bool(idempotent), cb, err, now)
+        w = self._pick(now)
+        if w is None:
+            check_message((self.function, *args))  # what cal would check, before it waits
+            self._wait(call)
+        else:
+            # the first attempt: errors of the message itself reach the caller
+            w.outstanding += 1
+            call._worker = w
+            try:
+                if len(args) == 1:  # the common case, without a call through *args
+                    call._cal = self.node.cal(
+                        w.port, self.function, args[0], timeout=timeout, cb=call, err=call._on_error
+                    )
+                else:
+                    call._cal = self.node.cal(
+                        w.port, self.function, *args, timeout=timeout, cb=call, err=call._on_error
+                    )
+            except BaseException:
+                w.outstanding -= 1
+                call._done = True
+                raise
+        return call
+
+    def _dispatch(self, call: PoolCall) -> None:
+        """Send a call that went out before (or waited) to a worker, or queue it."""
+        if call._done:
+            return
+        if self.closed:
+            call._end(PoolClosed(f"pool of {self.function!r} is closed"), None)
+            return
+        remaining = call._remaining()
+        if remaining is not None and remaining <= 0:
+            assert call._timeout is not None
+            call._end(AllBusy(self.function, call._timeout, len(self._workers)), None)
+            return
+        w = self._pick(self._loop.time())
+        if w is None:
+            self._wait(call)
+            return
+        w.outstanding += 1
+        call._worker = w
+        try:
+            call._cal = self.node.cal(
+                w.port,
+                self.function,
+                *call._args,
+                timeout=remaining,
+                cb=call,
+                err=call._on_error,
+            )
+        except Exception as e:
+            w.outstanding -= 1
+            call._end(e, None)
+
+    def _wait(self, call: PoolCall) -> None:
+        self._waiting.append(call)
+        remaining = call._remaining()
+        if remaining is not None and call._timer is None:
+            call._timer = lowlevel.timer(self.node, max(remaining, 0.0), call._expired)
+        self._wake_later()
+
+    def _wake_later(self) -> None:
+        """Wake the waiting calls when the first worker leaves the bench or busy."""
+        now = self._loop.time()
+        at = min(
+            (w.ready_at for w in self._list if w.ready_at > now),
+            default=math.inf,
+        )
+        if at < self._wake_at or self._wake_timer is None:
+            if self._wake_timer is not None:
+                self._wake_timer.cancel()
+                self._wake_timer = None
+            self._wake_at = at
+            if at < math.inf:
+                self._wake_timer = lowlevel.timer(self.node, at - now, self._woken)
+
+    def _woken(self) -> None:
+        self._wake_timer = None
+        self._wake_at = math.inf
+        self._wake()
+
+    def _wake(self) -> None:
+        waiting = self._waiting
+        now = self._loop.time()
+        while waiting and self._pick(now) is not None:
+            self._dispatch(waiting.popleft())
+        if waiting:
+            self._wake_later()
+
+    # ------------------------------------------------------------ fan-out
+
+    def imap_unordered(
+        self,
+        items: Iterable[Any],
+        *,
+        star: bool = False,
+        concurrency: int = 64,
+        timeout: float | None = 30.0,
+        idempotent: bool = False,
+        progress: Callable[[int, int | None], Any] | None = None,
+        return_exceptions: bool = False,
+    ) -> Results:
+        """Call the function once per item, at most `concurrency` calls
+        outstanding; an async iterator of the results as they come.
+
+        Each item is the one argument (a tuple of arguments with
+        ``star=True``). ``progress(done, total)`` is called after each
+        result (total is None for an iterable without len). The first
+        failure (a call's, or progress's exception) cancels the calls still
+        outstanding and is raised from the iteration; aclose() cancels them
+        too. With ``return_exceptions=True`` a call's failure (RemoteError,
+        PortDead, a timeout...) is its result instead, and the rest go on.
+        """
+        self._check_open()
+        return Results(
+            self.call,
+            self._loop,
+            items,
+            star,
+            concurrency,
+            timeout,
+            idempotent,
+            progress,
+            bool(return_exceptions),
+        )
+
+    async def map(
+        self,
+        items: Iterable[Any],
+        *,
+        star: bool = False,
+        concurrency: int = 64,
+        timeout: float | None = 30.0,  # noqa: ASYNC109 - each call's own bound, as in call()
+        idempotent: bool = False,
+        progress: Callable[[int, int | None], Any] | None = None,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """The results of calling the function once per item, in the items'
+        order (as imap_unordered, which says what the arguments mean)."""
+        self._check_open()
+        results = Results(
+            self.call,
+            self._loop,
+            items,
+            star,
+            concurrency,
+            timeout,
+            idempotent,
+            progress,
+            bool(return_exceptions),
+        )
+        out: dict[int, Any] = {}
+        try:
+            async for index, value in results.indexed():
+                out[index] = value
+        finally:
+            await results.aclose()
+        return [out[i] for i in range(len(out))]
+
+    # ------------------------------------------------------------ closing
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise PoolClosed(f"pool of {self.function!r} is closed")
+
+    def close(self) -> None:
+        """Stop following the workers; waiting calls fail with PoolClosed
+        (calls already sent to a worker end as they would)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._monitor.cancel()
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+            self._wake_timer = None
+        exc = PoolClosed(f"pool of {self.function!r} is closed")
+        while self._waiting:
+            self._waiting.popleft()._end(exc, None)
+        for _, fut in self._watchers:
+            if not fut.done():
+                fut.set_result(None)
+        self._watchers.clear()
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Pool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Pools:
+    """The pools of one node, closed when it closes."""
+
+    def __init__(self, node: aemp.Node) -> None:
+        self.pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+        lowlevel.on_close(node, self.close)
+
+    def add(self, pool: Pool) -> None:
+        self.pools.add(pool)
+
+    def close(self) -> None:
+        for pool in list(self.pools):
+            pool.close()
+
+
+def _registry(node: aemp.Node) -> _Pools:
+    pools: _Pools = lowlevel.extension(node, "aemp.pool", lambda: _Pools(node))
+    return pools
