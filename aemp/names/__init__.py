@@ -17,6 +17,7 @@ imports it.
 from __future__ import annotations
 
 from . import _aemp, _etcd, _memory  # noqa: F401  (each registers its backend)
+from ._aemp import serve
 from ._api import (
     Backend,
     BackendUnavailable,
@@ -49,4 +50,5 @@ __all__ = [
     "backends",
     "open",
     "register_backend",
+    "serve",
 ]
