@@ -114,6 +114,15 @@ class Worker:
             raise AssertionError(f"worker {self.proc.pid} ended (exit {await self.proc.wait()})")
         return json.loads(raw)
 
+    async def lines_so_far(self, quiet: float = 0.3) -> list[Any]:
+        """What it printed until it has been silent for `quiet` seconds."""
+        out = []
+        while True:
+            try:
+                out.append(await self.line(limit=quiet))
+            except TimeoutError:
+                return out
+
     def kill(self) -> None:
         if self.proc.returncode is None:
             os.kill(self.proc.pid, signal.SIGKILL)

@@ -5,7 +5,10 @@
   `tasks` tasks that each try_acquire the name at once; print
   {"won": [...], "in_use": n}, then wait for stdin to close.
 - ``"hold" URL {"family", "name", "ttl", "seeds"?, "secret"?}``: try_hold the
-  name; print {"token": t}; keep it until killed or stdin closes.
+  name; print {"token": t}, then {"error": text} for each keep-alive error;
+  keep it until killed or stdin closes.
+- ``"global" "" {"nodeid", "bind", "seeds", "secret"}``: a global node that
+  serves the aemp:// lease table; prints {"listener": ...}.
 With "seeds", the process runs a node with those seeds (aemp://).
 """
 
@@ -42,7 +45,11 @@ async def work(mode: str, url: str, opts: dict[str, Any], node: aemp.Node | None
         won = [r for r in results if r != "in_use"]
         print(json.dumps({"won": won, "in_use": len(results) - len(won)}), flush=True)
     elif mode == "hold":
-        holding = await manager.try_hold(opts["family"], opts["name"])
+        holding = await manager.try_hold(
+            opts["family"],
+            opts["name"],
+            on_error=lambda e: print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True),
+        )
         print(json.dumps({"token": holding.token}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     with contextlib.suppress(Exception):
@@ -50,7 +57,15 @@ async def work(mode: str, url: str, opts: dict[str, Any], node: aemp.Node | None
 
 
 async def main(mode: str, url: str, opts: dict[str, Any]) -> None:
-    if "seeds" in opts:
+    if mode == "global":
+        async with aemp.Node(
+            nodeid=opts["nodeid"], binds=[opts["bind"]], seeds=opts["seeds"],
+            secret=opts["secret"], monitor_timeout=2,
+        ) as node:  # fmt: skip
+            names.serve(node)
+            print(json.dumps({"listener": node.listeners[0]}), flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    elif "seeds" in opts:
         async with aemp.Node(
             nodeid="w/%u", seeds=opts["seeds"], secret=opts["secret"], monitor_timeout=2
         ) as node:

@@ -119,8 +119,14 @@ class LeaseTable:
     # ------------------------------------------------------------ who decides
 
     def current_leader(self) -> str:
-        db = lowlevel.database(self.node)
-        return min([self.node.id, *db["globals"]])
+        """The leader as this node sees it now; a change starts here, so that
+        a new leader's quiet period begins before it answers anything."""
+        self._check_leader()
+        return self.leader or self.node.id
+
+    def _view(self) -> str:
+        others: list[str] = lowlevel.database(self.node)["globals"]
+        return min([self.node.id, *others])
 
     async def _watch_leader(self) -> None:
         while True:
@@ -130,7 +136,7 @@ class LeaseTable:
     def _check_leader(self) -> None:
         if not self.node.is_global:
             return
-        leader = self.current_leader()
+        leader = self._view()
         if leader == self.leader:
             return
         old, self.leader = self.leader, leader
@@ -331,11 +337,19 @@ class AempNames(NameManager):
         self.table = table(node)
 
     async def _ask(self, op: str, *args: Any) -> tuple[Any, ...]:
+        return (await self._ask_late(op, *args))[0]
+
+    async def _ask_late(self, op: str, *args: Any) -> tuple[tuple[Any, ...], float]:
+        """The leader's answer, and how much later than the first attempt the
+        answered one was sent (its ttl counts from then). Retries (no
+        master yet, a new leader's quiet period) until REQUEST_TIMEOUT."""
         loop = asyncio.get_running_loop()
-        end = loop.time() + REQUEST_TIMEOUT
+        first = loop.time()
+        end = first + REQUEST_TIMEOUT
         why = "no master"
         while loop.time() < end:
             master = self.node.master
+            late = loop.time() - first
             try:
                 if master is None:
                     why = "no master (no global node reachable)"
@@ -354,7 +368,7 @@ class AempNames(NameManager):
                     )  # fmt: skip
                 if master is not None:
                     if answer[0] != "retry":
-                        return answer
+                        return answer, late
                     why = str(answer[1])
             except (PortDead, CallTimeout) as e:
                 why = str(e)
@@ -364,9 +378,9 @@ class AempNames(NameManager):
         raise BackendUnavailable(f"aemp://: no answer from the global nodes ({why})")
 
     async def _grant(self, family: str, name: str | None, must_exist: bool) -> tuple[Lease, float]:
-        answer = await self._ask("grant", family, name, must_exist, self.ttl)
+        answer, late = await self._ask_late("grant", family, name, must_exist, self.ttl)
         if answer[0] == "ok":
-            return Lease(family, answer[1], answer[2]), self.ttl
+            return Lease(family, answer[1], answer[2]), self.ttl + late
         if answer[0] == "in_use":
             raise NameInUse(f"{family}/{name} is held")
         if answer[0] == "not_exist":
@@ -374,9 +388,11 @@ class AempNames(NameManager):
         raise BackendUnavailable(f"aemp://: {answer!r:.200}")
 
     async def _renew(self, lease: Lease) -> float:
-        answer = await self._ask("renew", lease.family, lease.name, lease.token, self.ttl)
+        answer, late = await self._ask_late(
+            "renew", lease.family, lease.name, lease.token, self.ttl
+        )
         if answer[0] == "ok":
-            return self.ttl
+            return self.ttl + late
         if answer[0] == "lost":
             raise NameLost(f"{lease.family}/{lease.name}: {answer[1]}")
         raise BackendUnavailable(f"aemp://: {answer!r:.200}")
