@@ -34,6 +34,7 @@ from ._api import (
     open,
     register_backend,
 )
+from ._singleton import Singleton
 
 __all__ = [
     "Backend",
@@ -46,6 +47,7 @@ __all__ = [
     "NameLost",
     "NameManager",
     "NameNotExist",
+    "Singleton",
     "UnknownBackend",
     "backends",
     "open",

@@ -205,6 +205,13 @@ class Holding:
             self._done.set()
             self._errors.put_nowait(None)
 
+    def _taken(self, why: str) -> None:
+        """The name was released or reset through the manager: lost to us."""
+        if not self._done.is_set():
+            self._task.cancel()
+            self.lost = True
+            self._report(NameLost(f"{self.family}/{self.name}: {why}"))
+
     async def errors(self) -> AsyncIterator[Exception]:
         """Yield keep-alive errors until the holding ends (released or lost)."""
         while True:
@@ -341,7 +348,7 @@ class NameManager:
         held = self._held.pop((family, name), None)
         for h in list(self._holdings):
             if (h.family, h.name) == (family, name):
-                h._task.cancel()
+                h._taken("released with release()")
         await self._release(family, name, held[0] if held else None)
 
     def _start(self, lease: Lease, on_error: Callable[[Exception], Any] | None) -> Holding:
@@ -375,7 +382,7 @@ class NameManager:
         """Forget every name of every family: list() is empty afterwards."""
         self._check_open()
         for h in list(self._holdings):
-            h._task.cancel()
+            h._taken("every name reset with reset()")
         self._held.clear()
         await self._reset()
 
