@@ -21,9 +21,12 @@ _GLOBAL_OPTIONS = "--help, --version, --verbose (-v, twice for more) or --timeou
 
 
 def _table() -> tuple[list[Command], dict[str, Command]]:
-    from . import _cli_edit, _cli_inspect, _cli_net
+    from . import _cli_edit, _cli_inspect, _cli_names, _cli_net
 
-    commands = [*_cli_edit.COMMANDS, *_cli_net.COMMANDS, *_cli_inspect.COMMANDS, *_OTHER]
+    commands = [
+        *_cli_edit.COMMANDS, *_cli_net.COMMANDS, *_cli_inspect.COMMANDS, *_cli_names.COMMANDS,
+        *_OTHER,
+    ]  # fmt: skip
     by_name: dict[str, Command] = {}
     for cmd in commands:
         for name in (cmd.name, *cmd.aliases):

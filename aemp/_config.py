@@ -63,6 +63,7 @@ class Config:
     max_handshakes_per_address: int = 32
     listen_backlog: int = 1024
     max_objects: int = 4 * 1024 * 1024
+    names_url: str = "aemp://"
 
     @classmethod
     def from_keys(cls, keys: Mapping[str, Any]) -> Config:
@@ -132,6 +133,14 @@ def _seconds(key: str, v: Any) -> float:
             f"{key!r} must be a finite number of seconds from {low:g} to {high:g} (got {v!r})"
         )
     return float(v)
+
+
+def _names_url(key: str, v: Any) -> str:
+    if not isinstance(v, str) or "://" not in v or v.startswith("://"):
+        raise ConfigError(
+            f"{key!r} must be a URL such as aemp:// or etcd://host:2379 (got {v!r:.80})"
+        )
+    return v
 
 
 def _flag(key: str, v: Any) -> bool:
@@ -269,6 +278,7 @@ _CHECKS: dict[str, Any] = {
     "max_handshakes_per_address": _count,
     "listen_backlog": _count,
     "max_objects": _count,
+    "names_url": _names_url,
 }
 
 
