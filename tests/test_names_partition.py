@@ -94,3 +94,36 @@ async def test_a_new_leader_adopts_the_leases_of_the_old_one() -> None:
             assert not rec.free and rec.token == held_b.token
         await ma.aclose()
         await mb.aclose()
+
+
+async def test_malformed_requests_harm_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    async with testing.pair(monitor_timeout=1) as (a, b, _link):
+        names.serve(a)
+        names.serve(b)
+        await testing.wait_until(lambda: lowlevel.database(b)["globals"] == ["a"], 5)
+        ma = await names.open("aemp://", node=a, ttl=1.0)
+        held = await ma.hold("m")
+        bad_requests = [
+            ("g_names", "grant", None, "not a list"),
+            ("g_names", "grant", None, ["m"]),
+            ("g_names", "renew", "someone-else", ["m", "0", held.token, 1.0]),
+            ("g_names", "explode", None, []),
+            ("g_names", "grant", None, ["bad family", None, False, 1.0]),
+            ("g_names", "renew", None, ["m", "0", "token", 1.0]),
+            ("g_names_merge", "not a snapshot"),
+            ("g_names_merge", [1, [["m", "0", [1, 2, 3]]]]),
+            ("g_names_sync", 1, "changes", False),
+        ]
+        replies = []
+        for req in bad_requests:
+            reply = b.port(lambda *r: replies.append(r))
+            lowlevel.request(b, "a", *req, reply)
+        await asyncio.sleep(2)  # renewals go on meanwhile
+        assert not held.lost
+        [rec] = await ma.list("m")
+        assert not rec.free and rec.token == held.token
+        # every grant and renewal refused; the renewal in another's name (b, a
+        # global, may pass requests on) only as a renewal of a lease it lacks
+        assert sorted(r[0] for r in replies) == ["error"] * 5 + ["lost"], replies
+        assert "malformed 'g_names" in caplog.text
+        await ma.aclose()

@@ -190,7 +190,12 @@ class Holding:
                         ttl = await m._renew(self.lease)
                 except TimeoutError:
                     continue  # the loop top says it lapsed
-                except BackendUnavailable as e:
+                except NameLost:
+                    raise
+                except Exception as e:  # a renewal that failed: retried until the deadline
+                    if not isinstance(e, BackendUnavailable):
+                        log.warning("names: renewing %s/%s: %r", self.family, self.name, e)
+                        e = BackendUnavailable(f"renewal failed: {e!r:.200}")
                     self._report(e)
                     await asyncio.sleep(min(0.05 * m.ttl, max(0.0, self.deadline - loop.time())))
                     continue
