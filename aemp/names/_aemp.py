@@ -2,7 +2,7 @@
 #
 # The lease table lives on the global nodes. One of them decides: the
 # *leader*, the global with the smallest node ID among those a global sees
-# (itself and lowlevel.database()["globals"]). A node asks its master
+# (itself and lowlevel.global_nodes()). A node asks its master
 # (node.master) with the global-node request "g_names"; a master that is
 # not the leader passes the request on once, naming the asking node as the
 # holder. The leader answers from its table and sends every change to the
@@ -125,8 +125,7 @@ class LeaseTable:
         return self.leader or self.node.id
 
     def _view(self) -> str:
-        others: list[str] = lowlevel.database(self.node)["globals"]
-        return min([self.node.id, *others])
+        return min([self.node.id, *lowlevel.global_nodes(self.node)])
 
     async def _watch_leader(self) -> None:
         while True:
@@ -162,8 +161,7 @@ class LeaseTable:
                 e.holder = None
 
     def _sync(self, changes: list[Any], full: bool = False) -> None:
-        db = lowlevel.database(self.node)
-        for g in db["globals"]:
+        for g in lowlevel.global_nodes(self.node):
             lowlevel.request(self.node, g, "g_names_sync", self.counter, changes, full)
 
     def _changed(self, family: str, name: str) -> None:
@@ -177,7 +175,7 @@ class LeaseTable:
             raise TypeError(f"g_names: reply must be a port ID (got {reply!r:.40})")
         if holder is None:
             holder = sender
-        elif holder != sender and sender not in lowlevel.database(self.node)["globals"]:
+        elif holder != sender and sender not in lowlevel.global_nodes(self.node):
             raise ValueError(f"g_names: {sender!r} may not ask for {holder!r}")
         if self.current_leader() != self.node.id:
             if holder != sender:  # passed on once already: the asker tries again
