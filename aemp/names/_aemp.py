@@ -96,6 +96,15 @@ class _Entry:
         return cls(float(c), float(u), t, float(g), h, now + float(left))
 
 
+def _live(e: _Entry, now: float) -> bool:
+    """Whether `e` is held now; a lapsed lease is freed on the way (lazily:
+    no request walks the whole table, except list and the exchanges
+    between globals)."""
+    if e.holder is not None and now > e.expires:
+        e.holder = None
+    return e.holder is not None
+
+
 def _older(a: _Entry, b: _Entry) -> _Entry:
     return a if (a.granted_at, a.holder or "") <= (b.granted_at, b.holder or "") else b
 
@@ -206,7 +215,6 @@ class LeaseTable:
         """The leader's answer to one request, as a tuple: ("ok", ...),
         ("in_use",), ("not_exist",), ("lost", why) or ("retry", why)."""
         now = self.loop.time()
-        self._sweep(now)
         if not isinstance(args, list | tuple):
             raise TypeError(f"g_names: args must be a list (got {args!r:.40})")
         if op == "grant":
@@ -220,12 +228,13 @@ class LeaseTable:
         if op == "release":
             family, name, token = args
             e = self.names.get((check_name("family", family), check_name("name", name)))
-            if e is not None and e.holder and (token is None or token == e.token):
+            if e is not None and _live(e, now) and (token is None or token == e.token):
                 e.holder = None
                 self._changed(family, name)
             return ("ok",)
         if op == "list":
             (family,) = args
+            self._sweep(now)
             return ("ok", [[f, n, e.wire(now)] for (f, n), e in self.names.items()
                            if family is None or f == family])  # fmt: skip
         if op == "reset":
@@ -241,7 +250,7 @@ class LeaseTable:
             return ("retry", f"new leader, quiet for {self.quiet_until - now:.2f} s")
         if name is None:
             name = smallest_free(
-                {n for (f, n), e in self.names.items() if f == family and e.holder}
+                {n for (f, n), e in self.names.items() if f == family and _live(e, now)}
             )
         check_name("name", name)
         e = self.names.get((family, name))
@@ -251,7 +260,7 @@ class LeaseTable:
             if len(self.names) >= MAX_NAMES:
                 raise ValueError(f"g_names: the table holds {MAX_NAMES} names already")
             e = self.names[(family, name)] = _Entry(time.time(), time.time(), 0, 0.0)
-        elif e.holder is not None:
+        elif _live(e, now):
             return ("in_use",)
         self.counter += 1
         e.token, e.holder = self.counter, holder
@@ -267,6 +276,8 @@ class LeaseTable:
         if type(token) is not int:
             raise TypeError(f"g_names: a token is an int (got {token!r:.40})")
         e = self.names.get((family, name))
+        if e is not None:
+            _live(e, now)
         if e is not None and e.holder == holder and e.token == token:
             e.expires = now + ttl
             return ("ok",)
