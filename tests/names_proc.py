@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import sys
+import time
 from typing import Any
 
 import aemp
@@ -48,7 +49,10 @@ async def work(mode: str, url: str, opts: dict[str, Any], node: aemp.Node | None
         holding = await manager.try_hold(
             opts["family"],
             opts["name"],
-            on_error=lambda e: print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True),
+            on_error=lambda e: print(
+                json.dumps({"error": f"{type(e).__name__}: {e}", "at": time.monotonic()}),
+                flush=True,
+            ),
         )
         print(json.dumps({"token": holding.token}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)

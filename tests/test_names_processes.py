@@ -188,10 +188,13 @@ async def test_a_killed_global_node_hands_over_the_table(workers: list[Worker]) 
         holder = await Worker.start(
             "hold",
             "aemp://",
-            {"family": "g", "name": "0", "ttl": 1.0, "seeds": seeds, "secret": SECRET},
+            {"family": "g", "name": "0", "ttl": 3.0, "seeds": seeds, "secret": SECRET},
         )
         workers.append(holder)
         token = (await holder.line())["token"]
+        # renewed on g1 past the expiry that g2 copied with the grant: g2 must
+        # wait for a lease that long (3 s), not for its own manager's 1 s
+        await asyncio.sleep(4)
         leader.kill()
         await until(lambda: aemp.lowlevel.database(second)["globals"] == [], 10, "g1 lost")
         # the new leader grants nothing in its quiet period, then refuses: held
@@ -199,17 +202,59 @@ async def test_a_killed_global_node_hands_over_the_table(workers: list[Worker]) 
             await m.try_acquire("g", "0")
         [rec] = await m.list("g")
         assert not rec.free and rec.token == token
-        await asyncio.sleep(2)
-        with pytest.raises(names.NameInUse):
-            await m.try_acquire("g", "0")
+        for _ in range(8):  # through the quiet period and after it
+            await asyncio.sleep(0.5)
+            with pytest.raises(names.NameInUse):
+                await m.try_acquire("g", "0")
         said = await holder.lines_so_far()
         assert not any("NameLost" in line.get("error", "") for line in said), said
         holder.kill()
         # and once the holder is gone, its name is free a ttl later
-        for _ in range(100):
+        for _ in range(200):
             try:
                 lease = await m.try_acquire("g", "0")
                 break
             except names.NameInUse:
                 await asyncio.sleep(0.05)
+        assert lease.token > token
+
+
+async def test_a_new_leader_grants_nothing_before_the_old_leases_lapse(
+    workers: list[Worker],
+) -> None:
+    """The holder's only seed is the leader g1, killed: the holder cannot renew
+    and loses its 3 s lease; g2 (whose own manager uses 1 s) waits long
+    enough that its first grant comes after the holder gave the name up."""
+    bind = f"127.0.0.1:{free_port()}"
+    async with AsyncExitStack() as stack:
+        second = await seed(stack, "g2")
+        leader = await Worker.start(
+            "global", "",
+            {"nodeid": "g1", "bind": bind, "seeds": [bind, *second.listeners], "secret": SECRET},
+        )  # fmt: skip
+        workers.append(leader)
+        await leader.line()
+        m = await stack.enter_async_context(await names.open("aemp://", node=second, ttl=1.0))
+        await until(lambda: aemp.lowlevel.global_nodes(second) == ["g1"], 10, "a mesh")
+        await m.acquire("n")
+        await m.release("n", "0")
+        holder = await Worker.start(
+            "hold", "aemp://",
+            {"family": "n", "name": "0", "ttl": 3.0, "seeds": [bind], "secret": SECRET},
+        )  # fmt: skip
+        workers.append(holder)
+        token = (await holder.line())["token"]
+        await asyncio.sleep(4)  # renewed on g1 past what g2 copied with the grant
+        leader.kill()
+        while True:
+            try:
+                lease = await m.try_acquire("n", "0")
+                granted = time.monotonic()
+                break
+            except (names.NameInUse, names.BackendUnavailable):
+                await asyncio.sleep(0.02)
+        said = await holder.lines_so_far(quiet=1.0)
+        lost = [line for line in said if line.get("error", "").startswith("NameLost")]
+        assert lost, said
+        assert lost[0]["at"] <= granted, (lost[0], granted)
         assert lease.token > token

@@ -105,6 +105,13 @@ def _live(e: _Entry, now: float) -> bool:
     return e.holder is not None
 
 
+def _seconds(optional: Any) -> float:
+    """The ttl a peer sent as an optional last argument (0.0 without one)."""
+    if optional and isinstance(optional[0], int | float) and 0 <= optional[0] <= 3600:
+        return float(optional[0])
+    return 0.0
+
+
 def _older(a: _Entry, b: _Entry) -> _Entry:
     return a if (a.granted_at, a.holder or "") <= (b.granted_at, b.holder or "") else b
 
@@ -119,7 +126,10 @@ class LeaseTable:
         self.counter = 0
         self.leader: str | None = None
         self.quiet_until = 0.0
-        self.ttl_seen = 0.0  # the longest ttl granted: the quiet period
+        # the longest ttl granted here or by a leader whose table we copied:
+        # a new leader's quiet period, long enough for every lease the old
+        # one may have renewed to lapse on its holder's side
+        self.ttl_seen = 0.0
         lowlevel.handle_global(node, "g_names", self._g_names)
         lowlevel.handle_global(node, "g_names_sync", self._g_sync)
         lowlevel.handle_global(node, "g_names_merge", self._g_merge)
@@ -162,7 +172,8 @@ class LeaseTable:
     def _snapshot(self) -> list[Any]:
         now = self.loop.time()
         self._sweep(now)
-        return [self.counter, [[f, n, e.wire(now)] for (f, n), e in self.names.items()]]
+        entries = [[f, n, e.wire(now)] for (f, n), e in self.names.items()]
+        return [self.counter, entries, self.ttl_seen]
 
     def _sweep(self, now: float) -> None:
         for e in self.names.values():
@@ -171,7 +182,9 @@ class LeaseTable:
 
     def _sync(self, changes: list[Any], full: bool = False) -> None:
         for g in lowlevel.global_nodes(self.node):
-            lowlevel.request(self.node, g, "g_names_sync", self.counter, changes, full)
+            lowlevel.request(
+                self.node, g, "g_names_sync", self.counter, changes, full, self.ttl_seen
+            )
 
     def _changed(self, family: str, name: str) -> None:
         e = self.names.get((family, name))
@@ -239,7 +252,7 @@ class LeaseTable:
                            if family is None or f == family])  # fmt: skip
         if op == "reset":
             self.names.clear()
-            self._sync(self._snapshot()[1], full=True)
+            self._sync([], full=True)
             return ("ok",)
         raise ValueError(f"g_names: unknown operation {op!r:.40}")
 
@@ -280,6 +293,7 @@ class LeaseTable:
             _live(e, now)
         if e is not None and e.holder == holder and e.token == token:
             e.expires = now + ttl
+            self.ttl_seen = max(self.ttl_seen, ttl)
             return ("ok",)
         if now < self.quiet_until and (e is None or e.holder is None):
             # a lease granted by the leader before us, whose sync never came
@@ -294,7 +308,7 @@ class LeaseTable:
 
     # ------------------------------------------------------------ between globals
 
-    def _g_sync(self, sender: str, counter: Any, changes: Any, full: Any, *_: Any) -> None:
+    def _g_sync(self, sender: str, counter: Any, changes: Any, full: Any, *more: Any) -> None:
         if sender != self.current_leader() or sender == self.node.id:
             return  # an old leader's late word: the merge settles it
         if type(counter) is not int or not isinstance(changes, list):
@@ -311,9 +325,14 @@ class LeaseTable:
                     _Entry.unwire(w, now)
                 )
         self.counter = max(self.counter, counter)
+        self.ttl_seen = max(self.ttl_seen, _seconds(more[:1]))
 
     def _g_merge(self, sender: str, snapshot: Any, *_: Any) -> None:
-        if not isinstance(snapshot, list) or len(snapshot) != 2 or type(snapshot[0]) is not int:
+        if (
+            not isinstance(snapshot, list)
+            or len(snapshot) not in (2, 3)
+            or type(snapshot[0]) is not int
+        ):
             raise TypeError("g_names_merge: [counter, [[family, name, entry]...]]")
         now = self.loop.time()
         self._sweep(now)
@@ -330,6 +349,7 @@ class LeaseTable:
             elif theirs.holder is not None:
                 self.names[key] = theirs
         self.counter = max(self.counter, snapshot[0])
+        self.ttl_seen = max(self.ttl_seen, _seconds(snapshot[2:3]))
         if self.current_leader() == self.node.id:
             self._sync(self._snapshot()[1], full=True)
 
