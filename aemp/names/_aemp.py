@@ -16,7 +16,7 @@
 # somebody else in before a live holder on a flaky link knew).
 #
 # A global that becomes leader (the old one died, or a partition cut it
-# off) first waits one ttl, its *quiet period*: it grants no name then,
+# off) first waits the longest ttl in use, its *quiet period*: it grants no name then,
 # and adopts renewals of leases it has no record of (a grant whose sync
 # was lost with the old leader). After it every lease the old leader
 # granted has either been renewed here or lapsed on its holder's side.
