@@ -21,7 +21,7 @@ _GLOBAL_OPTIONS = "--help, --version, --verbose (-v, twice for more) or --timeou
 
 
 def _table() -> tuple[list[Command], dict[str, Command]]:
-    from . import _cli_edit, _cli_inspect, _cli_local, _cli_log, _cli_net
+    from . import _cli_edit, _cli_inspect, _cli_local, _cli_log, _cli_names, _cli_net
 
     commands = [
         *_cli_edit.COMMANDS,
@@ -29,6 +29,7 @@ def _table() -> tuple[list[Command], dict[str, Command]]:
         *_cli_inspect.COMMANDS,
         *_cli_log.COMMANDS,
         *_cli_local.COMMANDS,
+        *_cli_names.COMMANDS,
         *_OTHER,
     ]
     by_name: dict[str, Command] = {}

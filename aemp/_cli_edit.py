@@ -435,5 +435,11 @@ _LOW_KEYS = {
     ),
 }
 
+_LOW_KEYS["names_url"] = (
+    "URL",
+    "a URL such as aemp:// or etcd://host:2379",
+    "the name-lease backend of 'aemp names' and aemp.names users (default aemp://)",
+)
+
 for _key, (_meta, _expects, _note) in _LOW_KEYS.items():
     COMMANDS += _key_commands(_key, _meta, _key, _note, _expects, G_LOW)

@@ -65,6 +65,7 @@ class Config:
     max_objects: int = 4 * 1024 * 1024
     control: bool = False
     metrics: str | None = None
+    names_url: str = "aemp://"
 
     @classmethod
     def from_keys(cls, keys: Mapping[str, Any]) -> Config:
@@ -141,6 +142,14 @@ def _seconds(key: str, v: Any) -> float:
             f"{key!r} must be a finite number of seconds from {low:g} to {high:g} (got {v!r})"
         )
     return float(v)
+
+
+def _names_url(key: str, v: Any) -> str:
+    if not isinstance(v, str) or "://" not in v or v.startswith("://"):
+        raise ConfigError(
+            f"{key!r} must be a URL such as aemp:// or etcd://host:2379 (got {v!r:.80})"
+        )
+    return v
 
 
 def _flag(key: str, v: Any) -> bool:
@@ -289,6 +298,7 @@ _CHECKS: dict[str, Any] = {
     "max_objects": _count,
     "control": _flag,
     "metrics": _metrics,
+    "names_url": _names_url,
 }
 
 

@@ -343,6 +343,12 @@ class Node(Kernel):
         """Copies of this node's database state (see aemp.lowlevel.database)."""
         return self._db.snapshot()
 
+    def global_nodes(self) -> list[str]:
+        """The other global nodes this one is meshed with, sorted ([] unless
+        global): database()["globals"] without copying the database."""
+        glob = self._db.glob
+        return sorted(glob.globals) if glob is not None else []
+
     def statistics(self) -> dict[str, Any]:
         """Counts of the node's state (see aemp.lowlevel.statistics)."""
         stats = super().statistics()

@@ -31,6 +31,7 @@ __all__ = [
     "database",
     "extension",
     "gated_port",
+    "global_nodes",
     "handle",
     "handle_global",
     "hold",
@@ -283,6 +284,13 @@ def database(node: Node) -> dict[str, Any]:
       it ({} unless global).
     """
     return node.database()
+
+
+def global_nodes(node: Node) -> list[str]:
+    """The other global nodes this node is meshed with, sorted ([] unless it is
+    global): database(node)["globals"], without copying the whole database,
+    for code that asks on every request (the aemp:// lease table does)."""
+    return node.global_nodes()
 
 
 def statistics(node: Node) -> dict[str, Any]:

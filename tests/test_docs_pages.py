@@ -20,7 +20,7 @@ from test_docs_api import _anchors
 from test_layers import LAYERS
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["lowlevel.md", "testing.md", "architecture.md", "control.md"]
+PAGES = ["lowlevel.md", "testing.md", "architecture.md", "control.md", "names.md"]
 RUN_TIMEOUT = 60
 
 _FENCE = re.compile(r"^(<!--[^\n]*-->\n)?```(\w*)\n(.*?)^```\n", re.S | re.M)
@@ -60,7 +60,7 @@ RUN = [b for b in PYTHON if b[2] == "<!-- run -->"]
 
 
 def test_the_pages_have_examples_to_run() -> None:
-    assert {b[0] for b in RUN} == {"lowlevel.md", "testing.md", "control.md"}
+    assert {b[0] for b in RUN} == {"lowlevel.md", "testing.md", "control.md", "names.md"}
     markers = {m for name in PAGES for _, m, _, _ in blocks(name) if m}
     assert markers <= {"<!-- run -->", "<!-- output -->"}, markers
 

@@ -24,6 +24,7 @@ CAPABILITIES: set[str] = {
     "logcatch",
     "mailbox",
     "metrics",
+    "names",
     "pool",
     "service",
     "supervisor",

@@ -12,7 +12,7 @@ from conftest import Recorder, settle
 from test_remote import SECRET, wait_up
 
 import aemp
-from aemp import lowlevel
+from aemp import lowlevel, testing
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "lowlevel.md"
 
@@ -342,6 +342,21 @@ async def test_database_shows_own_entries_and_on_a_global_the_merge() -> None:
         assert db["shards"]["c"]["svc"] == {"k": 1} and db["shards"]["g"]["svc"] == {"own": 2}
         db["merged"]["svc"].clear()  # a copy: the node's database is untouched
         assert lowlevel.database(g)["merged"]["svc"] == {"k": 1, "own": 2}
+
+
+async def test_global_nodes_agrees_with_the_database() -> None:
+    async with testing.mesh(["a", "b", "c"]) as mesh:
+        await testing.wait_until(lambda: lowlevel.global_nodes(mesh["a"]) == ["b", "c"], 5)
+        for n in mesh.nodes:
+            assert lowlevel.global_nodes(n) == lowlevel.database(n)["globals"]
+            lowlevel.global_nodes(n).clear()  # a copy
+            assert lowlevel.global_nodes(n) == lowlevel.database(n)["globals"]
+    async with (
+        aemp.Node(nodeid="g", binds=["127.0.0.1:0"], secret=SECRET) as g,
+        aemp.Node(nodeid="c", seeds=g.listeners, secret=SECRET) as c,
+    ):
+        await wait_up(c, "g")
+        assert lowlevel.global_nodes(c) == [] and lowlevel.global_nodes(g) == []
 
 
 async def test_statistics_count_packets_each_way() -> None:
