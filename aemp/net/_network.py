@@ -257,6 +257,19 @@ class Network:
             why = f"node ID {nodeid[:80]!r} is not valid (no '#', no white space)"
             log.warning("node %s: refused %s: %s", self.owner.id, conn.peeraddr, why)
             return why
+        greeting = conn.wire.remote_greeting
+        why = None if greeting is None else wire.networks_differ(self.settings.network, greeting)
+        if why is not None:
+            # both sides see both greetings, so both say so; a node of another
+            # network that dials us again and again is logged a few per burst
+            line = lambda: log.warning(  # noqa: E731
+                "node %s: refused %s: %s", self.owner.id, conn.peeraddr, why
+            )
+            if conn in self._accepting:
+                self._failed_burst.note(self.owner.id, line)
+            else:
+                line()
+            return why
         if conn.expect is None and conn.peeraddr in self.seeds:
             self.seeds[conn.peeraddr] = nodeid
             self._changed()
@@ -509,6 +522,7 @@ def make_settings(cfg: Config, nodeid: str) -> wire.Settings:
             framing_format=cfg.framing_format,
             max_packet=cfg.max_packet,
             max_objects=cfg.max_objects,
+            network=cfg.network,
             heartbeat=max(
                 wire.MIN_HEARTBEAT, cfg.monitor_timeout / 4
             ),  # 'monitor_timeout' <= 86400

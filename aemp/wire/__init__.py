@@ -52,6 +52,7 @@ from ._greeting import (
     MIN_HEARTBEAT,
     PROTOCOL_VERSION,
     Greeting,
+    networks_differ,
     parse_greeting,
     take_line,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "choose_framing",
     "make_decoder",
     "make_encoder",
+    "networks_differ",
     "parse_auth_line",
     "parse_greeting",
     "take_line",
