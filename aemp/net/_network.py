@@ -258,17 +258,15 @@ class Network:
             log.warning("node %s: refused %s: %s", self.owner.id, conn.peeraddr, why)
             return why
         greeting = conn.wire.remote_greeting
-        why = None if greeting is None else wire.networks_differ(self.settings.network, greeting)
-        if why is not None:
+        other = None if greeting is None else wire.networks_differ(self.settings.network, greeting)
+        if other is not None:
+            why = other
             # both sides see both greetings, so both say so; a node of another
             # network that dials us again and again is logged a few per burst
-            line = lambda: log.warning(  # noqa: E731
-                "node %s: refused %s: %s", self.owner.id, conn.peeraddr, why
-            )
             if conn in self._accepting:
-                self._failed_burst.note(self.owner.id, line)
+                self._failed_burst.note(self.owner.id, lambda: self._log_refused(conn, why))
             else:
-                line()
+                self._log_refused(conn, why)
             return why
         if conn.expect is None and conn.peeraddr in self.seeds:
             self.seeds[conn.peeraddr] = nodeid
@@ -290,6 +288,9 @@ class Network:
         if conn.expect is not None and conn.expect != nodeid:
             self._settle(conn.expect)  # not the node we dialled for after all
         return None
+
+    def _log_refused(self, conn: Conn, why: str) -> None:
+        log.warning("node %s: refused %s: %s", self.owner.id, conn.peeraddr, why)
 
     def authenticated(self, conn: Conn) -> None:
         self.handshake_ended(conn)
