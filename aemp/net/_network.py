@@ -440,6 +440,17 @@ class Network:
             self._seeds_pending.add(addr)
             self.owner.spawn_task(self._seed_loop(addr))
 
+    def drop_seed(self, addr: str) -> bool:
+        """Stop keeping the seed address `addr` (a link made through it
+        stays); False if it was no seed."""
+        if addr not in self.seeds:
+            return False
+        del self.seeds[addr]  # its _seed_loop ends at its next turn
+        if addr in self._seeds_pending:
+            self._seeds_pending.discard(addr)
+            self._changed()
+        return True
+
     async def _seed_loop(self, addr: str) -> None:
         # docs/protocol.md section 11: at once, then 1.2-2.4 s doubling up to monitor_timeout
         cap = self.config.monitor_timeout

@@ -26,10 +26,12 @@ from ._auth import (
 )
 from ._connection import HANDSHAKE_STATES, Connection, State
 from ._decoding import DEFAULT_MAX_OBJECTS, DEFAULT_MAX_PACKET, JsonDecoder, MsgpackDecoder
+from ._discovery import REASONS as ANNOUNCEMENT_REFUSALS
 from ._discovery import (
     Announcement,
     AnnouncementRefused,
     Verifier,
+    announceable_address,
     discovery_key,
     encode_announcement,
     parse_announcement,
@@ -68,6 +70,7 @@ from ._greeting import (
 from ._settings import Settings
 
 __all__ = [
+    "ANNOUNCEMENT_REFUSALS",
     "AUTH_METHODS",
     "DEFAULT_AUTH",
     "DEFAULT_FRAMINGS",
@@ -100,6 +103,7 @@ __all__ = [
     "Settings",
     "State",
     "Verifier",
+    "announceable_address",
     "auth_token",
     "check_unsent",
     "choose_auth_method",

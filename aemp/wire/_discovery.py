@@ -90,7 +90,7 @@ def _tag(key: bytes, body: bytes) -> bytes:
     return hmac.new(key, body, hashlib.sha3_256).hexdigest().encode("ascii")
 
 
-def check_address(addr: str) -> bool:
+def announceable_address(addr: str) -> bool:
     """True if `addr` is "host:port" (IPv6 hosts in brackets) with a port from 1 to 65535."""
     if len(addr) > MAX_FIELD:
         return False
@@ -113,7 +113,7 @@ def encode_announcement(
         raise ValueError(f"network id {network[:80]!r} cannot be announced")
     addrs = list(addresses)[:MAX_ADDRESSES]
     for addr in addrs:
-        if not check_address(addr):
+        if not announceable_address(addr):
             raise ValueError(f"address {addr[:80]!r} cannot be announced")
     if not 0 <= time_ms < 10**15:
         raise ValueError(f"time {time_ms!r} ms cannot be announced")
@@ -166,7 +166,7 @@ def parse_announcement(data: bytes) -> tuple[Announcement, bytes, bytes]:
     if len(addresses) > MAX_ADDRESSES:
         raise _malformed(f"{len(addresses)} addresses, at most {MAX_ADDRESSES}", data)
     for addr in addresses:
-        if not check_address(addr):
+        if not announceable_address(addr):
             raise _malformed(f"address {addr[:40]!r} is not host:port", data)
     if len(tag) != TAG_HEX or not _HEX.match(tag):
         raise _malformed(f"tag is not {TAG_HEX} lowercase hex digits", data)
