@@ -200,7 +200,7 @@ async def test_another_network_or_secret_is_never_connected(nodes: Callable[...,
     n1, n2 = await nodes(1), await nodes(2)
     other_net = await nodes(4, nodeid="n4", network="other")  # same secret
     wrong_secret = await nodes(5, nodeid="n5", secret="not-the-secret")  # same network
-    await until(meshed([n1, n2]), 20, "n1 and n2 meshed")
+    await wait(meshed([n1, n2]), 20, "n1 and n2 meshed", n1, n2)
 
     def refused_all() -> bool:
         return all(
@@ -226,7 +226,7 @@ async def test_a_killed_node_is_noticed_and_healed_when_it_starts_again(
 ) -> None:
     procs = list(await asyncio.gather(*(nodes(i) for i in (1, 2, 3))))
     n1, n2, n3 = procs
-    await until(meshed(procs), 20, "a full mesh")
+    await wait(meshed(procs), 20, "a full mesh", *procs)
     await n2.stop(signal.SIGKILL)
     loop = asyncio.get_running_loop()
     killed = loop.time()
@@ -236,7 +236,7 @@ async def test_a_killed_node_is_noticed_and_healed_when_it_starts_again(
     noticed = loop.time() - killed
     again = await nodes(2)
     restarted = loop.time()
-    await until(meshed([n1, again, n3]), 20, "the mesh healed with the new n2")
+    await wait(meshed([n1, again, n3]), 20, "the mesh healed with the new n2", n1, again, n3)
     print(f"\ndiscovery: a SIGKILLed node noticed after {noticed:.2f} s; after its restart the "
           f"mesh and database were whole again in {loop.time() - restarted:.2f} s")  # fmt: skip
 
@@ -302,3 +302,46 @@ async def test_replayed_stale_forged_malformed_and_a_flood_are_counted_not_conne
     assert n1.first(lambda line: "ghost" in line["peers"]) is not None
     await until(lambda: "ghost" not in n1.last["peers"], 10, "the ghost forgotten")
     assert n1.last["up"] == []
+
+
+async def test_the_tutorials_lan_example_in_three_namespaces(lan: None) -> None:
+    """eg/lan.py (docs/intro.md, part 10), as its page runs it, on each of three "machines"."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "AEMP_SECRET": SECRET,
+           "AEMP_DISCOVERY": f"multicast:{GROUP}:{PORT};interface=eth0;interval=1"}  # fmt: skip
+    procs = []
+    outs: list[list[str]] = [[], [], []]
+
+    async def read(proc: asyncio.subprocess.Process, into: list[str]) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            into.append(line.decode().rstrip("\n"))
+
+    readers = []
+    try:
+        for i in (1, 2, 3):
+            proc = await asyncio.create_subprocess_exec(
+                "ip", "netns", "exec", f"{PREFIX}-n{i}", sys.executable, "eg/lan.py",
+                cwd=str(ROOT), env=env, stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            procs.append(proc)
+            readers.append(asyncio.ensure_future(read(proc, outs[i - 1])))
+
+        def here(out: list[str]) -> list[str]:
+            return [line for line in out if line.endswith(":4040") and " is here, at " in line]
+
+        await until(lambda: all(len(here(out)) == 3 for out in outs), 20, "all three see all")
+        for i, out in enumerate(outs, 1):
+            assert here(out)[0].endswith(f"at 10.77.0.{i}:4040")  # itself first
+        (gone,) = [line.split()[1] for line in here(outs[0]) if line.endswith("10.77.0.3:4040")]
+        procs[2].send_signal(signal.SIGINT)  # Ctrl-C
+        assert await asyncio.wait_for(procs[2].wait(), 10) == 0
+        await until(
+            lambda: all(f"lan: {gone} left" in out for out in outs[:2]), 10, "the third left"
+        )
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+        for reader in readers:
+            await reader

@@ -206,3 +206,28 @@ def test_fuzz_the_verifier() -> None:
     assert set(reasons) == set(REASONS), (seed, reasons)
     assert accepted, seed
     assert time.monotonic() - started < 60  # fast enough for every run
+
+
+def test_the_example_of_docs_protocol_md_is_right() -> None:
+    import hashlib
+    import hmac
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    m = re.search(r"<!-- discovery-example: secret=(\S+) -->\n```text\n(.*)\n```", page)
+    assert m, "no discovery example on the page"
+    secret, line = m.group(1).encode(), m.group(2).encode()
+    body, tag = line[: line.rindex(b";") + 1], line[line.rindex(b";") + 1 :]
+    network = line.split(b";")[2]
+    key = hmac.new(secret, b"aemp discovery key;" + network, hashlib.sha3_256).digest()
+    assert hmac.new(key, body, hashlib.sha3_256).hexdigest().encode() == tag
+    # and aemp.wire makes the same bytes and takes them
+    ann = wire.parse_announcement(line)[0]
+    made = wire.encode_announcement(
+        wire.discovery_key(secret, ann.network), ann.nodeid, ann.network, ann.addresses,
+        ann.time_ms, ann.nonce,
+    )  # fmt: skip
+    assert made == line
+    v = wire.Verifier(wire.discovery_key(secret, "lab"), "lab", WINDOW)
+    assert v.check(line, ann.time_ms) == ann

@@ -210,6 +210,12 @@ class Global:
         became global later would never count the other as a global, and
         its slaves' changes would reach nobody.
         """
+        if not self.host.node_is_up(nodeid):
+            # answering a request that came on a connection which is not the
+            # link yet (see request): our own g_global, due when the link is
+            # up, must still reach it before our g_set, or it would take our
+            # view for a slave's and drop it at that g_global
+            self.send(nodeid, "g_global")
         self.globals.add(nodeid)
         self.owner.set_own("'g", nodeid, None)
         self.send(nodeid, "g_set", self.own_view())
