@@ -225,6 +225,10 @@ class Discovery:
     # ---------------------------------------------------------------- receiving
 
     def received(self, data: bytes, source: str) -> None:
+        """Check one datagram from the IPv4 address `source`, as a channel
+        hands it over, and act on it."""
+        if self.closed or self.node.closed:
+            return
         self.counts["received"] += 1
         if not self._bucket.take():
             self._refused("flood", f"more than {FLOOD_RATE:g} datagrams a second")
@@ -255,10 +259,11 @@ class Discovery:
         for addr in peer.seeds:
             if addr not in wanted:  # it moved (a restart on another port)
                 lowlevel.remove_seed(self.node, addr)
-        for addr in wanted:
-            if addr not in peer.seeds and not lowlevel.add_seed(self.node, addr):
-                wanted.remove(addr)  # a seed already (configured): not ours to remove
-        peer.seeds = wanted
+        # an address that is a seed already (configured, or another peer's)
+        # is not ours to remove later
+        peer.seeds = [
+            addr for addr in wanted if addr in peer.seeds or lowlevel.add_seed(self.node, addr)
+        ]
 
     def _refused(self, reason: str, why: str) -> None:
         self.counts[reason] += 1
