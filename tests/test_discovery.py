@@ -196,3 +196,18 @@ async def test_lowlevel_seeds(stack: AsyncExitStack) -> None:
     private = await stack.enter_async_context(aemp.Node(nodeid="private"))
     with pytest.raises(aemp.ConfigError, match="has no network"):
         lowlevel.add_seed(private, addr)
+
+
+async def test_discovery_and_configured_seeds_together(stack: AsyncExitStack) -> None:
+    b = await make(stack, "b")
+    c = await make(stack, "c")
+    a = await make(stack, "a", seeds=b.listeners, discovery=[SPEC])
+    await until(lambda: a.node_is_up("b"), what="b, the configured seed, connected")
+    assert a.master == "b"  # a configured seed: a is b's slave, as without discovery
+    disc = Discovery(a)
+    disc.received(datagram(b), "127.0.0.1")  # a configured seed: not discovery's to keep
+    disc.received(datagram(c), "127.0.0.1")
+    await until(lambda: a.node_is_up("c"), what="c, heard, connected")
+    peers = disc.statistics()["peers"]
+    assert peers["b"]["seeds"] == [] and peers["c"]["seeds"] == c.listeners
+    assert lowlevel.seeds(a) == {b.listeners[0]: "b", c.listeners[0]: "c"}

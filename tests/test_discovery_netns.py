@@ -124,6 +124,10 @@ def keys(i: int, **more: Any) -> dict[str, Any]:
         "monitor_timeout": 2,
         "discovery": [f"multicast:{GROUP}:{PORT};interface={interface};interval=1;window=30"],
     }
+    if i == 1:  # several channels: n1 also announces on a group nobody else joined
+        out["discovery"].append(
+            f"multicast:239.255.65.78:{PORT + 1};interface=eth0;ttl=2;interval=1"
+        )
     out.update(more)
     return out
 
@@ -187,6 +191,7 @@ async def test_three_namespaces_find_each_other_and_form_mesh_and_database(
     # every node hears the others' announcements too, and refuses none
     await wait(lambda: all(p.last["peers"] == [n for n in ids if n != p.nodeid] for p in procs),
                5, "each node hearing the two others", *procs)  # fmt: skip
+    assert len(procs[0].last["stats"]["channels"]) == 2
     for p in procs:
         stats = p.last["stats"]
         assert stats["sent"] >= 1 and stats["accepted"] >= 2 and stats["own"] >= 1, stats

@@ -187,12 +187,14 @@ class Verifier:
         self._window = window_ms
         self._newest: dict[str, int] = {}  # node ID -> newest time accepted, oldest first
 
-    def check(self, data: bytes, now_ms: int) -> Announcement:
+    def check(self, data: bytes, now_ms: int, own: str | None = None) -> Announcement:
         """The announcement in `data` if it is good, new and of our network.
 
         Raises AnnouncementRefused (a RemoteProtocolError) with its reason,
         nothing else. The checks go from cheap to dear: form, network, tag,
-        time, replay.
+        time, replay. An announcement of the node `own` (the receiver's own,
+        looped back, perhaps from several channels) skips the replay check
+        and is not remembered.
         """
         ann, body, tag = parse_announcement(data)
         if ann.network != self._network:
@@ -211,6 +213,8 @@ class Verifier:
                 f"announcement of {ann.nodeid[:80]!r} is {(now_ms - ann.time_ms) / 1000:.1f} s "
                 f"off this host's clock (at most {self._window / 1000:g} s)",
             )
+        if ann.nodeid == own:
+            return ann
         newest = self._newest.pop(ann.nodeid, None)
         if newest is not None and ann.time_ms <= newest:
             self._newest[ann.nodeid] = newest
