@@ -193,10 +193,10 @@ class Discovery:
 
     async def _announce_loop(self, channel: _Channel) -> None:
         while not self.closed:
-            self.announce(channel)
+            self._announce(channel)
             await asyncio.sleep(channel.spec.interval * random.uniform(0.9, 1.1))
 
-    def announce(self, channel: _Channel) -> None:
+    def _announce(self, channel: _Channel) -> None:
         """Send one announcement on `channel` now (if the node listens)."""
         node = self.node
         if channel.transport is None or not node.listeners:
