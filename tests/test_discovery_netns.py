@@ -256,7 +256,8 @@ def ann(nodeid, ms, k=key):
     return wire.encode_announcement(k, nodeid, network, ["10.77.0.5:4999"], ms,
                                     secrets.token_hex(8))
 good = ann("ghost", now)
-forged = bytearray(ann("forger", now)); forged[-1] ^= 1
+forged = bytearray(ann("forger", now))
+forged[-1] = ord("0") if forged[-1] != ord("0") else ord("1")  # still hex: a wrong tag
 datagrams = [good, good, ann("old", now - 120_000), bytes(forged), b"aemp-discovery;junk"]
 datagrams += [b"x" * 100] * int(count)  # a flood: a bounded number, once
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
