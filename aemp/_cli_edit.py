@@ -245,6 +245,17 @@ COMMANDS: list[Command] = [
         expects="a PEM file name",
     ),
     Command("delcert", "", "delete the certificate", _deleter("cert"), G_ID),
+    *_key_commands(
+        "network",
+        "NETWORK",
+        "the network id",
+        "nodes of other networks are refused",
+        "1 to 64 letters, digits and _ . : / -",
+        G_ID,
+        "Nodes announce their network id when they connect and refuse a node of another "
+        "network, or of none when they have one, so that several networks can share hosts "
+        "and a node given the wrong network's seed is refused instead of merged.",
+    ),
     *_list_commands(
         "seeds",
         "seed",
@@ -273,6 +284,18 @@ COMMANDS: list[Command] = [
         "setservices takes a JSON array of services (or a comma-separated list); "
         "addservice takes one service. delservice 'pkg.mod:func' also removes that "
         "function with arguments.",
+    ),
+    *_list_commands(
+        "discovery",
+        "channel",
+        "CHANNEL",
+        "multicast groups to find peers on, without seeds",
+        "'multicast:GROUP:PORT' with options ';interface=IF;ttl=N;interval=S;window=S', "
+        "comma-separated, or a JSON array",
+        "A node with discovery announces itself on each channel every interval seconds "
+        "(default 5) and connects to the nodes of its network it hears there as to seeds. "
+        "Announcements are signed with a key made from the secret. ttl defaults to 1 (this "
+        "LAN segment); interface is an IPv4 address or an interface name.",
     ),
     Command(
         "profile",

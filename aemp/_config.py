@@ -43,6 +43,8 @@ class Config:
     seeds: tuple[str, ...] = ()
     secret: str | None = None
     cert: str | None = None
+    network: str | None = None
+    discovery: tuple[str, ...] = ()
     services: tuple[Any, ...] = ()
     monitor_timeout: float = 30.0
     connect_interval: float = 2.0
@@ -229,6 +231,114 @@ def _addresses(key: str, v: Any) -> tuple[str, ...]:
     return out
 
 
+# Discovery channels (aemp/discovery.py): a few at most, each a multicast
+# group and port with its options. Announcements go out every `interval`
+# seconds: more often than every 0.5 s would only load the LAN, less often
+# than every 10 minutes would leave new nodes alone for too long.
+MAX_DISCOVERY = 8
+DISCOVERY_INTERVAL = 5.0
+DISCOVERY_INTERVAL_BOUNDS = (0.5, 600.0)
+DISCOVERY_WINDOW = 60.0  # how far a datagram's timestamp may be from our clock
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscoverySpec:
+    """One `discovery` entry, parsed: multicast:GROUP:PORT[;key=value]...
+
+    ``interface`` is an IPv4 address of this host or an interface name
+    (None: the system's choice); ``ttl`` how many routers a datagram may
+    cross (1: this LAN segment only); ``interval`` the seconds between
+    announcements; ``window`` how far a datagram's timestamp may lie from
+    this host's clock (the clocks of a LAN's hosts should agree that well).
+    """
+
+    group: str
+    port: int
+    interface: str | None = None
+    ttl: int = 1
+    interval: float = DISCOVERY_INTERVAL
+    window: float = DISCOVERY_WINDOW
+
+
+def parse_discovery(spec: Any, key: str = "discovery") -> DiscoverySpec:
+    """Check one `discovery` entry; ConfigError names what is wrong and what is right."""
+    import ipaddress
+
+    form = "'multicast:GROUP:PORT' with options ';interface=IF;ttl=N;interval=S;window=S'"
+    if not isinstance(spec, str):
+        raise ConfigError(f"{key!r} entry must be a str, {form} (got {_shown(spec)})")
+    head, *options = spec.split(";")
+    kind, _, rest = head.partition(":")
+    group, _, port_text = rest.rpartition(":")
+    if kind != "multicast" or not group or not port_text:
+        raise ConfigError(f"{key!r} entry {spec!r} is not {form}")
+    try:
+        ip = ipaddress.ip_address(group)
+    except ValueError:
+        ip = None
+    if not isinstance(ip, ipaddress.IPv4Address) or not ip.is_multicast:
+        raise ConfigError(
+            f"{key!r} entry {spec!r}: {group!r} is not an IPv4 multicast group "
+            "(224.0.0.0 to 239.255.255.255; 239.x.x.x is for a site's own use)"
+        )
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ConfigError(f"{key!r} entry {spec!r}: port {port_text!r} is not from 1 to 65535")
+    values: dict[str, Any] = {}
+    for option in options:
+        name, eq, value = option.partition("=")
+        if not eq or name not in ("interface", "ttl", "interval", "window") or name in values:
+            raise ConfigError(
+                f"{key!r} entry {spec!r}: option {option!r} is not one of interface=, ttl=, "
+                "interval=, window= (each at most once)"
+            )
+        if name == "interface":
+            if not value or not all(c.isalnum() or c in ".-_:@" for c in value):
+                raise ConfigError(f"{key!r} entry {spec!r}: interface {value!r} is not a "
+                                  "name or IPv4 address")  # fmt: skip
+            values[name] = value
+        elif name == "ttl":
+            if not value.isdigit() or not 1 <= int(value) <= 255:
+                raise ConfigError(f"{key!r} entry {spec!r}: ttl {value!r} is not from 1 to 255")
+            values[name] = int(value)
+        else:
+            low, high = DISCOVERY_INTERVAL_BOUNDS if name == "interval" else (1.0, 86400.0)
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = -1.0
+            if not low <= seconds <= high:
+                raise ConfigError(f"{key!r} entry {spec!r}: {name} {value!r} is not a number of "
+                                  f"seconds from {low:g} to {high:g}")  # fmt: skip
+            values[name] = seconds
+    return DiscoverySpec(str(ip), int(port_text), **values)
+
+
+# A network id names one network among several on the same hosts: it goes
+# into every greeting (docs/protocol.md, 3.1) and every discovery datagram,
+# so it is as plain as a node ID and short.
+NETWORK_RE = re.compile(r"[A-Za-z0-9_.:/-]{1,64}\Z")
+
+
+def _network(key: str, v: Any) -> str | None:
+    if v is None:
+        return None
+    if not isinstance(v, str) or not NETWORK_RE.match(v):
+        raise ConfigError(
+            f"{key!r} must be None or 1 to 64 letters, digits and '_ . : / -' "
+            f"(got {_shown(v)}{'' if isinstance(v, str) else ', a ' + _type_name(v)})"
+        )
+    return v
+
+
+def _discovery(key: str, v: Any) -> tuple[str, ...]:
+    out = _str_list(key, v)
+    if len(out) > MAX_DISCOVERY:
+        raise ConfigError(f"{key!r} holds {len(out)} channels, at most {MAX_DISCOVERY} allowed")
+    for spec in out:
+        parse_discovery(spec, key)
+    return out
+
+
 _NAME = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
 _SERVICE_RE = re.compile(rf"{_NAME}(:{_NAME})?\Z")
 
@@ -276,6 +386,8 @@ _CHECKS: dict[str, Any] = {
     "seeds": _addresses,
     "secret": _opt_str,
     "cert": _opt_str,
+    "network": _network,
+    "discovery": _discovery,
     "services": _services,
     "monitor_timeout": _seconds,
     "connect_interval": _seconds,

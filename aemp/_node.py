@@ -21,7 +21,7 @@ from typing import Any
 
 from ._call import Call, CallTable
 from ._config import Config
-from ._errors import InvalidArgument, NodeClosed, OutOfRange
+from ._errors import ConfigError, InvalidArgument, NodeClosed, OutOfRange
 from ._ids import check_port_id, expand_nodeid
 from ._message import check_message
 from ._runtime import SELF
@@ -120,6 +120,30 @@ class Node(Kernel):
             for seed in cfg.seeds:
                 self._net.keep_seed(seed)
         return self
+
+    def add_seed(self, addr: str) -> bool:
+        """Keep connecting to `addr` as to a configured seed (see aemp.lowlevel)."""
+        self.check_open()
+        net = self._need_network("add_seed")
+        new = addr not in net.seeds
+        net.keep_seed(addr)
+        return new
+
+    def remove_seed(self, addr: str) -> bool:
+        """Stop keeping the seed `addr` (see aemp.lowlevel)."""
+        return self._need_network("remove_seed").drop_seed(addr)
+
+    def seeds(self) -> dict[str, str]:
+        """{seed address: its node ID once greeted, else ""} (see aemp.lowlevel)."""
+        return dict(self._net.seeds) if self._net is not None else {}
+
+    def _need_network(self, what: str) -> Network:
+        if self._net is None:
+            raise ConfigError(
+                f"{what}: node {self.id!r} has no network: give it a 'secret' or 'cert' "
+                "(and 'binds' for others to reach it), and start() it"
+            )
+        return self._net
 
     async def __aenter__(self) -> Node:
         return await self.start()

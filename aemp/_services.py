@@ -1,6 +1,7 @@
 # Services: what a configured node starts once it is up.
 #
-# The `services` key lists them, in order: "pkg.mod:func" is called with no
+# The `services` key lists them, in order (after those other keys imply:
+# IMPLIED below): "pkg.mod:func" is called with no
 # arguments, ["pkg.mod:func", args...] with those arguments, and a plain
 # "pkg.mod" is imported (for a module that sets itself up on import).
 # Functions are found the way the node's own spawn finds them (services are
@@ -33,13 +34,23 @@ if TYPE_CHECKING:
 log = logging.getLogger("aemp.services")
 
 
+# Capabilities that a configuration key asks for, started as services
+# before the configured ones (so that those find the node's peers): by name,
+# as every service is, since this layer must not import a capability.
+IMPLIED = {"discovery": "aemp.discovery:start"}
+
+
 async def start_services(node: Node) -> None:
-    """Start the control socket and the metrics endpoint if configured, then
-    every service of node.config.services, in order."""
+    """Start the control socket and the metrics endpoint if configured, and
+    what the node's other keys imply (IMPLIED), then every service of
+    node.config.services, in order."""
     if node.config.control:
         await start_service(node, "aemp.control:start")
     if node.config.metrics is not None:
         await start_service(node, ["aemp.metrics:start", node.config.metrics])
+    for key, service in IMPLIED.items():
+        if getattr(node.config, key):
+            await start_service(node, service)
     for spec in node.config.services:
         await start_service(node, spec)
 

@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from ._addr import parse_address
 from ._errors import InvalidArgument, NotLocalPort, OutOfRange
 from ._ids import check_port_id
 from .kernel import Handle, Timer, check_callback
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from ._node import Node
 
 __all__ = [
+    "add_seed",
     "call_in",
     "current_node",
     "database",
@@ -42,7 +44,9 @@ __all__ = [
     "ports",
     "post",
     "release",
+    "remove_seed",
     "request",
+    "seeds",
     "spawn_linked",
     "spawn_task",
     "statistics",
@@ -210,6 +214,40 @@ def watch_links(node: Node, fn: Callable[[str, bool], Any]) -> Handle:
         node.call_in(None, fn, (nodeid, up))
 
     return _LinkWatch(node.on_link(changed))
+
+
+# ---------------------------------------------------------------- seeds
+
+
+def add_seed(node: Node, addr: str) -> bool:
+    """Keep connecting to the "host:port" `addr` as to a seed of the `seeds`
+    key, from now until remove_seed or the node closes: at once, and again
+    after each loss, with the seeds' back-off. The node becomes a slave of
+    the node it finds there if it has no master yet (docs/api.md, the
+    distributed database). True if `addr` was not a seed before.
+
+    ConfigError for an address that is not host:port, or for a node
+    without a network (no secret or cert, or not started).
+    """
+    if not isinstance(addr, str):
+        raise InvalidArgument(f"add_seed: addr must be a 'host:port' str (got {addr!r})")
+    parse_address(addr, "add_seed address")
+    return node.add_seed(addr)
+
+
+def remove_seed(node: Node, addr: str) -> bool:
+    """Stop keeping the seed `addr` (also one of the `seeds` key): no more
+    connecting to it; a link made through it stays until it is lost. True
+    if it was a seed. ConfigError for a node without a network."""
+    if not isinstance(addr, str):
+        raise InvalidArgument(f"remove_seed: addr must be a 'host:port' str (got {addr!r})")
+    return node.remove_seed(addr)
+
+
+def seeds(node: Node) -> dict[str, str]:
+    """The node's seed addresses now, configured and added: {address: the
+    node ID found there, or "" while none was greeted there yet}."""
+    return node.seeds()
 
 
 # ---------------------------------------------------------------- ports

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent / "aemp"
 # below (FACES), the leaves, and other capabilities; never layers 1-4.
 CAPABILITIES: set[str] = {
     "control",
+    "discovery",
     "logcatch",
     "mailbox",
     "metrics",

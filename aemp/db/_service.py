@@ -76,6 +76,7 @@ class Global:
         self.subs: dict[str, dict[str, None]] = {}  # family -> subscribed node IDs
         self._mesh_task: asyncio.Future[Any] | None = None
         self._mesh_wake = asyncio.Event()
+        self._answering: str | None = None  # the node whose request is being handled
 
     # the merge's state, read by the client side and by tests
     @property
@@ -142,7 +143,15 @@ class Global:
         handler = self.requests.get(tag)
         if handler is None:
             raise ValueError(f"{tag!r} is not a request a global node answers")
-        handler(self, src, *args)
+        # src may not count as up yet: a connection that authenticated while
+        # its twin is in its handshake delivers before it becomes the link
+        # (aemp/net/_network.py, _settle). Answers to src then wait in the
+        # node for that link instead of being lost (see send).
+        outer, self._answering = self._answering, src
+        try:
+            handler(self, src, *args)
+        finally:
+            self._answering = outer
 
     def _slave(self, src: str, *db: Any) -> None:
         if not db:
@@ -201,6 +210,12 @@ class Global:
         became global later would never count the other as a global, and
         its slaves' changes would reach nobody.
         """
+        if not self.host.node_is_up(nodeid):
+            # answering a request that came on a connection which is not the
+            # link yet (see request): our own g_global, due when the link is
+            # up, must still reach it before our g_set, or it would take our
+            # view for a slave's and drop it at that g_global
+            self.send(nodeid, "g_global")
         self.globals.add(nodeid)
         self.owner.set_own("'g", nodeid, None)
         self.send(nodeid, "g_set", self.own_view())
@@ -278,7 +293,7 @@ class Global:
         if nodeid == self.id:
             self.host.post(self.owner.answer, tag, list(args))
             return
-        if self.host.node_is_up(nodeid):
+        if nodeid == self._answering or self.host.node_is_up(nodeid):
             try:
                 self.host.request(nodeid, tag, *args)
             except MessageError as e:

@@ -257,6 +257,17 @@ class Network:
             why = f"node ID {nodeid[:80]!r} is not valid (no '#', no white space)"
             log.warning("node %s: refused %s: %s", self.owner.id, conn.peeraddr, why)
             return why
+        greeting = conn.wire.remote_greeting
+        other = None if greeting is None else wire.networks_differ(self.settings.network, greeting)
+        if other is not None:
+            why = other
+            # both sides see both greetings, so both say so; a node of another
+            # network that dials us again and again is logged a few per burst
+            if conn in self._accepting:
+                self._failed_burst.note(self.owner.id, lambda: self._log_refused(conn, why))
+            else:
+                self._log_refused(conn, why)
+            return why
         if conn.expect is None and conn.peeraddr in self.seeds:
             self.seeds[conn.peeraddr] = nodeid
             self._changed()
@@ -277,6 +288,9 @@ class Network:
         if conn.expect is not None and conn.expect != nodeid:
             self._settle(conn.expect)  # not the node we dialled for after all
         return None
+
+    def _log_refused(self, conn: Conn, why: str) -> None:
+        log.warning("node %s: refused %s: %s", self.owner.id, conn.peeraddr, why)
 
     def authenticated(self, conn: Conn) -> None:
         self.handshake_ended(conn)
@@ -426,6 +440,17 @@ class Network:
             self._seeds_pending.add(addr)
             self.owner.spawn_task(self._seed_loop(addr))
 
+    def drop_seed(self, addr: str) -> bool:
+        """Stop keeping the seed address `addr` (a link made through it
+        stays); False if it was no seed."""
+        if addr not in self.seeds:
+            return False
+        del self.seeds[addr]  # its _seed_loop ends at its next turn
+        if addr in self._seeds_pending:
+            self._seeds_pending.discard(addr)
+            self._changed()
+        return True
+
     async def _seed_loop(self, addr: str) -> None:
         # docs/protocol.md section 11: at once, then 1.2-2.4 s doubling up to monitor_timeout
         cap = self.config.monitor_timeout
@@ -509,6 +534,7 @@ def make_settings(cfg: Config, nodeid: str) -> wire.Settings:
             framing_format=cfg.framing_format,
             max_packet=cfg.max_packet,
             max_objects=cfg.max_objects,
+            network=cfg.network,
             heartbeat=max(
                 wire.MIN_HEARTBEAT, cfg.monitor_timeout / 4
             ),  # 'monitor_timeout' <= 86400

@@ -1,4 +1,5 @@
-# The aemp wire protocol as a sans-IO core: bytes in, events and bytes out.
+# The aemp wire protocol as a sans-IO core: bytes in, events and bytes out
+# (and the discovery datagram: encode_announcement, Verifier).
 #
 # Nothing here does I/O or knows about time: no asyncio, no socket (ssl is
 # imported only when a connection switches to TLS, since ssl imports
@@ -25,6 +26,16 @@ from ._auth import (
 )
 from ._connection import HANDSHAKE_STATES, Connection, State
 from ._decoding import DEFAULT_MAX_OBJECTS, DEFAULT_MAX_PACKET, JsonDecoder, MsgpackDecoder
+from ._discovery import REASONS as ANNOUNCEMENT_REFUSALS
+from ._discovery import (
+    Announcement,
+    AnnouncementRefused,
+    Verifier,
+    announceable_address,
+    discovery_key,
+    encode_announcement,
+    parse_announcement,
+)
 from ._events import (
     NEED_DATA,
     Authenticated,
@@ -52,12 +63,14 @@ from ._greeting import (
     MIN_HEARTBEAT,
     PROTOCOL_VERSION,
     Greeting,
+    networks_differ,
     parse_greeting,
     take_line,
 )
 from ._settings import Settings
 
 __all__ = [
+    "ANNOUNCEMENT_REFUSALS",
     "AUTH_METHODS",
     "DEFAULT_AUTH",
     "DEFAULT_FRAMINGS",
@@ -70,6 +83,8 @@ __all__ = [
     "MIN_HEARTBEAT",
     "NEED_DATA",
     "PROTOCOL_VERSION",
+    "Announcement",
+    "AnnouncementRefused",
     "AuthLine",
     "Authenticated",
     "Connection",
@@ -87,12 +102,18 @@ __all__ = [
     "Packets",
     "Settings",
     "State",
+    "Verifier",
+    "announceable_address",
     "auth_token",
     "check_unsent",
     "choose_auth_method",
     "choose_framing",
+    "discovery_key",
+    "encode_announcement",
     "make_decoder",
     "make_encoder",
+    "networks_differ",
+    "parse_announcement",
     "parse_auth_line",
     "parse_greeting",
     "take_line",

@@ -189,6 +189,8 @@ class Connection:
             hb = s.heartbeat
             options.append(("hb", str(int(hb)) if hb == int(hb) else repr(float(hb))))
         options.append(("tiebreak", TIEBREAK))
+        if s.network is not None:
+            options.append(("network", s.network))
         self._line1 = make_line1(s.nodeid, s.auth_accept, s.framing_format, options)
         self._line2 = make_nonce()
         self._wbuf += self._line1 + b"\n" + self._line2 + b"\n"

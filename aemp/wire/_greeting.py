@@ -77,10 +77,34 @@ class Greeting:
         return None if value is None else float(value)
 
     @property
+    def network(self) -> str | None:
+        """The peer's network id (aemp's ``network`` key), None if it sent none
+        (a Perl node, or an aemp node configured without one)."""
+        return self.options.get("network")
+
+    @property
     def tiebreak(self) -> bool:
         """True if the peer settles two authenticated connections by the
         nonce rule (``tiebreak=nonce``, aemp only)."""
         return self.options.get("tiebreak") == TIEBREAK
+
+
+def networks_differ(own: str | None, greeting: Greeting) -> str | None:
+    """Why a node of network `own` (None: none) must not go on with the peer
+    that sent `greeting`, or None when both are of the same network.
+
+    Networks are equal only when both name the same id, or neither names
+    one: a node of a named network never merges with one of no network, or
+    a Perl node (which cannot name one), and the other way round.
+    """
+    theirs = greeting.network
+    if theirs == own:
+        return None
+    return (
+        f"the peer {greeting.nodeid[:80]!r} is of network "
+        f"{'(none)' if theirs is None else repr(theirs[:80])}, this node of "
+        f"{'(none)' if own is None else repr(own)}: not connecting networks"
+    )
 
 
 def check_heartbeat(value: str | None) -> None:

@@ -58,6 +58,8 @@ class Settings:
     key, CA, verify_mode CERT_REQUIRED, no host name check), both or neither;
     which one a connection uses depends on the nonces, not on who dialled.
     ``heartbeat`` (seconds) is announced to the peer as ``hb``.
+    ``network`` (the network id, None for none) is announced as ``network``;
+    whoever reads the greeting compares it with its own (networks_differ).
     """
 
     nodeid: str
@@ -71,11 +73,14 @@ class Settings:
     max_packet: int = DEFAULT_MAX_PACKET
     max_objects: int = DEFAULT_MAX_OBJECTS
     heartbeat: float | None = None
+    network: str | None = None
     secret_bytes: bytes | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _text("nodeid", self.nodeid, (*_LINE_BREAKERS, "#"))
         _text("provider", self.provider, _LINE_BREAKERS)
+        if self.network is not None:
+            _text("network", self.network, (*_LINE_BREAKERS, ","))
         secret = self.secret
         if isinstance(secret, str):
             secret = secret.encode("utf-8")
