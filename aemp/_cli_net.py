@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine
@@ -87,9 +88,21 @@ def _aemp_run(main: Coroutine[Any, Any, int]) -> int:
 # ---------------------------------------------------------------- run
 
 
+def import_paths(extra: str | bool | None) -> list[str]:
+    """Where `run` finds the modules of services and spawn targets, as
+    `python -m` does: the current directory, then each --path entry."""
+    paths = [os.getcwd()]
+    if isinstance(extra, str):
+        paths += [os.path.abspath(p) for p in extra.split(os.pathsep) if p]
+    return paths
+
+
 def _run(s: Session, args: list[Any]) -> int:
     ca = configure_args("run", args)
     profile = ca.profile or s.target
+    for path in reversed(import_paths(s.options.get("--path"))):
+        if path not in sys.path:
+            sys.path.insert(0, path)
     with _Logging(s.verbose, logging.INFO):
         return _aemp_run(_serve(profile, ca.norc, ca.force, ca.keys))
 
@@ -270,9 +283,13 @@ COMMANDS: list[Command] = [
         "with the node ID and listeners on stderr, serves until SIGINT or SIGTERM, then "
         "closes the node and exits with status 0. 'profile NAME', 'norc true' and "
         "'force true' may be given as KEY VALUE pairs. Values as for the set commands: "
-        "'aemp run nodeid n1 binds 127.0.0.1:4040'.",
+        "'aemp run nodeid n1 binds 127.0.0.1:4040'. Modules (services, spawn targets) are "
+        "imported from the current directory first, as 'python -m' does, then from the "
+        "usual places; --path DIR adds directories (several joined by "
+        f"'{os.pathsep}') in front of those.",
         nargs=None,
         final=True,
+        flags=("--path DIR",),
     ),
     Command(
         "snd",
