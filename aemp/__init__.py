@@ -9,13 +9,14 @@ operations are methods of :class:`Node`.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._blocking import blocking, run_blocking
 from ._call import Call
-from ._config import effective_keys
+from ._config import effective, file_origin
 from ._current import current_node, process_node, run, set_process_node
 from ._errors import (
     AempError,
@@ -112,6 +113,16 @@ __all__ = [
 
 Callback = Callable[..., Any]
 
+_log = logging.getLogger("aemp.config")
+
+
+def _shown(key: str, value: Any) -> str:
+    """A value for the log: a secret is not written out."""
+    if key == "secret" and value is not None:
+        return "a secret"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
 
 async def configure(
     profile: str | None = None, *, norc: bool = False, force: bool = False, **keys: Any
@@ -131,7 +142,20 @@ async def configure(
     if node is not None and not node.closed and not node.implicit:
         raise ConfigError(f"configure() was already called: this process's node is {node.id!r}")
     name = socket.gethostname() if profile is None else profile
-    new = Node(**effective_keys(name, keys, norc=norc, force=force))
+    resolved, path = effective(name, keys, norc=norc, force=force)
+    new = Node(**resolved.keys)
+    if resolved.overridden:
+        assert path is not None  # only the file overrides
+        _log.warning(
+            "node %s: the configuration file %s overrode what the program gave: %s "
+            "(configure(..., force=True) puts the program's values on top)",
+            new.id,
+            file_origin(path),
+            "; ".join(
+                f"{key} {_shown(key, given)} -> {_shown(key, used)} from its {where}"
+                for key, given, used, where in resolved.overridden
+            ),
+        )
     await new.start()
     if node is not None and node.implicit:
         await node.close()

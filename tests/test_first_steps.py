@@ -4,13 +4,17 @@ link logs, `aemp run`'s import path, types, the command line, packaging."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+import aemp
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -67,3 +71,70 @@ def test_run_imports_from_the_current_directory_and_path(tmp_path: Path, where: 
     finally:
         proc.terminate()
         proc.communicate(timeout=20)
+
+
+# ---------------------------------------------------------------- where each value came from
+
+
+def write_config(data: dict[str, Any]) -> Path:
+    path = Path(os.environ["AEMP_CONFIG"])
+    path.write_text(json.dumps(data))
+    return path
+
+
+async def test_configure_logs_what_the_file_overrode(caplog: pytest.LogCaptureFixture) -> None:
+    path = write_config(
+        {"secret": "file-secret", "profile": {"myapp": {"monitor_timeout": 3, "nodeid": "fs2"}}}
+    )
+    caplog.set_level(logging.WARNING, "aemp")
+    node = await aemp.configure("myapp", secret="code-secret", monitor_timeout=60, nodeid="fs2")
+    try:
+        assert node.config.monitor_timeout == 3.0  # AnyEvent::MP's precedence stays
+        lines = [r.getMessage() for r in caplog.records if r.name == "aemp.config"]
+        assert len(lines) == 1, lines
+        line = lines[0]
+        assert f"the configuration file {path} (from $AEMP_CONFIG) overrode" in line
+        assert "monitor_timeout 60 -> 3 from its profile 'myapp'" in line
+        assert "secret a secret -> a secret from its default section" in line
+        assert "nodeid" not in line  # the same value is no override
+        assert "file-secret" not in line and "code-secret" not in line
+    finally:
+        await node.close()
+    caplog.clear()
+    node = await aemp.configure("myapp", force=True, monitor_timeout=60, nodeid="fs2")
+    try:
+        assert node.config.monitor_timeout == 60.0
+        assert not [r for r in caplog.records if r.name == "aemp.config"]
+    finally:
+        await node.close()
+
+
+def test_showconfig_names_each_values_origin(tmp_path: Path) -> None:
+    write_config(
+        {
+            "secret": "s",
+            "profile": {
+                "base": {"seeds": ["127.0.0.1:4040"], "monitor_timeout": 3},
+                "w": {"parent": "base", "binds": ["127.0.0.1:4041"]},
+            },
+        }
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "aemp", "showconfig", "w", "monitor_timeout", "60",
+         "connect_interval", "1"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert shown["monitor_timeout"] == 3
+    assert shown["file"] == f"{os.environ['AEMP_CONFIG']} (from $AEMP_CONFIG)"
+    origin = shown["origin"]
+    assert origin["secret"] == "default section"
+    assert origin["seeds"] == "profile 'base'"
+    assert origin["monitor_timeout"] == "profile 'base'"
+    assert origin["binds"] == "profile 'w'"
+    assert origin["connect_interval"] == "program"
+    assert origin["max_packet"] == "default"
+    assert origin["nodeid"] == "default (the profile name)"
+    assert set(origin) == set(shown) - {"profile", "file", "origin", "overridden"}
+    assert shown["overridden"] == {"monitor_timeout": 60}
