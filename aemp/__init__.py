@@ -28,6 +28,9 @@ from ._errors import (
     InvalidArgument,
     InvalidFamily,
     InvalidID,
+    JoinError,
+    JoinRefused,
+    JoinTimeout,
     LocalProtocolError,
     MessageError,
     NoCurrentNode,
@@ -64,6 +67,9 @@ __all__ = [
     "InvalidFamily",
     "InvalidArgument",
     "InvalidID",
+    "JoinError",
+    "JoinRefused",
+    "JoinTimeout",
     "LocalProtocolError",
     "MessageError",
     "Monitor",
@@ -109,6 +115,7 @@ __all__ = [
     "spawn",
     "spawnable",
     "up_nodes",
+    "wait_joined",
 ]
 
 Callback = Callable[..., Any]
@@ -166,6 +173,11 @@ async def configure(
         await new.close()
         raise
     return new
+
+
+async def wait_joined(timeout: float | None = 30.0) -> str:  # noqa: ASYNC109
+    """Wait until the current node has joined its network; see :meth:`Node.wait_joined`."""
+    return await (CURRENT.get() or current_node()).wait_joined(timeout)
 
 
 def NODE() -> str:

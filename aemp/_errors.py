@@ -109,3 +109,38 @@ class DbTimeout(AempError, TimeoutError):
         self.timeout = timeout
         self.where = where
         super().__init__(f"{query} got no answer within {timeout:g} s ({where})")
+
+
+class JoinError(AempError, ConnectionError):
+    """A node could not join its network (Node.wait_joined).
+
+    ``nodeid`` is the node's ID and ``problems`` maps each seed address
+    tried to why its last attempt failed ({} if none failed yet).
+    """
+
+    def __init__(self, nodeid: str, problems: dict[str, str], what: str) -> None:
+        self.nodeid = nodeid
+        self.problems = dict(problems)
+        tried = "; ".join(f"{addr}: {why}" for addr, why in self.problems.items())
+        super().__init__(f"node {nodeid!r} {what}" + (f" ({tried})" if tried else ""))
+
+
+class JoinRefused(JoinError):
+    """Every seed refused this node's authentication: a wrong shared secret
+    or certificate, which waiting does not mend."""
+
+    def __init__(self, nodeid: str, problems: dict[str, str]) -> None:
+        super().__init__(nodeid, problems, "cannot join: every seed refused its authentication")
+
+
+class JoinTimeout(JoinError, TimeoutError):
+    """No global node served this node within the timeout."""
+
+    def __init__(self, nodeid: str, problems: dict[str, str], timeout: float, seeds: int) -> None:
+        self.timeout = timeout
+        what = (
+            f"did not join within {timeout:g} s: no seed served it"
+            if seeds
+            else f"did not join within {timeout:g} s"
+        )
+        super().__init__(nodeid, problems, what)

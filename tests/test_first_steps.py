@@ -3,6 +3,7 @@ link logs, `aemp run`'s import path, types, the command line, packaging."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import free_port
 
 import aemp
 
@@ -138,3 +140,61 @@ def test_showconfig_names_each_values_origin(tmp_path: Path) -> None:
     assert origin["nodeid"] == "default (the profile name)"
     assert set(origin) == set(shown) - {"profile", "file", "origin", "overridden"}
     assert shown["overridden"] == {"monitor_timeout": 60}
+
+
+# ---------------------------------------------------------------- waiting until joined
+
+
+async def test_wait_joined_returns_the_master() -> None:
+    async with aemp.Node(nodeid="fs-seed", binds=["127.0.0.1:0"], secret="s") as seed:
+        assert await seed.wait_joined(timeout=5) == "fs-seed"  # no seeds: its own master
+        async with aemp.Node(nodeid="fs-c", seeds=seed.listeners, secret="s") as node:
+            assert await node.wait_joined(timeout=5) == "fs-seed"
+            assert node.master == "fs-seed"
+            assert await node.wait_joined(timeout=5) == "fs-seed"  # at once, now
+
+
+async def test_wait_joined_names_a_secret_mismatch_at_once() -> None:
+    async with aemp.Node(nodeid="fs-seed", binds=["127.0.0.1:0"], secret="right") as seed:
+        addr = seed.listeners[0]
+        async with aemp.Node(nodeid="fs-c", seeds=[addr], secret="wrong") as node:
+            t0 = time.monotonic()
+            with pytest.raises(aemp.JoinRefused) as info:
+                await node.wait_joined(timeout=20)
+            assert time.monotonic() - t0 < 10  # not the whole timeout
+    e = info.value
+    assert isinstance(e, aemp.JoinError) and isinstance(e, ConnectionError)
+    assert e.nodeid == "fs-c" and list(e.problems) == [addr]
+    assert "shared secret mismatch" in e.problems[addr]
+    assert f"every seed refused its authentication ({addr}: authentication failure" in str(e)
+
+
+async def test_wait_joined_times_out_naming_the_addresses_tried() -> None:
+    down = f"127.0.0.1:{free_port()}"
+    async with aemp.Node(nodeid="fs-c", seeds=[down], secret="s") as node:
+        with pytest.raises(aemp.JoinTimeout) as info:
+            await node.wait_joined(timeout=0.5)
+    e = info.value
+    assert isinstance(e, TimeoutError) and e.timeout == 0.5
+    assert list(e.problems) == [down] and "refused" in e.problems[down].lower()
+    assert str(e).startswith(f"node 'fs-c' did not join within 0.5 s: no seed served it ({down}: ")
+
+
+async def test_wait_joined_module_level_bad_timeout_and_close() -> None:
+    port = free_port()
+    node = await aemp.configure(norc=True, nodeid="fs-c", seeds=[f"127.0.0.1:{port}"], secret="s")
+    try:
+        with pytest.raises(aemp.OutOfRange, match="wait_joined: timeout must be a positive"):
+            await aemp.wait_joined(timeout=0)
+        waiting = asyncio.ensure_future(aemp.wait_joined(timeout=20))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        async with aemp.Node(nodeid="fs-seed", binds=[f"127.0.0.1:{port}"], secret="s"):
+            assert await asyncio.wait_for(waiting, 10) == "fs-seed"  # the seed came up late
+        waiting = asyncio.ensure_future(node.wait_joined(timeout=None))
+        await asyncio.sleep(0.05)
+        await node.close()
+        with pytest.raises(aemp.NodeClosed):
+            await asyncio.wait_for(waiting, 5)
+    finally:
+        await node.close()

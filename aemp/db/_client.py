@@ -107,6 +107,8 @@ class Db:
         self.queries: dict[str, Query] = {}
         self.finds: dict[str, list[asyncio.Future[list[str]]]] = {}
         self.known_globals: dict[str, None] = {}
+        # Node.wait_joined: woken when a master is set, or the node closes
+        self.master_waiters: list[asyncio.Future[None]] = []
         self._gen = 0
         self._gens: dict[tuple[str, str], int] = {}  # which db_set wrote a local key last
         # becoming global: waiting for the g_set of every global in 'g (see become_global)
@@ -327,6 +329,7 @@ class Db:
         if master != self.id:
             log.info("node %s: master is %s", self.id, master)
         self.master = master
+        self._wake_master_waiters()
         if master != self.id:
             self._to_master("g_slave", {f: dict(kv) for f, kv in self.local.items()})
         for family, fam in self.families.items():
@@ -468,7 +471,20 @@ class Db:
             if m.primed:
                 m._notify(fam.view, list(hidden), [], [])
 
+    def master_changed(self) -> asyncio.Future[None]:
+        """A future resolved when the next master is set (or the node closes)."""
+        fut: asyncio.Future[None] = self.host.loop.create_future()
+        self.master_waiters.append(fut)
+        return fut
+
+    def _wake_master_waiters(self) -> None:
+        waiters, self.master_waiters = self.master_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
     def close(self) -> None:
+        self._wake_master_waiters()
         if self._sync is not None:
             self._sync.cancel()
             self._sync = None

@@ -61,6 +61,9 @@ BURST_QUIET = 10.0
 # Failed handshakes of accepted connections logged one by one per burst;
 # the rest are counted and told in one line when the burst ends.
 FAILED_HANDSHAKES_LOGGED = 5
+# Addresses whose last dial problem is remembered, so that it is logged once
+# (Network.dial_problem); the oldest go first.
+MAX_DIAL_PROBLEMS = 4096
 
 
 class _Burst:
@@ -134,6 +137,12 @@ class Network:
         self.addresses: dict[str, list[str]] = {}  # node ID -> where it listens
         self._dials: dict[str, asyncio.Future[Any]] = {}
         self.seeds: dict[str, str] = {}  # seed address -> node ID once greeted ("" before)
+        # seed address -> why its last attempt failed (gone once it connects)
+        self.seed_problems: dict[str, str] = {}
+        # address -> the problem last logged for dialling it: a peer that stays
+        # unreachable, or keeps refusing us, is logged once per change, not per attempt
+        self._dial_problems: dict[str, str] = {}
+        self._change_waiters: list[asyncio.Future[None]] = []
         self._pulse = asyncio.Event()
         self._seeds_pending: set[str] = set()  # seeds whose first dial has not ended
         # node ID -> the deadline for a peer to close one of two connections
@@ -238,9 +247,7 @@ class Network:
         """Log a failed handshake: a dialled one always, an accepted one
         a few per burst (anyone may connect, so anyone could fill the log)."""
         if conn not in self._accepting:  # dialled: ours, as many as we made
-            log.warning(
-                "node %s: connection with %s failed: %s", self.owner.id, conn.describe(), reason
-            )
+            self.dial_problem(conn.peeraddr, f"connection with {conn.describe()} failed", reason)
             return
         self._failed_burst.note(
             self.owner.id,
@@ -248,6 +255,17 @@ class Network:
                 "node %s: connection with %s failed: %s", self.owner.id, conn.describe(), reason
             ),
         )
+
+    def dial_problem(self, addr: str, what: str, why: str, level: int = logging.WARNING) -> None:
+        """Log a failed dial of `addr`, once until the problem changes or
+        the address connects (attempts repeat every few seconds)."""
+        if self._dial_problems.get(addr) == why:
+            log.debug("node %s: %s: %s (again)", self.owner.id, what, why)
+            return
+        if len(self._dial_problems) >= MAX_DIAL_PROBLEMS and addr not in self._dial_problems:
+            del self._dial_problems[next(iter(self._dial_problems))]
+        self._dial_problems[addr] = why
+        log.log(level, "node %s: %s: %s (logged again when this changes)", self.owner.id, what, why)
 
     # -- events from connections -------------------------------------------
 
@@ -280,6 +298,8 @@ class Network:
 
     def authenticated(self, conn: Conn) -> None:
         self.handshake_ended(conn)
+        if self._dial_problems.pop(conn.peeraddr, None) is not None:
+            log.info("node %s: %s reachable again", self.owner.id, conn.peeraddr)
         nodeid = conn.remote_id
         if conn.expect is not None or conn.peeraddr in self.seeds:
             self.addresses.setdefault(nodeid, [])
@@ -365,9 +385,19 @@ class Network:
             self.addresses.pop(nodeid, None)
 
     def _changed(self) -> None:
-        """Wake the dials waiting for a seed's or a node's identity."""
+        """Wake the dials waiting for a seed's or a node's identity, and changed()'s futures."""
         self._pulse.set()
         self._pulse = asyncio.Event()
+        waiters, self._change_waiters = self._change_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def changed(self) -> asyncio.Future[None]:
+        """A future resolved at the next change of the seeds (greeted, failed)."""
+        fut: asyncio.Future[None] = self.loop.create_future()
+        self._change_waiters.append(fut)
+        return fut
 
     async def _dial_node(self, nodeid: str) -> None:
         interval = self.config.connect_interval
@@ -439,7 +469,14 @@ class Network:
             try:
                 conn = await self.dial(addr)
             except (OSError, ConnectionError) as e:
-                log.debug("node %s: seed %s: %s", self.owner.id, addr, e)
+                why = str(e) or type(e).__name__
+                self.seed_problems[addr] = why
+                if type(e) is not ConnectionError:  # a failed handshake: handshake_failed logged it
+                    # unreachable: told at INFO, as links coming and going are
+                    self.dial_problem(addr, f"seed {addr}", why, logging.INFO)
+                self._changed()
+            else:
+                self.seed_problems.pop(addr, None)
             if addr in self._seeds_pending:
                 self._seeds_pending.discard(addr)
                 self._changed()
