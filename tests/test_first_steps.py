@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
+from conftest import free_port, until
 
 import aemp
 
@@ -198,3 +198,58 @@ async def test_wait_joined_module_level_bad_timeout_and_close() -> None:
             await asyncio.wait_for(waiting, 5)
     finally:
         await node.close()
+
+
+# ---------------------------------------------------------------- links in the log
+
+
+def info_lines(caplog: pytest.LogCaptureFixture, needle: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.INFO and needle in r.getMessage()
+    ]
+
+
+async def test_links_up_and_down_are_logged_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "aemp")
+    keys: dict[str, Any] = {"secret": "s", "monitor_timeout": 2, "connect_interval": 0.3}
+    async with aemp.Node(nodeid="fs-seed", binds=["127.0.0.1:0"], **keys) as seed:
+        addr = seed.listeners[0]
+        async with aemp.Node(nodeid="fs-c", seeds=[addr], **keys) as node:
+            await node.wait_joined(timeout=5)
+            assert info_lines(caplog, f"node fs-c: link to fs-seed up (dialled, {addr})")
+            await until(lambda: info_lines(caplog, "node fs-seed: link to fs-c up (accepted, "))
+            w = aemp.Node(nodeid="fs-w", binds=["127.0.0.1:0"], seeds=[addr], **keys)
+            try:
+                await w.start()
+                await w.wait_joined(timeout=5)  # so that the seed knows where it listens
+                port = w.port(lambda *m: None)
+                await node.cal("fs-w", "time", timeout=5)  # a link between the two
+                waddr = w.listeners[0]
+                assert info_lines(caplog, f"node fs-c: link to fs-w up (dialled, {waddr})")
+            finally:
+                await w.close()
+            await until(lambda: info_lines(caplog, f"node fs-c: link to fs-w down ({waddr}): "))
+            assert not info_lines(caplog, "node fs-w: link to")[2:]  # its own close: silent
+            # a node that stays unreachable: one line, however often it is asked for
+            for _ in range(20):
+                node.mon(port, lambda *reason: None)
+                await asyncio.sleep(0.05)
+            await until(lambda: info_lines(caplog, "node fs-c: cannot reach node fs-w: "))
+            for _ in range(20):
+                node.mon(port, lambda *reason: None)
+                await asyncio.sleep(0.05)
+            assert len(info_lines(caplog, "cannot reach node fs-w")) == 1
+
+
+async def test_an_unreachable_seed_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, "aemp")
+    down = f"127.0.0.1:{free_port()}"
+    async with aemp.Node(nodeid="fs-c", seeds=[down], secret="s", monitor_timeout=0.5) as node:
+        with pytest.raises(aemp.JoinTimeout):
+            await node.wait_joined(timeout=3)  # the seed loop retries every 0.5 s meanwhile
+    told = info_lines(caplog, f"node fs-c: seed {down}: ")
+    assert len(told) == 1, told
+    again = [r for r in caplog.records if f"seed {down}:" in r.getMessage()]
+    assert len(again) > 2 and all(r.levelno == logging.DEBUG for r in again[1:])

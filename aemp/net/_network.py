@@ -33,6 +33,10 @@
 # for a cap, and the failed handshakes of accepted connections, are
 # logged a few lines per burst (_Burst), never one line per connection.
 #
+# Links coming up and going down are logged at INFO with the node ID, the
+# address and the reason; a dialled address that keeps failing is logged
+# once per change of its problem (dial_problem), not once per attempt.
+#
 # Every wait (connect_interval, the twin deadline, the seeds' back-off,
 # the log bursts) is on the event loop's clock.
 
@@ -356,6 +360,8 @@ class Network:
         """Make `conn` the node's link to its peer."""
         nodeid = conn.remote_id
         conn.is_link = True  # from here on its loss is the link's (see closed)
+        how = "dialled" if conn.expect is not None or conn.peeraddr in self.seeds else "accepted"
+        log.info("node %s: link to %s up (%s, %s)", self.owner.id, nodeid, how, conn.peeraddr)
         self.owner.link_up(nodeid, conn)
         if not conn.closed:
             conn.take_inbox(self.owner.inbox(nodeid))  # the node's inbox for the link
@@ -365,6 +371,14 @@ class Network:
     def closed(self, conn: Conn, reason: str) -> None:
         self.handshake_ended(conn)
         if conn.is_link:
+            if not self._closing:  # else the node's own close says it
+                log.info(
+                    "node %s: link to %s down (%s): %s",
+                    self.owner.id,
+                    conn.remote_id,
+                    conn.peeraddr,
+                    reason,
+                )
             self.owner.link_lost(conn.remote_id, conn, reason)
             return
         nodeid = conn._greeted_as or conn.expect
