@@ -91,6 +91,7 @@ __all__ = [
     "cal",
     "configure",
     "db_del",
+    "db_families",
     "db_family",
     "db_keys",
     "db_mon",
@@ -298,6 +299,16 @@ def db_family(
 ) -> Query:
     """``await db_family(f)``: the family as a dict, from the global nodes."""
     return (CURRENT.get() or current_node()).db_family(family, timeout=timeout, cb=cb, err=err)
+
+
+def db_families(
+    *,
+    timeout: float | None = 30.0,
+    cb: Callback | None = None,
+    err: Callable[[Exception], Any] | None = None,
+) -> Query:
+    """``await db_families()``: every non-empty family with its number of entries."""
+    return (CURRENT.get() or current_node()).db_families(timeout=timeout, cb=cb, err=err)
 
 
 def db_keys(

@@ -321,6 +321,16 @@ class Node(Kernel):
         """The family's values as a list, from the global nodes."""
         return self._db.query("values", family, check_timeout(timeout, "db_values"), cb, err)
 
+    def db_families(
+        self,
+        *,
+        timeout: float | None = 30.0,
+        cb: Callback | None = None,
+        err: Callable[[Exception], Any] | None = None,
+    ) -> Query:
+        """Every non-empty family as {family: number of entries}, from the global nodes."""
+        return self._db.query("families", "", check_timeout(timeout, "db_families"), cb, err)
+
     def db_mon(self, family: str, cb: Callback) -> DbMonitor:
         """Call cb(family, added, changed, deleted): first with the whole family, then per change.
 

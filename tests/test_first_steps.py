@@ -253,3 +253,78 @@ async def test_an_unreachable_seed_is_logged_once(caplog: pytest.LogCaptureFixtu
     assert len(told) == 1, told
     again = [r for r in caplog.records if f"seed {down}:" in r.getMessage()]
     assert len(again) > 2 and all(r.levelno == logging.DEBUG for r in again[1:])
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_the_command_line_a_new_user_tried(tmp_path: Path) -> None:
+    from test_cli import Server, aemp_cmd
+
+    addr = f"127.0.0.1:{free_port()}"
+    portfile = tmp_path / "echo.port"
+    services = json.dumps([["cli_services:echo_service", str(portfile)], "spawn_targets"])
+    r = aemp_cmd("gensecret", "seeds", addr, "profile", "seed", "nodeid", "seed",
+                 "binds", addr, "services", services)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+
+    r = aemp_cmd()  # no command: help, on stderr, and the status of a mistake
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.startswith("usage: aemp")
+
+    server = Server("seed")
+    try:
+        server.wait_up()
+        echo = portfile.read_text()
+        # options after the arguments, as for db --watch
+        t0 = time.monotonic()
+        r = aemp_cmd("mon", echo, "--timeout", "1")
+        assert r.returncode == 1 and r.stderr == f"aemp: mon: {echo} did not die within 1 s\n"
+        assert time.monotonic() - t0 < 15
+        # a node request the node does not know: answered at once, not the timeout
+        t0 = time.monotonic()
+        r = aemp_cmd("cal", "seed", "nosuchrequest", "--timeout", "20")
+        assert r.returncode == 1, r.stderr
+        assert r.stderr.startswith("aemp: cal: node seed has no node request 'nosuchrequest' (")
+        assert "time" in r.stderr and time.monotonic() - t0 < 10
+        # snd and kil to a port that does not exist
+        for cmd in ("snd", "kil"):
+            r = aemp_cmd(cmd, "seed#nosuchport", *(["hello"] if cmd == "snd" else []))
+            assert r.returncode == 1
+            assert f"aemp: {cmd}: seed#nosuchport does not exist (node seed has no " in r.stderr
+        # spawn: a port on the seed, then killed with a reason
+        r = aemp_cmd("spawn", "seed", "spawn_targets:echo_init", "fs")
+        assert r.returncode == 0, r.stderr
+        spawned = r.stdout.strip()
+        assert spawned.startswith("seed#")
+        r = aemp_cmd("spawn", "seed", "spawn_targets:unmarked", "x")
+        assert r.returncode == 1 and "SpawnRefused" in r.stderr and "not marked" in r.stderr
+        r = aemp_cmd("kil", spawned, "stopped", "by", "hand", "--timeout", "5")
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+        r = aemp_cmd("mon", spawned)
+        assert r.returncode == 0 and json.loads(r.stdout)[0] == "no_such_port"
+        r = aemp_cmd("kil", echo)  # a normal exit
+        assert r.returncode == 0, r.stderr
+        # the families the database holds
+        r = aemp_cmd("db")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout) == {"'g": 1, "'l": 1}
+        assert aemp_cmd("snd", "seed", "devnull", "x").returncode == 0  # the node port: no word
+    finally:
+        server.stop()
+
+
+async def test_an_unknown_node_request_is_answered_only_to_the_asker() -> None:
+    keys: dict[str, Any] = {"secret": "s"}
+    async with (
+        aemp.Node(nodeid="fs-a", binds=["127.0.0.1:0"], **keys) as a,
+        aemp.Node(nodeid="fs-b", seeds=a.listeners, **keys) as b,
+    ):
+        reply = await b.cal("fs-a", "nosuchrequest", 1, timeout=5)
+        assert reply[0] == "error" and "has no node request 'nosuchrequest'" in reply[1]
+        # a "reply port" of a third node gets nothing: no answers on another's behalf
+        got: list[Any] = []
+        third = a.port(lambda *m: got.append(m))
+        b.snd("fs-a", "nosuchrequest", third)
+        await b.cal("fs-a", "time", timeout=5)
+        await asyncio.sleep(0.05)
+        assert got == []

@@ -258,7 +258,8 @@ class Db:
         cb: Callback | None,
         err: Callable[[Exception], Any] | None,
     ) -> Query:
-        family = check_family(family, write=False)
+        if kind != "families":  # the one query of the whole database
+            family = check_family(family, write=False)
         self._check_open()
         # a query ID that cannot be guessed from earlier ones (12 random bytes)
         q = Query(self, kind, family, secrets.token_urlsafe(12), timeout, cb, err)
@@ -696,7 +697,8 @@ class DbMonitor(Handle):
 
 
 class Query(Pending):
-    """A pending ``db_family``, ``db_keys`` or ``db_values``: await it, or cancel() it."""
+    """A pending ``db_family``, ``db_keys``, ``db_values`` or ``db_families``:
+    await it, or cancel() it."""
 
     __slots__ = ("_db", "_timer", "family", "id", "kind", "request")
 
@@ -730,13 +732,14 @@ class Query(Pending):
 
     def __repr__(self) -> str:
         state = "done" if self._done else "pending"
-        return f"<aemp.Query db_{self.kind}({self.family!r}) {state}>"
+        what = "()" if self.kind == "families" else f"({self.family!r})"
+        return f"<aemp.Query db_{self.kind}{what} {state}>"
 
     def _fail(self, exc: BaseException) -> None:
         self._finish(None, exc)
 
     def _answer(self, result: Any) -> None:
-        want = dict if self.kind == "family" else list
+        want = dict if self.kind in ("family", "families") else list
         if type(result) is not want:
             raise TypeError(f"g_reply to db_{self.kind} is not a {want.__name__}: {result!r:.80}")
         self._finish(result, None)
@@ -744,7 +747,8 @@ class Query(Pending):
     def _on_timeout(self, timeout: float) -> None:
         db = self._db
         where = f"master {db.master}" if db.master else "no master reachable"
-        self._finish(None, DbTimeout(f"db_{self.kind}({self.family!r})", timeout, where))
+        what = "()" if self.kind == "families" else f"({self.family!r})"
+        self._finish(None, DbTimeout(f"db_{self.kind}{what}", timeout, where))
 
     def _finish(self, result: Any, exc: BaseException | None) -> None:
         if self._done:
