@@ -38,6 +38,17 @@ def ensure_venv() -> None:
     STAMP.write_text(want)
 
 
+# What `dev.py test` runs before the tests, in order: lint, format, the
+# package's types, and every example in eg/ (with the API's type promises,
+# tests/types_probe.py) under mypy --strict, as a user's code would be.
+CHECKS: list[list[str]] = [
+    ["-m", "ruff", "check", "."],
+    ["-m", "ruff", "format", "--check", "."],
+    ["-m", "mypy"],
+    ["-m", "mypy", "--strict", "eg", "tests/types_probe.py"],
+]
+
+
 def run(*cmd: str) -> int:
     print("dev.py: $", " ".join(cmd), flush=True)
     return subprocess.run(cmd, cwd=ROOT).returncode
@@ -50,12 +61,8 @@ def main(argv: list[str]) -> int:
         return run(str(PY), "eg/demo.py", *argv[1:])
     if what == "test":
         ensure_venv()
-        for step in (
-            [str(PY), "-m", "ruff", "check", "."],
-            [str(PY), "-m", "ruff", "format", "--check", "."],
-            [str(PY), "-m", "mypy"],
-        ):
-            if rc := run(*step):
+        for step in CHECKS:
+            if rc := run(str(PY), *step):
                 return rc
         return run(str(PY), "-m", "pytest", *argv[1:])
     if what == "bench":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, overload
 
 from ._blocking import blocking, run_blocking
 from ._call import Call
@@ -34,6 +34,7 @@ from ._errors import (
     LocalProtocolError,
     MessageError,
     NoCurrentNode,
+    NoCurrentPort,
     NodeClosed,
     NotLocalPort,
     OutOfRange,
@@ -44,7 +45,7 @@ from ._errors import (
 )
 from ._ids import node_of
 from ._node import Node
-from ._runtime import CURRENT, SELF
+from ._runtime import CURRENT, SELF, DbMonCallback, MonCallback, self_port
 from ._services import start_services
 from ._spawn import spawnable
 from ._version import __version__
@@ -61,6 +62,7 @@ __all__ = [
     "CallTimeout",
     "ConfigError",
     "DbEntry",
+    "DbMonCallback",
     "DbMonitor",
     "DbTimeout",
     "Handle",
@@ -72,8 +74,10 @@ __all__ = [
     "JoinTimeout",
     "LocalProtocolError",
     "MessageError",
+    "MonCallback",
     "Monitor",
     "NoCurrentNode",
+    "NoCurrentPort",
     "NodeWatch",
     "Node",
     "NodeClosed",
@@ -112,6 +116,7 @@ __all__ = [
     "rcv",
     "run",
     "run_blocking",
+    "self_port",
     "snd",
     "spawn",
     "spawnable",
@@ -219,6 +224,14 @@ def kil(port: str, *reason: Any) -> None:
     (CURRENT.get() or current_node()).kil(port, *reason)
 
 
+@overload
+def mon(port: str, /) -> Monitor: ...
+@overload
+def mon(port: str, cb: MonCallback, /) -> Monitor: ...
+@overload
+def mon(port: str, other: str, /, *msg: Any) -> Monitor: ...
+
+
 def mon(port: str, *action: Any) -> Monitor:
     """Monitor a port: ``mon(p, cb)``, ``mon(p, other)``, ``mon(p)``, ``mon(p, rcv, *msg)``."""
     return (CURRENT.get() or current_node()).mon(port, *action)
@@ -296,7 +309,7 @@ def db_family(
     timeout: float | None = 30.0,
     cb: Callback | None = None,
     err: Callable[[Exception], Any] | None = None,
-) -> Query:
+) -> Query[dict[str, Any]]:
     """``await db_family(f)``: the family as a dict, from the global nodes."""
     return (CURRENT.get() or current_node()).db_family(family, timeout=timeout, cb=cb, err=err)
 
@@ -306,7 +319,7 @@ def db_families(
     timeout: float | None = 30.0,
     cb: Callback | None = None,
     err: Callable[[Exception], Any] | None = None,
-) -> Query:
+) -> Query[dict[str, int]]:
     """``await db_families()``: every non-empty family with its number of entries."""
     return (CURRENT.get() or current_node()).db_families(timeout=timeout, cb=cb, err=err)
 
@@ -317,7 +330,7 @@ def db_keys(
     timeout: float | None = 30.0,
     cb: Callback | None = None,
     err: Callable[[Exception], Any] | None = None,
-) -> Query:
+) -> Query[list[str]]:
     """``await db_keys(f)``: the family's subkeys as a list."""
     return (CURRENT.get() or current_node()).db_keys(family, timeout=timeout, cb=cb, err=err)
 
@@ -328,11 +341,11 @@ def db_values(
     timeout: float | None = 30.0,
     cb: Callback | None = None,
     err: Callable[[Exception], Any] | None = None,
-) -> Query:
+) -> Query[list[Any]]:
     """``await db_values(f)``: the family's values as a list."""
     return (CURRENT.get() or current_node()).db_values(family, timeout=timeout, cb=cb, err=err)
 
 
-def db_mon(family: str, cb: Callback) -> DbMonitor:
+def db_mon(family: str, cb: DbMonCallback) -> DbMonitor:
     """Watch a family: ``cb(family, added, changed, deleted)``, first with everything."""
     return (CURRENT.get() or current_node()).db_mon(family, cb)

@@ -74,6 +74,10 @@ class NoCurrentNode(AempError, RuntimeError):
     """A module-level function was called where no node can be found."""
 
 
+class NoCurrentPort(AempError, RuntimeError):
+    """self_port() was called outside any port's context."""
+
+
 class PortDead(AempError, RuntimeError):
     """A port died (or its node became unreachable) before it answered.
 

@@ -22,7 +22,7 @@ from ._config import Config
 from ._errors import InvalidArgument, JoinRefused, JoinTimeout, NodeClosed, OutOfRange
 from ._ids import check_port_id, expand_nodeid
 from ._message import check_message
-from ._runtime import SELF
+from ._runtime import SELF, DbMonCallback
 from ._spawn import Spawner
 from .db._client import Db, DbEntry, DbMonitor, Query
 from .kernel import Kernel
@@ -295,7 +295,7 @@ class Node(Kernel):
         timeout: float | None = 30.0,
         cb: Callback | None = None,
         err: Callable[[Exception], Any] | None = None,
-    ) -> Query:
+    ) -> Query[dict[str, Any]]:
         """The family as a {subkey: value} dict, from the global nodes."""
         return self._db.query("family", family, check_timeout(timeout, "db_family"), cb, err)
 
@@ -306,7 +306,7 @@ class Node(Kernel):
         timeout: float | None = 30.0,
         cb: Callback | None = None,
         err: Callable[[Exception], Any] | None = None,
-    ) -> Query:
+    ) -> Query[list[str]]:
         """The family's subkeys as a list, from the global nodes."""
         return self._db.query("keys", family, check_timeout(timeout, "db_keys"), cb, err)
 
@@ -317,7 +317,7 @@ class Node(Kernel):
         timeout: float | None = 30.0,
         cb: Callback | None = None,
         err: Callable[[Exception], Any] | None = None,
-    ) -> Query:
+    ) -> Query[list[Any]]:
         """The family's values as a list, from the global nodes."""
         return self._db.query("values", family, check_timeout(timeout, "db_values"), cb, err)
 
@@ -327,11 +327,11 @@ class Node(Kernel):
         timeout: float | None = 30.0,
         cb: Callback | None = None,
         err: Callable[[Exception], Any] | None = None,
-    ) -> Query:
+    ) -> Query[dict[str, int]]:
         """Every non-empty family as {family: number of entries}, from the global nodes."""
         return self._db.query("families", "", check_timeout(timeout, "db_families"), cb, err)
 
-    def db_mon(self, family: str, cb: Callback) -> DbMonitor:
+    def db_mon(self, family: str, cb: DbMonCallback) -> DbMonitor:
         """Call cb(family, added, changed, deleted): first with the whole family, then per change.
 
         ``family`` is a read-only live view of the family as this node knows it.

@@ -15,5 +15,9 @@ import aemp
 @aemp.spawnable  # `aemp spawn NODE adder:start FAMILY` may start it too
 def start(family: str = "adder") -> None:
     """Answer ("add", a, b, reply) with a + b; list the port in `family` while it lives."""
-    me = aemp.port(add=lambda a, b, reply: aemp.snd(reply, a + b))
+
+    def add(a: float, b: float, reply: str) -> None:
+        aemp.snd(reply, a + b)
+
+    me = aemp.port(add=add)
     aemp.db_reg(family, me, aemp.NODE())  # the entry goes when the port or its node does

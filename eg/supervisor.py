@@ -5,6 +5,7 @@ import collections
 import os
 import sys
 import time
+from typing import Any
 
 import aemp
 
@@ -16,34 +17,36 @@ PERIOD = 10.0
 
 
 @aemp.spawnable  # other nodes may start it with spawn()
-def worker(name, supervisor):
+def worker(name: str, supervisor: str) -> None:
     """Runs on a host, as the spawned port: doubles numbers, crashes when asked to."""
     aemp.mon(supervisor)  # a worker does not outlive its supervisor
 
-    def work(n, reply):
+    def work(n: int, reply: str) -> None:
         aemp.snd(reply, name, n * 2)
 
-    def crash():
+    def crash() -> None:
         raise RuntimeError(f"{name} was asked to crash")
 
-    me = aemp.rcv(aemp.SELF.get(), work=work, crash=crash)
+    me = aemp.rcv(aemp.self_port(), work=work, crash=crash)
     aemp.db_reg("eg_supervised", me, name)  # so that others can find it
 
 
 class Supervisor:
-    def __init__(self, hosts):
+    def __init__(self, hosts: list[str]) -> None:
         self.hosts = hosts
         self.port = aemp.port(print)  # what the workers watch
-        self.restarts = collections.deque()  # when the recent restarts were
+        self.restarts: collections.deque[float] = (
+            collections.deque()
+        )  # when the recent restarts were
         self.gave_up = asyncio.Event()
 
-    def start(self, name, where):
+    def start(self, name: str, where: int) -> None:
         host = self.hosts[where % len(self.hosts)]
         worker = aemp.spawn(host, "eg.supervisor:worker", name, self.port)
         aemp.mon(worker, lambda *reason: self.died(name, where, reason))
         print(f"supervisor: {name} started on {host} as {worker}")
 
-    def died(self, name, where, reason):
+    def died(self, name: str, where: int, reason: tuple[Any, ...]) -> None:
         if not reason:
             print(f"supervisor: {name} ended normally")
             return
@@ -61,7 +64,7 @@ class Supervisor:
         self.start(name, where)
 
 
-async def main(hosts):
+async def main(hosts: list[str]) -> None:
     node = await aemp.configure("supervisor", seeds=[SEED], secret=SECRET)
     async with node:
         supervisor = Supervisor(hosts)

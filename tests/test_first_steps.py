@@ -328,3 +328,35 @@ async def test_an_unknown_node_request_is_answered_only_to_the_asker() -> None:
         await b.cal("fs-a", "time", timeout=5)
         await asyncio.sleep(0.05)
         assert got == []
+
+
+# ---------------------------------------------------------------- types
+
+
+def test_examples_and_the_api_types_pass_mypy_strict() -> None:
+    """What dev.py test (and so CI) runs: every eg/ program, and the API's
+    promises in tests/types_probe.py, under mypy --strict."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        import dev
+    finally:
+        sys.path.remove(str(ROOT))
+    step = ["-m", "mypy", "--strict", "eg", "tests/types_probe.py"]
+    assert step in dev.CHECKS
+    r = subprocess.run(
+        [sys.executable, *step], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_self_port() -> None:
+    with pytest.raises(aemp.NoCurrentPort, match="outside any port's context"):
+        aemp.self_port()
+
+    async def main() -> str:
+        got: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        p = aemp.port(lambda *msg: got.set_result(aemp.self_port()))
+        aemp.snd(p, "x")
+        return p if await asyncio.wait_for(got, 5) == p else "?"
+
+    assert aemp.run(main()).count("#") == 1

@@ -49,7 +49,7 @@ import random
 import secrets
 import types
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from .._errors import AlreadyHandled, DbTimeout, InvalidArgument, NodeClosed
 from .._ids import check_port_id
@@ -104,7 +104,7 @@ class Db:
         self.glob: Global | None = None
         self.master: str | None = None
         self.families: dict[str, _Family] = {}
-        self.queries: dict[str, Query] = {}
+        self.queries: dict[str, Query[Any]] = {}
         self.finds: dict[str, list[asyncio.Future[list[str]]]] = {}
         self.known_globals: dict[str, None] = {}
         # Node.wait_joined: woken when a master is set, or the node closes
@@ -257,12 +257,12 @@ class Db:
         timeout: float | None,
         cb: Callback | None,
         err: Callable[[Exception], Any] | None,
-    ) -> Query:
+    ) -> Query[Any]:
         if kind != "families":  # the one query of the whole database
             family = check_family(family, write=False)
         self._check_open()
         # a query ID that cannot be guessed from earlier ones (12 random bytes)
-        q = Query(self, kind, family, secrets.token_urlsafe(12), timeout, cb, err)
+        q: Query[Any] = Query(self, kind, family, secrets.token_urlsafe(12), timeout, cb, err)
         self.queries[q.id] = q
         if self.master is not None:
             self._to_master(*q.request)
@@ -696,7 +696,10 @@ class DbMonitor(Handle):
         return f"<aemp.DbMonitor {self.family!r}{'' if self._active else ' cancelled'}>"
 
 
-class Query(Pending):
+R = TypeVar("R")
+
+
+class Query(Pending[R]):
     """A pending ``db_family``, ``db_keys``, ``db_values`` or ``db_families``:
     await it, or cancel() it."""
 
@@ -721,7 +724,6 @@ class Query(Pending):
         self._err = err
         self._owner = SELF.get()
         self._done = False
-        self._result = None
         self._exc = None
         self._future = None
         self._timer = (
