@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Developer entry point: ``python3 dev.py demo`` or ``python3 dev.py test``.
+"""Developer entry point: ``python3 dev.py setup``, ``demo`` or ``test``.
 
 Needs nothing but Python 3.11+: the first run makes ``.venv`` and installs
 aemp with its test tools into it; later runs reinstall only when
@@ -56,6 +56,10 @@ def run(*cmd: str) -> int:
 
 def main(argv: list[str]) -> int:
     what = argv[0] if argv else "help"
+    if what == "setup":
+        ensure_venv()
+        print(f"dev.py: {VENV} is ready; activate it with: . {VENV / 'bin' / 'activate'}")
+        return 0
     if what == "demo":
         ensure_venv()
         return run(str(PY), "eg/demo.py", *argv[1:])
@@ -69,7 +73,8 @@ def main(argv: list[str]) -> int:
         ensure_venv()
         return run(str(PY), "bench/run.py", *argv[1:])
     print(__doc__.strip())
-    print("\n  demo   run the demonstration: a network of processes, with a transcript")
+    print("\n  setup  make .venv with aemp and its test tools installed, nothing else")
+    print("  demo   run the demonstration: a network of processes, with a transcript")
     print("  test   lint, type-check and run the whole test suite")
     print("  bench  run the benchmarks (bench/run.py; add names to pick some)")
     return 0 if what in ("help", "-h", "--help") else 2

@@ -17,6 +17,7 @@ class Client:
         self.nick = nick
         self.me = aemp.port(line=lambda nick, text: print(f"<{nick}> {text}"))
         self.server: str | None = None  # the server we joined, or are joining
+        self.joined = False  # True while the server we joined is there
         self.servers: Mapping[str, Any] = {}  # every server the database lists (a live view)
 
     async def servers_changed(
@@ -34,19 +35,22 @@ class Client:
             _, count = await aemp.cal(server, "join", self.me, self.nick, timeout=5)
         except (aemp.PortDead, aemp.CallTimeout):
             return  # lost() takes it from here
+        self.joined = True
         print(f"* joined the chat ({count} here)")
 
     async def lost(self, server: str, reason: tuple[Any, ...]) -> None:
         if server != self.server:
             return  # an old server's monitor
-        print(f"* lost the server ({reason[0]}), waiting for it to come back")
+        if self.joined:  # said once, not again for each attempt to join while it is away
+            print(f"* lost the server ({reason[0]}), waiting for it to come back")
+        self.joined = False
         self.server = None
         await asyncio.sleep(1)  # the database may not have heard of it yet
         if self.server is None and self.servers:
             await self.join(next(iter(self.servers)))  # whichever server it lists
 
     def say(self, text: str) -> None:
-        if self.server is None:
+        if self.server is None or not self.joined:
             print("* not connected, line dropped")
         else:
             aemp.snd(self.server, "say", self.me, text)

@@ -7,6 +7,8 @@ import asyncio
 import json
 import logging
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import free_port, until
+from test_tutorial import net  # noqa: F401 - the tutorial's network fixture
 
 import aemp
 
@@ -360,3 +363,155 @@ def test_self_port() -> None:
         return p if await asyncio.wait_for(got, 5) == p else "?"
 
     assert aemp.run(main()).count("#") == 1
+
+
+# ---------------------------------------------------------------- docs that disagreed
+
+
+def test_docs_cite_no_document_outside_the_repository() -> None:
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for page in pages:
+        assert "DESIGN" not in page.read_text(), f"{page.name} cites DESIGN, not in the repository"
+
+
+def test_ports_page_names_real_parameters() -> None:
+    """A `name(param=...)` in docs/ports.md's table uses the function's own parameter names."""
+    import inspect
+    import re
+
+    text = (ROOT / "docs" / "ports.md").read_text()
+    checked = 0
+    for name, params in re.findall(r"\| `(\w+)\(([^`]*)\)`", text):
+        fn = getattr(aemp, name, None)
+        if fn is None:
+            continue
+        real = inspect.signature(fn).parameters
+        named = {n for n, p in real.items() if p.kind is not p.VAR_KEYWORD}
+        for given, value in re.findall(r"(\w+)=(\w+)", params):
+            if value == "None" or given in named:  # a default given: the real name
+                assert given in named, f"ports.md: {name}() has no parameter {given!r}"
+                checked += 1
+    assert checked >= 2
+
+
+async def test_can_eval_answers_false_as_the_protocol_page_says() -> None:
+    text = (ROOT / "docs" / "protocol.md").read_text()
+    assert "`can eval` answers `[false]`" in text
+    async with (
+        aemp.Node(nodeid="fs-a", binds=["127.0.0.1:0"], secret="s") as a,
+        aemp.Node(nodeid="fs-b", seeds=a.listeners, secret="s") as b,
+    ):
+        assert await b.cal("fs-a", "can", "eval", timeout=5) == (False,)
+        assert await b.cal("fs-a", "can", "time", timeout=5) == (True,)
+
+
+def chat_transcripts() -> tuple[list[str], list[str], list[str]]:
+    """docs/intro.md part 5: the server's two runs and Alice's output (typed lines left out)."""
+    text = (ROOT / "docs" / "intro.md").read_text()
+    part = text[text.index("Ctrl-C (or `kill -9` it) and start it again:") :]
+    server_block, alice_block = (b.split("\n```", 1)[0] for b in part.split("```console\n")[1:3])
+    first, second = server_block.split("\n^C\n")
+    runs = [[x for x in run.splitlines() if not x.startswith("$ ")] for run in (first, second)]
+    typed = {"hello bob", "anybody there?"}
+    alice = [x for x in alice_block.splitlines()[1:] if x not in typed]
+    return runs[0], runs[1], alice
+
+
+READY = re.compile(r"chat server: ready at chat_server/\w+#\w+")
+
+
+async def test_the_chat_transcripts_are_a_real_run(net: Any) -> None:  # noqa: F811
+    doc_first, doc_second, doc_alice = chat_transcripts()
+    await net.seed()
+    server = await net.example("chat_server.py")
+    await server.expect(r"^chat server: ready at ")
+    alice = await net.example("chat_client.py", "alice", stdin=True)
+    await alice.expect(r"^\* joined the chat \(1 here\)$")
+    bob = await net.example("chat_client.py", "bob", stdin=True)
+    await bob.expect(r"^\* joined the chat \(2 here\)$")
+    await alice.expect(r"^<\*> bob joined$")
+    await alice.write("hello bob\n")
+    await bob.expect(r"^<alice> hello bob$")
+    await server.expect(r"^<alice> hello bob$")
+    server.signal(signal.SIGINT)
+    await server.wait()
+    for client in (alice, bob):
+        await client.expect(r"^\* lost the server \(transport_error\), waiting for it")
+    await alice.write("anybody there?\n")
+    await alice.expect(r"^\* not connected, line dropped$")
+    again = await net.example("chat_server.py")
+    await again.expect(r"^chat server: ready at ")
+    for client in (alice, bob):
+        await client.expect(r"^\* joined the chat \([12] here\)$")
+    await bob.write("welcome back\n")
+    await alice.expect(r"^<bob> welcome back$")
+    await again.expect(r"^<bob> welcome back$")
+
+    assert READY.fullmatch(doc_first[0]) and READY.fullmatch(server.out[0])
+    assert server.out[1:] == doc_first[1:]
+    assert READY.fullmatch(doc_second[0]) and READY.fullmatch(again.out[0])
+    assert (
+        sorted(again.out[1:3]) == sorted(doc_second[1:3]) == ["<*> alice joined", "<*> bob joined"]
+    )
+    assert again.out[3:] == doc_second[3:]
+    # the room's greeting and the cal's answer are sent together, and either
+    # may be printed first (the doc's order is the usual one); after the
+    # restart, who joins first varies too
+    assert sorted(alice.out[:2]) == sorted(doc_alice[:2])
+    assert alice.out[2:6] == doc_alice[2:6]
+    rejoined = [
+        ["* joined the chat (2 here)", "<*> alice joined"],
+        ["* joined the chat (1 here)", "<*> alice joined", "<*> bob joined"],
+    ]
+    assert sorted(alice.out[6:-1]) in rejoined and sorted(doc_alice[6:-1]) in rejoined
+    assert alice.out[-1] == doc_alice[-1] == "<bob> welcome back"
+
+
+async def test_a_lost_chat_server_is_told_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """Part 5's Ctrl-Z: while the database still lists the lost server, the
+    client's attempts to join it fail; it says it lost the server once."""
+    sys.path.insert(0, str(ROOT / "eg"))
+    try:
+        import chat_client
+    finally:
+        sys.path.remove(str(ROOT / "eg"))
+    node = await aemp.configure(norc=True, nodeid="fs-chat")  # the examples' node
+    try:
+
+        def join(client: str, nick: str, reply: str) -> None:
+            node.snd(reply, "welcome", 1)
+
+        server = node.port(join=join)
+        client = chat_client.Client("alice")
+        client.servers = {server: None}  # what the database lists, and keeps listing
+        await client.join(server)
+        node.kil(server, "transport_error", "fs-chat", "stands for a stopped node")
+        await asyncio.sleep(2.5)  # two attempts to join the listed, dead server meanwhile
+        out = capsys.readouterr().out.splitlines()
+    finally:
+        await node.close()
+    assert out[0] == "* joined the chat (1 here)"
+    assert out[1:] == ["* lost the server (transport_error), waiting for it to come back"]
+
+
+def test_dev_setup_makes_the_venv_and_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    sys.path.insert(0, str(ROOT))
+    try:
+        import dev
+    finally:
+        sys.path.remove(str(ROOT))
+    calls: list[Any] = []
+    monkeypatch.setattr(dev, "ensure_venv", lambda: calls.append("venv"))
+    monkeypatch.setattr(dev, "run", lambda *cmd: calls.append(cmd) or 0)
+    assert dev.main(["setup"]) == 0
+    assert calls == ["venv"]  # no test suite to sit through
+    intro = (ROOT / "docs" / "intro.md").read_text()
+    assert "$ python3 dev.py setup\n" in intro and "$ python3 dev.py test\n" not in intro
+
+
+def test_part_2_says_to_stop_part_1s_seed_first() -> None:
+    intro = (ROOT / "docs" / "intro.md").read_text()
+    first = intro.index("python -m aemp run seed nodeid seed binds 127.0.0.1:4040")
+    second = intro.index("python -m aemp run seed1 nodeid seed1 binds 127.0.0.1:4040")
+    between = intro[first:second]
+    assert "stop part 1's seed" in between and "address already in use" in between
