@@ -515,3 +515,21 @@ def test_part_2_says_to_stop_part_1s_seed_first() -> None:
     second = intro.index("python -m aemp run seed1 nodeid seed1 binds 127.0.0.1:4040")
     between = intro[first:second]
     assert "stop part 1's seed" in between and "address already in use" in between
+
+
+async def test_a_host_configured_with_spawn_allow_as_part_7_says(net: Any) -> None:  # noqa: F811
+    """Part 7, "What runs where": a host set up with spawn_allow alone (no service)
+    imports the spawn target's module itself and runs it."""
+    from test_tutorial import commands
+
+    (profile,) = commands("python -m aemp profile host2")
+    (run,) = commands("python -m aemp run host2")
+    await net.aemp(profile)
+    await net.seed()
+    host = await net.aemp_run(run)
+    pair = await net.example("spawn_pair.py", "host2")
+    assert await pair.wait() == 0, pair.transcript()
+    intro = (ROOT / "docs" / "intro.md").read_text()
+    shown = intro.split("$ python eg/spawn_pair.py host2\n", 1)[1].split("\n```", 1)[0]
+    assert pair.out == shown.splitlines()
+    await host.stop()
