@@ -226,7 +226,8 @@ def parse(words: list[str], s: Session) -> list[tuple[Command, list[Any]]]:
 
 
 def _command_options(cmd: Command, rest: list[str], s: Session) -> list[str]:
-    """Take the command's own options, before or after its arguments; '--' ends them."""
+    """Take the command's own options (and --verbose), before or after its
+    arguments; '--' ends them."""
     spec = {f.split()[0]: len(f.split()) > 1 for f in cmd.flags}
     if cmd.timeout:
         spec["--timeout"] = True
@@ -238,6 +239,9 @@ def _command_options(cmd: Command, rest: list[str], s: Session) -> list[str]:
         if a == "--":
             words += rest[i:]
             break
+        if a in ("-v", "--verbose", "-vv"):  # the global option, here too
+            s.verbose += 2 if a == "-vv" else 1
+            continue
         if not a.startswith("--"):
             words.append(a)
             continue

@@ -533,3 +533,13 @@ async def test_a_host_configured_with_spawn_allow_as_part_7_says(net: Any) -> No
     shown = intro.split("$ python eg/spawn_pair.py host2\n", 1)[1].split("\n```", 1)[0]
     assert pair.out == shown.splitlines()
     await host.stop()
+
+
+def test_verbose_after_the_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    from aemp._cli import main
+
+    write_config({"seeds": [f"127.0.0.1:{free_port()}"], "secret": "s"})
+    assert main(["cal", "nobody#port", "x", "--timeout", "0.5", "-v"]) == 1
+    err = capsys.readouterr().err
+    assert "INFO aemp.transport: node anon/" in err  # -v took effect: INFO lines
+    assert err.splitlines()[-1].startswith("aemp: cal: ")
