@@ -133,10 +133,11 @@ class Node(Kernel):
                 while db.master is None:
                     self.check_open()
                     problems = self._seed_problems()
+                    seeds = self._net.seeds if self._net is not None else {}
                     if (
                         problems
-                        and len(problems) == len(self.config.seeds)
-                        and all(_refused(why) for why in problems.values())
+                        and set(problems) >= set(seeds)  # every seed failed, and
+                        and all(_refused(why) for why in problems.values())  # refused us
                     ):
                         raise JoinRefused(self.id, problems)
                     waits: list[asyncio.Future[None]] = [db.master_changed()]

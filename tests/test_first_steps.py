@@ -543,3 +543,11 @@ def test_verbose_after_the_arguments(capsys: pytest.CaptureFixture[str]) -> None
     err = capsys.readouterr().err
     assert "INFO aemp.transport: node anon/" in err  # -v took effect: INFO lines
     assert err.splitlines()[-1].startswith("aemp: cal: ")
+
+
+async def test_wait_joined_of_a_seed_that_lists_itself_and_a_node_without_network() -> None:
+    async with aemp.Node(nodeid="fs-solo") as node:
+        assert await node.wait_joined(timeout=5) == "fs-solo"
+    addr = f"127.0.0.1:{free_port()}"
+    async with aemp.Node(nodeid="fs-s", binds=[addr], seeds=[addr, addr], secret="s") as node:
+        assert await node.wait_joined(timeout=5) == "fs-s"

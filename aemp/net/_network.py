@@ -484,7 +484,8 @@ class Network:
                 conn = await self.dial(addr)
             except (OSError, ConnectionError) as e:
                 why = str(e) or type(e).__name__
-                self.seed_problems[addr] = why
+                if addr in self.seeds:  # not one that turned out to lead here
+                    self.seed_problems[addr] = why
                 if type(e) is not ConnectionError:  # a failed handshake: handshake_failed logged it
                     # unreachable: told at INFO, as links coming and going are
                     self.dial_problem(addr, f"seed {addr}", why, logging.INFO)
