@@ -55,14 +55,18 @@ def test_readme_links_are_absolute() -> None:
             assert (ROOT / path).exists(), link
 
 
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    src = tmp_path_factory.mktemp("src")
+def copy_project(to: Path) -> Path:
     for name in COPIED:
         if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(ROOT / name, to / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            shutil.copy2(ROOT / name, src / name)
+            shutil.copy2(ROOT / name, to / name)
+    return to
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    src = copy_project(tmp_path_factory.mktemp("src"))
     out = tmp_path_factory.mktemp("dist")
     r = subprocess.run(
         [sys.executable, "-m", "build", "--outdir", str(out), str(src)],
@@ -160,3 +164,20 @@ def test_the_wheel_installs_and_runs_in_a_new_venv(dist: tuple[Path, str], tmp_p
         [str(aemp_cmd), "--version"], capture_output=True, text=True, timeout=30, env=env
     )
     assert r.returncode == 0 and r.stdout == f"aemp {PROJECT['version']}\n" and r.stderr == ""
+
+
+@pytest.mark.slow
+def test_the_editable_install_of_dev_py_prints_no_banner(tmp_path: Path) -> None:
+    """What dev.py does on a fresh clone (pip install -e, quiet): pip's own
+    lines at most, nothing from the project's build."""
+    src = copy_project(tmp_path / "src")
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install",
+         "--quiet", "--disable-pip-version-check", "--no-deps", "-e", str(src)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    ours = [line for line in (r.stdout + r.stderr).splitlines() if not line.startswith("WARNING: ")]
+    assert ours == [], "\n".join(ours)
