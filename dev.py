@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Developer entry point: ``python3 dev.py demo`` or ``python3 dev.py test``.
+"""Developer entry point: ``python3 dev.py setup``, ``demo`` or ``test``.
 
 Needs nothing but Python 3.11+: the first run makes ``.venv`` and installs
 aemp with its test tools into it; later runs reinstall only when
@@ -38,6 +38,17 @@ def ensure_venv() -> None:
     STAMP.write_text(want)
 
 
+# What `dev.py test` runs before the tests, in order: lint, format, the
+# package's types, and every example in eg/ (with the API's type promises,
+# tests/types_probe.py) under mypy --strict, as a user's code would be.
+CHECKS: list[list[str]] = [
+    ["-m", "ruff", "check", "."],
+    ["-m", "ruff", "format", "--check", "."],
+    ["-m", "mypy"],
+    ["-m", "mypy", "--strict", "eg", "tests/types_probe.py"],
+]
+
+
 def run(*cmd: str) -> int:
     print("dev.py: $", " ".join(cmd), flush=True)
     return subprocess.run(cmd, cwd=ROOT).returncode
@@ -45,24 +56,25 @@ def run(*cmd: str) -> int:
 
 def main(argv: list[str]) -> int:
     what = argv[0] if argv else "help"
+    if what == "setup":
+        ensure_venv()
+        print(f"dev.py: {VENV} is ready; activate it with: . {VENV / 'bin' / 'activate'}")
+        return 0
     if what == "demo":
         ensure_venv()
         return run(str(PY), "eg/demo.py", *argv[1:])
     if what == "test":
         ensure_venv()
-        for step in (
-            [str(PY), "-m", "ruff", "check", "."],
-            [str(PY), "-m", "ruff", "format", "--check", "."],
-            [str(PY), "-m", "mypy"],
-        ):
-            if rc := run(*step):
+        for step in CHECKS:
+            if rc := run(str(PY), *step):
                 return rc
         return run(str(PY), "-m", "pytest", *argv[1:])
     if what == "bench":
         ensure_venv()
         return run(str(PY), "bench/run.py", *argv[1:])
     print(__doc__.strip())
-    print("\n  demo   run the demonstration: a network of processes, with a transcript")
+    print("\n  setup  make .venv with aemp and its test tools installed, nothing else")
+    print("  demo   run the demonstration: a network of processes, with a transcript")
     print("  test   lint, type-check and run the whole test suite")
     print("  bench  run the benchmarks (bench/run.py; add names to pick some)")
     return 0 if what in ("help", "-h", "--help") else 2

@@ -9,13 +9,14 @@ operations are methods of :class:`Node`.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, overload
 
 from ._blocking import blocking, run_blocking
 from ._call import Call
-from ._config import effective_keys
+from ._config import effective, file_origin
 from ._current import current_node, process_node, run, set_process_node
 from ._errors import (
     AempError,
@@ -27,9 +28,13 @@ from ._errors import (
     InvalidArgument,
     InvalidFamily,
     InvalidID,
+    JoinError,
+    JoinRefused,
+    JoinTimeout,
     LocalProtocolError,
     MessageError,
     NoCurrentNode,
+    NoCurrentPort,
     NodeClosed,
     NotLocalPort,
     OutOfRange,
@@ -42,7 +47,7 @@ from ._errors import (
 )
 from ._ids import node_of
 from ._node import Node
-from ._runtime import CURRENT, SELF
+from ._runtime import CURRENT, SELF, DbMonCallback, MonCallback, self_port
 from ._services import start_services
 from ._spawn import spawnable
 from ._version import __version__
@@ -59,16 +64,22 @@ __all__ = [
     "CallTimeout",
     "ConfigError",
     "DbEntry",
+    "DbMonCallback",
     "DbMonitor",
     "DbTimeout",
     "Handle",
     "InvalidFamily",
     "InvalidArgument",
     "InvalidID",
+    "JoinError",
+    "JoinRefused",
+    "JoinTimeout",
     "LocalProtocolError",
     "MessageError",
+    "MonCallback",
     "Monitor",
     "NoCurrentNode",
+    "NoCurrentPort",
     "NodeWatch",
     "Node",
     "NodeClosed",
@@ -88,6 +99,7 @@ __all__ = [
     "cal",
     "configure",
     "db_del",
+    "db_families",
     "db_family",
     "db_keys",
     "db_mon",
@@ -108,13 +120,25 @@ __all__ = [
     "rcv",
     "run",
     "run_blocking",
+    "self_port",
     "snd",
     "spawn",
     "spawnable",
     "up_nodes",
+    "wait_joined",
 ]
 
 Callback = Callable[..., Any]
+
+_log = logging.getLogger("aemp.config")
+
+
+def _shown(key: str, value: Any) -> str:
+    """A value for the log: a secret is not written out."""
+    if key == "secret" and value is not None:
+        return "a secret"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 async def configure(
@@ -135,7 +159,20 @@ async def configure(
     if node is not None and not node.closed and not node.implicit:
         raise ConfigError(f"configure() was already called: this process's node is {node.id!r}")
     name = socket.gethostname() if profile is None else profile
-    new = Node(**effective_keys(name, keys, norc=norc, force=force))
+    resolved, path = effective(name, keys, norc=norc, force=force)
+    new = Node(**resolved.keys)
+    if resolved.overridden:
+        assert path is not None  # only the file overrides
+        _log.warning(
+            "node %s: the configuration file %s overrode what the program gave: %s "
+            "(configure(..., force=True) puts the program's values on top)",
+            new.id,
+            file_origin(path),
+            "; ".join(
+                f"{key} {_shown(key, given)} -> {_shown(key, used)} from its {where}"
+                for key, given, used, where in resolved.overridden
+            ),
+        )
     await new.start()
     if node is not None and node.implicit:
         await node.close()
@@ -146,6 +183,11 @@ async def configure(
         await new.close()
         raise
     return new
+
+
+async def wait_joined(timeout: float | None = 30.0) -> str:  # noqa: ASYNC109
+    """Wait until the current node has joined its network; see :meth:`Node.wait_joined`."""
+    return await (CURRENT.get() or current_node()).wait_joined(timeout)
 
 
 def NODE() -> str:
@@ -184,6 +226,14 @@ async def drain(target: str) -> None:
 def kil(port: str, *reason: Any) -> None:
     """Kill a port; no reason is a normal exit, any reason an abnormal one."""
     (CURRENT.get() or current_node()).kil(port, *reason)
+
+
+@overload
+def mon(port: str, /) -> Monitor: ...
+@overload
+def mon(port: str, cb: MonCallback, /) -> Monitor: ...
+@overload
+def mon(port: str, other: str, /, *msg: Any) -> Monitor: ...
 
 
 def mon(port: str, *action: Any) -> Monitor:
@@ -263,9 +313,19 @@ def db_family(
     timeout: float | None = 30.0,
     cb: Callback | None = None,
     err: Callable[[Exception], Any] | None = None,
-) -> Query:
+) -> Query[dict[str, Any]]:
     """``await db_family(f)``: the family as a dict, from the global nodes."""
     return (CURRENT.get() or current_node()).db_family(family, timeout=timeout, cb=cb, err=err)
+
+
+def db_families(
+    *,
+    timeout: float | None = 30.0,
+    cb: Callback | None = None,
+    err: Callable[[Exception], Any] | None = None,
+) -> Query[dict[str, int]]:
+    """``await db_families()``: every non-empty family with its number of entries."""
+    return (CURRENT.get() or current_node()).db_families(timeout=timeout, cb=cb, err=err)
 
 
 def db_keys(
@@ -274,7 +334,7 @@ def db_keys(
     timeout: float | None = 30.0,
     cb: Callback | None = None,
     err: Callable[[Exception], Any] | None = None,
-) -> Query:
+) -> Query[list[str]]:
     """``await db_keys(f)``: the family's subkeys as a list."""
     return (CURRENT.get() or current_node()).db_keys(family, timeout=timeout, cb=cb, err=err)
 
@@ -285,11 +345,11 @@ def db_values(
     timeout: float | None = 30.0,
     cb: Callback | None = None,
     err: Callable[[Exception], Any] | None = None,
-) -> Query:
+) -> Query[list[Any]]:
     """``await db_values(f)``: the family's values as a list."""
     return (CURRENT.get() or current_node()).db_values(family, timeout=timeout, cb=cb, err=err)
 
 
-def db_mon(family: str, cb: Callback) -> DbMonitor:
+def db_mon(family: str, cb: DbMonCallback) -> DbMonitor:
     """Watch a family: ``cb(family, added, changed, deleted)``, first with everything."""
     return (CURRENT.get() or current_node()).db_mon(family, cb)

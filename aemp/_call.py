@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("aemp.node")
 
 
-class Call(Pending):
+class Call(Pending[tuple[Any, ...]]):
     """A pending ``cal``: await it for the reply tuple, or cancel() it."""
 
     __slots__ = ("_bucket", "_node", "_reply", "_table", "_target", "_timeout", "port")

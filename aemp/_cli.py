@@ -143,7 +143,8 @@ def overview(commands: list[Command]) -> str:
         "configuration file: $AEMP_CONFIG, else ~/.config/aemp/config.json",
         f"(here: {config_path()})",
         "exit status: 0 done, 1 failed (one line on stderr), 2 mistake in the command line",
-        "(one line on stderr; the file is left as it was).",
+        "(one line on stderr; the file is left as it was; 'aemp' alone prints this on stderr).",
+        "Options go before or after a command's arguments; '--' ends them.",
         "'aemp help COMMAND' explains one command; docs/cli.md has examples.",
     ]
     return "\n".join(out)
@@ -209,10 +210,8 @@ def parse(words: list[str], s: Session) -> list[tuple[Command, list[Any]]]:
         if cmd.nargs is None:
             rest = words[i:]
             i = len(words)
-            if cmd.flags:
+            if cmd.flags or cmd.timeout:
                 rest = _command_options(cmd, rest, s)
-            elif cmd.timeout:
-                rest = _command_timeout(rest, s)
             if len(rest) < cmd.nmin:
                 raise _missing(cmd, rest)
             if cmd.nmax is not None and len(rest) > cmd.nmax:
@@ -234,20 +233,9 @@ def parse(words: list[str], s: Session) -> list[tuple[Command, list[Any]]]:
     return plan
 
 
-def _command_timeout(rest: list[str], s: Session) -> list[str]:
-    if rest[:1] == ["--timeout"]:
-        if len(rest) < 2:
-            raise Usage("--timeout needs SECONDS: expected a positive number")
-        s.timeout = _timeout(rest[1])
-        return rest[2:]
-    if rest and rest[0].startswith("--timeout="):
-        s.timeout = _timeout(rest[0].partition("=")[2])
-        return rest[1:]
-    return rest
-
-
 def _command_options(cmd: Command, rest: list[str], s: Session) -> list[str]:
-    """Take the command's own options, before or after its arguments; '--' ends them."""
+    """Take the command's own options (and --verbose), before or after its
+    arguments; '--' ends them."""
     spec = {f.split()[0]: len(f.split()) > 1 for f in cmd.flags}
     if cmd.timeout:
         spec["--timeout"] = True
@@ -259,6 +247,9 @@ def _command_options(cmd: Command, rest: list[str], s: Session) -> list[str]:
         if a == "--":
             words += rest[i:]
             break
+        if a in ("-v", "--verbose", "-vv"):  # the global option, here too
+            s.verbose += 2 if a == "-vv" else 1
+            continue
         if not a.startswith("--"):
             words.append(a)
             continue
@@ -301,8 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         words, special = _options(list(sys.argv[1:] if argv is None else argv), s)
         if special == "version":
             return _version_cmd(s, [])
-        if special == "help" or not words:
+        if special == "help":
             return _help_cmd(s, [])
+        if not words:  # a mistake in the line, as for git or argparse: help on stderr
+            print(overview(_table()[0]), file=sys.stderr)
+            return 2
         plan = parse(words, s)
         final: tuple[Command, list[Any]] | None = None
         for cmd, args in plan:

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from ._cli_base import Command, Failure, Session, Usage, checked, configure_args, need_str
-from ._config import full_config, resolve_keys
+from ._config import file_origin, full_config, resolve, resolve_keys
 from ._errors import AempError
 from ._ids import random_string
 
@@ -152,13 +152,26 @@ def _showprofile(s: Session, args: list[Any]) -> None:
         raise Failure(str(e)) from None
 
 
+def _plain_value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
 def _showconfig(s: Session, args: list[Any]) -> None:
     ca = configure_args("showconfig", args)
     profile = ca.profile or s.target or socket.gethostname()
     data = {} if ca.norc else s.data
     try:
-        keys = resolve_keys(data, profile, ca.keys, force=ca.force, path=s.path)
-        _show(s, {"profile": profile, **full_config(keys)})
+        resolved = resolve(data, profile, ca.keys, force=ca.force, path=s.path)
+        values = full_config(resolved.keys)
+        file = "none (norc)" if ca.norc else file_origin(s.path)
+        origin = {key: resolved.origin(key) for key in values}
+        shown = {"profile": profile, **values, "file": file, "origin": origin}
+        if resolved.overridden:  # what the file replaced of the KEY VALUE pairs
+            shown["overridden"] = {
+                key: "(a secret)" if key == "secret" else _plain_value(given)
+                for key, given, _, _ in resolved.overridden
+            }
+        _show(s, shown)
     except AempError as e:
         raise Failure(str(e)) from None
 
@@ -350,7 +363,11 @@ COMMANDS: list[Command] = [
         _showconfig,
         G_PROFILES,
         "What configure(profile=NAME, KEY=VALUE, ...) would start a node with, built-in "
-        "defaults included. NAME defaults to the profile being edited, else the host name. "
+        "defaults included, then the file read and each key's origin: 'default' (built in), "
+        "'program' (the KEY VALUE pairs, as configure's arguments), 'default section' or "
+        "'profile NAME' (of the file); "
+        "'overridden' lists the KEY VALUE pairs the file replaced. "
+        "NAME defaults to the profile being edited, else the host name. "
         "Takes the rest of the line; the keys norc and force are understood too.",
         nargs=None,
     ),

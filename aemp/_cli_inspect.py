@@ -78,6 +78,10 @@ def _sorted(d: Any) -> dict[str, Any]:
 
 
 def _db(s: Session, args: list[Any]) -> int:
+    if not args:
+        if s.options.get("--watch"):
+            raise Usage("db: --watch needs a FAMILY: expected 'aemp db FAMILY --watch'")
+        return _families(s)
     family = _family("db", args[0])
     if s.options.get("--watch"):
         return _watch(s, family)
@@ -85,6 +89,15 @@ def _db(s: Session, args: list[Any]) -> int:
     async def work(node: Any, limit: float) -> int:
         data = await node.db_family(family, timeout=limit)
         print(to_json(_sorted(data), indent=2), flush=True)
+        return 0
+
+    return _talk(s, "db", GLOBALS, work)
+
+
+def _families(s: Session) -> int:
+    async def work(node: Any, limit: float) -> int:
+        counts = await node.db_families(timeout=limit)
+        print(to_json(_sorted(counts), indent=2), flush=True)
         return 0
 
     return _talk(s, "db", GLOBALS, work)
@@ -288,10 +301,13 @@ COMMANDS: list[Command] = [
     ),
     Command(
         "db",
-        "FAMILY",
-        "print a family of the database as JSON; --watch follows its changes",
+        "[FAMILY]",
+        "print a family of the database as JSON (no FAMILY: list the families); "
+        "--watch follows its changes",
         _db,
         G_NET,
+        "Without FAMILY, prints every family that has entries with its number of entries, "
+        "as one JSON object {family: count}. "
         "Prints the family as one JSON object {subkey: value}; families starting with ' "
         "are the framework's ('l: where nodes listen, 'g: the global nodes). With --watch, "
         'prints one JSON line {"added": [...], "changed": [...], "deleted": [...], '
@@ -300,7 +316,7 @@ COMMANDS: list[Command] = [
         "first line, and an explicit --timeout the whole watch (exit status 0 when it "
         "runs out). " + _ANON + _LIMIT,
         nargs=None,
-        nmin=1,
+        nmin=0,
         nmax=1,
         final=True,
         timeout=True,

@@ -295,7 +295,8 @@ def _stop(s: Session, args: list[Any]) -> int:
 
 class _Via:
     """What nodes, db and trace use of a node, done by a local node over its
-    control socket: db_family, db_keys, db_mon, cal of up_nodes, master."""
+    control socket: db_family, db_keys, db_families, db_mon, cal of up_nodes,
+    master."""
 
     id = ""  # no node of the network is this one: trace leaves none out
 
@@ -321,6 +322,9 @@ class _Via:
 
     def db_keys(self, family: str, timeout: float) -> Awaitable[Any]:
         return self._request("db", family=family, what="keys", timeout=timeout)
+
+    def db_families(self, timeout: float) -> Awaitable[Any]:
+        return self._request("db", what="families", timeout=timeout)
 
     def cal(self, nodeid: str, tag: str, timeout: float) -> Awaitable[tuple[Any, ...]]:
         if tag != "up_nodes":  # pragma: no cover - only trace's request goes this way

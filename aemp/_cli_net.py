@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine
@@ -87,9 +88,21 @@ def _aemp_run(main: Coroutine[Any, Any, int]) -> int:
 # ---------------------------------------------------------------- run
 
 
+def import_paths(extra: str | bool | None) -> list[str]:
+    """Where `run` finds the modules of services and spawn targets, as
+    `python -m` does: the current directory, then each --path entry."""
+    paths = [os.getcwd()]
+    if isinstance(extra, str):
+        paths += [os.path.abspath(p) for p in extra.split(os.pathsep) if p]
+    return paths
+
+
 def _run(s: Session, args: list[Any]) -> int:
     ca = configure_args("run", args)
     profile = ca.profile or s.target
+    for path in reversed(import_paths(s.options.get("--path"))):
+        if path not in sys.path:
+            sys.path.insert(0, path)
     with _Logging(s.verbose, logging.INFO):
         return _aemp_run(_serve(profile, ca.norc, ca.force, ca.keys))
 
@@ -205,18 +218,90 @@ def _talk(s: Session, cmd: str, port: str, work: Any) -> int:
             raise _failure(cmd, port, e, logs, timeout) from None
 
 
+async def _confirm(
+    node: Any, port: str, died: asyncio.Future[tuple[Any, ...]], limit: float
+) -> None:
+    """Wait until PORT's node has taken what was sent (it answers "time"
+    after it, on the same connection), and fail if PORT never existed."""
+    await node.cal(node_of(port), "time", timeout=limit)
+    await asyncio.sleep(0)  # a death told before the answer is delivered before it too
+    if died.done() and died.result()[:1] == ("no_such_port",):
+        raise Failure(f"{port} does not exist (node {node_of(port)} has no such port)")
+
+
+def _death(node: Any, port: str) -> asyncio.Future[tuple[Any, ...]]:
+    """A future for PORT's kill reason (a port: its node says when it does not exist)."""
+    died: asyncio.Future[tuple[Any, ...]] = node.loop.create_future()
+    if "#" in port:
+
+        def on_death(*reason: Any) -> None:
+            if not died.done():
+                died.set_result(reason)
+
+        node.mon(port, on_death)
+    return died
+
+
 def _snd(s: Session, args: list[Any]) -> int:
     port = _port("snd", args[0])
     msg = args[1:]
 
     async def work(node: Any, limit: float) -> int:
+        died = _death(node, port)
         node.snd(port, *msg)
-        # the node answers "time" after it has taken the message: the same
-        # connection keeps the order, so the reply says it arrived
-        await node.cal(node_of(port), "time", timeout=limit)
+        try:
+            await _confirm(node, port, died, limit)
+        except Failure as e:
+            raise Failure(f"snd: {e}; the message was dropped") from None
         return 0
 
     return _talk(s, "snd", port, work)
+
+
+def _kil(s: Session, args: list[Any]) -> int:
+    port = _port("kil", args[0])
+    if "#" not in port:
+        raise Usage(f"kil: {port!r} is a node ID: expected a port ID (node#name)")
+    reason = args[1:]
+
+    async def work(node: Any, limit: float) -> int:
+        died = _death(node, port)
+        node.kil(port, *reason)
+        try:
+            await _confirm(node, port, died, limit)
+        except Failure as e:
+            raise Failure(f"kil: {e}") from None
+        return 0
+
+    return _talk(s, "kil", port, work)
+
+
+def _spawn(s: Session, args: list[Any]) -> int:
+    target_node = need_str("spawn", "NODE", args[0])
+    try:
+        check_port_id(target_node)
+    except AempError as e:
+        raise Usage(f"spawn: {e}") from None
+    if "#" in target_node:
+        raise Usage(f"spawn: {target_node!r} is a port ID: expected a node ID")
+    target = need_str("spawn", "TARGET", args[1])
+
+    async def work(node: Any, limit: float) -> int:
+        try:
+            port = node.spawn(target_node, target, *args[2:])
+        except AempError as e:
+            raise Failure(f"spawn: {e}") from None
+        died = _death(node, port)
+        # two round trips: the spawn request, then its first turn, are behind us
+        await node.cal(target_node, "time", timeout=limit)
+        await node.cal(target_node, "time", timeout=limit)
+        await asyncio.sleep(0)
+        if died.done() and died.result():
+            raise Failure(f"spawn: {port} died at once: {to_json(list(died.result()))}")
+        print(port, flush=True)
+        return 0
+
+    return _talk(s, "spawn", target_node, work)
 
 
 def _cal(s: Session, args: list[Any]) -> int:
@@ -225,6 +310,8 @@ def _cal(s: Session, args: list[Any]) -> int:
 
     async def work(node: Any, limit: float) -> int:
         reply = await node.cal(port, *msg, timeout=limit)
+        if "#" not in port and len(reply) == 2 and reply[0] == "error":
+            raise Failure(f"cal: {reply[1]}")  # the node's answer to an unknown request
         print(to_json(list(reply)), flush=True)
         return 0
 
@@ -282,9 +369,13 @@ COMMANDS: list[Command] = [
         "'force true' may be given as KEY VALUE pairs. Values as for the set commands: "
         "'aemp run nodeid n1 binds 127.0.0.1:4040'. The node listens on a control socket "
         "for 'aemp ps', 'status', 'ports' and 'stop' (which ends the run with status 0), "
-        "unless the file or the line says 'control false'.",
+        "unless the file or the line says 'control false'. Modules (services, spawn "
+        "targets) are imported from the current directory first, as 'python -m' does, then "
+        "from the usual places; --path DIR adds directories (several joined by "
+        f"'{os.pathsep}') in front of those.",
         nargs=None,
         final=True,
+        flags=("--path DIR",),
     ),
     Command(
         "snd",
@@ -330,5 +421,37 @@ COMMANDS: list[Command] = [
         final=True,
         timeout=True,
         expects="a port ID",
+    ),
+    Command(
+        "kil",
+        "PORT [REASON...]",
+        "kill PORT: no REASON is a normal exit, any REASON an abnormal one",
+        _kil,
+        G_NET,
+        "Exits 0 once PORT's node has taken the kill, 1 if PORT does not exist or its node "
+        "cannot be reached. REASON arguments are read as for snd. " + _JOIN_TEXT,
+        nargs=None,
+        nmin=1,
+        final=True,
+        timeout=True,
+        numbers=True,
+        expects="a port ID",
+    ),
+    Command(
+        "spawn",
+        "NODE TARGET [ARGS...]",
+        "start a port on NODE running TARGET(*ARGS) ('pkg.mod:func'); print its port ID",
+        _spawn,
+        G_NET,
+        "NODE runs only functions marked @aemp.spawnable or named by its spawn_allow, and "
+        "must be able to import them (start 'aemp run' where the code is, or with --path). "
+        "Exits 1 when NODE refuses the spawn or the function fails at once (with the kill "
+        "reason), or NODE cannot be reached. ARGS are read as for snd. " + _JOIN_TEXT,
+        nargs=None,
+        nmin=2,
+        final=True,
+        timeout=True,
+        numbers=True,
+        expects="a node ID and a function 'pkg.mod:func'",
     ),
 ]

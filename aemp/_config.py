@@ -616,13 +616,24 @@ def _checked_section(
     return out
 
 
+def file_layers(
+    data: Mapping[str, Any], profile: str, path: Path | str
+) -> list[tuple[str, dict[str, Any]]]:
+    """The file's sections for a profile, lowest first, each with where it is:
+    the default section, the parent chain from the farthest ancestor, the profile."""
+    layers = [("default section", _checked_section(data, f"{path}: default section", _STRUCTURE))]
+    for name in profile_chain(data, profile, path):
+        section = data["profile"][name]
+        where = f"profile {name!r}"
+        layers.append((where, _checked_section(section, f"{path}: {where}", ("parent",))))
+    return layers
+
+
 def file_keys(data: Mapping[str, Any], profile: str, path: Path | str) -> dict[str, Any]:
     """The keys the file gives a profile: default section < parents < the profile."""
-    out = _checked_section(data, f"{path}: default section", _STRUCTURE)
-    for name in profile_chain(data, profile, path):
-        out.update(
-            _checked_section(data["profile"][name], f"{path}: profile {name!r}", ("parent",))
-        )
+    out: dict[str, Any] = {}
+    for _, keys in file_layers(data, profile, path):
+        out.update(keys)
     return out
 
 
@@ -635,6 +646,63 @@ def check_document(data: Mapping[str, Any], path: Path | str) -> None:
         profile_chain(data, name, path)
 
 
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """The keys a node starts with, and where each came from.
+
+    ``origins`` maps every key given to "program" (configure's arguments),
+    "default section" or "profile 'NAME'" (of the file); a key in none is
+    the built-in default (see origins_of). ``overridden`` lists the keys
+    the program gave and the file replaced with another value, each as
+    (key, the program's value, the file's value, where in the file).
+    """
+
+    keys: dict[str, Any]
+    origins: dict[str, str]
+    overridden: tuple[tuple[str, Any, Any, str], ...] = ()
+
+    def origin(self, key: str) -> str:
+        """Where `key` came from: one of the origins, else "default"."""
+        return self.origins.get(key, "default")
+
+
+def resolve(
+    data: Mapping[str, Any],
+    profile: str,
+    args: Mapping[str, Any],
+    *,
+    force: bool = False,
+    path: Path | str = "the configuration",
+) -> Resolved:
+    """configure's arguments layered with what the file gives the profile."""
+    keys: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    layers = file_layers(data, profile, path)
+    program = ("program", dict(args))
+    for where, section in [program, *layers] if not force else [*layers, program]:
+        keys.update(section)
+        origins.update(dict.fromkeys(section, where))
+    overridden = []
+    for key, given in args.items():
+        where = origins[key]
+        if where != "program" and not _same(key, given, keys[key]):
+            overridden.append((key, given, keys[key], where))
+    if keys.get("nodeid") is None:
+        keys["nodeid"] = f"{profile}/"
+        origins["nodeid"] = "default (the profile name)"
+    return Resolved(keys, origins, tuple(overridden))
+
+
+def _same(key: str, a: Any, b: Any) -> bool:
+    check = _CHECKS.get(key)
+    if check is None:
+        return bool(a == b)
+    try:
+        return bool(check(key, a) == check(key, b))
+    except AempError:
+        return False
+
+
 def resolve_keys(
     data: Mapping[str, Any],
     profile: str,
@@ -644,11 +712,28 @@ def resolve_keys(
     path: Path | str = "the configuration",
 ) -> dict[str, Any]:
     """configure's arguments layered with what the file gives the profile."""
-    found = file_keys(data, profile, path)
-    keys = {**found, **args} if force else {**args, **found}
-    if keys.get("nodeid") is None:
-        keys["nodeid"] = f"{profile}/"
-    return keys
+    return resolve(data, profile, args, force=force, path=path).keys
+
+
+def effective(
+    profile: str,
+    args: Mapping[str, Any],
+    *,
+    norc: bool = False,
+    force: bool = False,
+    path: Path | None = None,
+) -> tuple[Resolved, Path | None]:
+    """What configure(profile=..., **args) starts a node with, and the file read
+    (None with norc).
+
+    configure's arguments lie below the file unless force is true; norc
+    leaves the file out. Without a node ID anywhere it is "<profile>/"
+    (the profile name and a random suffix).
+    """
+    if norc:
+        return resolve({}, profile, args), None
+    path = path or config_path()
+    return resolve(load_file(path), profile, args, force=force, path=path), path
 
 
 def effective_keys(
@@ -659,16 +744,13 @@ def effective_keys(
     force: bool = False,
     path: Path | None = None,
 ) -> dict[str, Any]:
-    """The keys configure(profile=..., **args) starts a node with.
+    """The keys configure(profile=..., **args) starts a node with (see effective)."""
+    return effective(profile, args, norc=norc, force=force, path=path)[0].keys
 
-    configure's arguments lie below the file unless force is true; norc
-    leaves the file out. Without a node ID anywhere it is "<profile>/"
-    (the profile name and a random suffix).
-    """
-    if norc:
-        return resolve_keys({}, profile, args)
-    path = path or config_path()
-    return resolve_keys(load_file(path), profile, args, force=force, path=path)
+
+def file_origin(path: Path) -> str:
+    """The file's name, and that $AEMP_CONFIG named it, if it did."""
+    return f"{path} (from $AEMP_CONFIG)" if os.environ.get("AEMP_CONFIG") else str(path)
 
 
 def full_config(keys: Mapping[str, Any]) -> dict[str, Any]:

@@ -85,6 +85,10 @@ class NoCurrentNode(AempError, RuntimeError):
     """A module-level function was called where no node can be found."""
 
 
+class NoCurrentPort(AempError, RuntimeError):
+    """self_port() was called outside any port's context."""
+
+
 class PortDead(AempError, RuntimeError):
     """A port died (or its node became unreachable) before it answered.
 
@@ -192,3 +196,38 @@ def error_reply(exc: BaseException) -> tuple[str, str, str, str]:
 
 def _clean(s: str) -> str:
     return s if s.isascii() else s.encode("utf-8", "replace").decode("utf-8")
+
+
+class JoinError(AempError, ConnectionError):
+    """A node could not join its network (Node.wait_joined).
+
+    ``nodeid`` is the node's ID and ``problems`` maps each seed address
+    tried to why its last attempt failed ({} if none failed yet).
+    """
+
+    def __init__(self, nodeid: str, problems: dict[str, str], what: str) -> None:
+        self.nodeid = nodeid
+        self.problems = dict(problems)
+        tried = "; ".join(f"{addr}: {why}" for addr, why in self.problems.items())
+        super().__init__(f"node {nodeid!r} {what}" + (f" ({tried})" if tried else ""))
+
+
+class JoinRefused(JoinError):
+    """Every seed refused this node's authentication: a wrong shared secret
+    or certificate, which waiting does not mend."""
+
+    def __init__(self, nodeid: str, problems: dict[str, str]) -> None:
+        super().__init__(nodeid, problems, "cannot join: every seed refused its authentication")
+
+
+class JoinTimeout(JoinError, TimeoutError):
+    """No global node served this node within the timeout."""
+
+    def __init__(self, nodeid: str, problems: dict[str, str], timeout: float, seeds: int) -> None:
+        self.timeout = timeout
+        what = (
+            f"did not join within {timeout:g} s: no seed served it"
+            if seeds
+            else f"did not join within {timeout:g} s"
+        )
+        super().__init__(nodeid, problems, what)

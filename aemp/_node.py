@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -21,10 +22,10 @@ from typing import Any
 
 from ._call import Call, CallTable
 from ._config import Config
-from ._errors import ConfigError, InvalidArgument, NodeClosed, OutOfRange
+from ._errors import ConfigError, InvalidArgument, JoinRefused, JoinTimeout, NodeClosed, OutOfRange
 from ._ids import check_port_id, expand_nodeid
 from ._message import check_message
-from ._runtime import SELF
+from ._runtime import SELF, DbMonCallback
 from ._spawn import Spawner
 from ._version import __version__
 from .db._client import Db, DbEntry, DbMonitor, Query
@@ -57,6 +58,11 @@ def check_timeout(timeout: object, what: str) -> float | None:
     if not timeout > 0:
         raise OutOfRange(f"{what}: timeout must be a positive number or None (got {timeout!r})")
     return float(timeout)
+
+
+def _refused(why: str) -> bool:
+    """A seed's problem that waiting does not mend: it refused our authentication."""
+    return why.startswith("authentication failure") or "certificate verify failed" in why
 
 
 class Node(Kernel):
@@ -150,6 +156,53 @@ class Node(Kernel):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    async def wait_joined(self, timeout: float | None = 30.0) -> str:  # noqa: ASYNC109
+        """Wait until the node has joined its network; return its master.
+
+        Joined means a global node (one of the seeds, or the node itself
+        when it has no seeds) serves its database requests, so names,
+        lookups and db_* work from here on. Raises JoinRefused at once
+        when every seed refused this node's authentication (a wrong
+        secret or certificate), JoinTimeout when no global node served it
+        within `timeout`; both name each seed address tried and why its
+        last attempt failed. NodeClosed if the node is closed meanwhile.
+        (A timeout argument rather than asyncio.timeout around it: running
+        out is not an error of the caller's, and the JoinTimeout says why.)
+        """
+        limit = check_timeout(timeout, "wait_joined")
+        self.check_open()
+        db = self._db
+        try:
+            async with asyncio.timeout(limit):
+                while db.master is None:
+                    self.check_open()
+                    problems = self._seed_problems()
+                    seeds = self._net.seeds if self._net is not None else {}
+                    if (
+                        problems
+                        and set(problems) >= set(seeds)  # every seed failed, and
+                        and all(_refused(why) for why in problems.values())  # refused us
+                    ):
+                        raise JoinRefused(self.id, problems)
+                    waits: list[asyncio.Future[None]] = [db.master_changed()]
+                    if self._net is not None:
+                        waits.append(self._net.changed())
+                    try:
+                        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        for fut in waits:
+                            fut.cancel()
+        except TimeoutError:
+            assert limit is not None
+            raise JoinTimeout(
+                self.id, self._seed_problems(), limit, len(self.config.seeds)
+            ) from None
+        self.check_open()
+        return db.master
+
+    def _seed_problems(self) -> dict[str, str]:
+        return dict(self._net.seed_problems) if self._net is not None else {}
 
     @property
     def listeners(self) -> list[str]:
@@ -305,7 +358,7 @@ class Node(Kernel):
         timeout: float | None = 30.0,
         cb: Callback | None = None,
         err: Callable[[Exception], Any] | None = None,
-    ) -> Query:
+    ) -> Query[dict[str, Any]]:
         """The family as a {subkey: value} dict, from the global nodes."""
         return self._db.query("family", family, check_timeout(timeout, "db_family"), cb, err)
 
@@ -316,7 +369,7 @@ class Node(Kernel):
         timeout: float | None = 30.0,
         cb: Callback | None = None,
         err: Callable[[Exception], Any] | None = None,
-    ) -> Query:
+    ) -> Query[list[str]]:
         """The family's subkeys as a list, from the global nodes."""
         return self._db.query("keys", family, check_timeout(timeout, "db_keys"), cb, err)
 
@@ -327,11 +380,21 @@ class Node(Kernel):
         timeout: float | None = 30.0,
         cb: Callback | None = None,
         err: Callable[[Exception], Any] | None = None,
-    ) -> Query:
+    ) -> Query[list[Any]]:
         """The family's values as a list, from the global nodes."""
         return self._db.query("values", family, check_timeout(timeout, "db_values"), cb, err)
 
-    def db_mon(self, family: str, cb: Callback) -> DbMonitor:
+    def db_families(
+        self,
+        *,
+        timeout: float | None = 30.0,
+        cb: Callback | None = None,
+        err: Callable[[Exception], Any] | None = None,
+    ) -> Query[dict[str, int]]:
+        """Every non-empty family as {family: number of entries}, from the global nodes."""
+        return self._db.query("families", "", check_timeout(timeout, "db_families"), cb, err)
+
+    def db_mon(self, family: str, cb: DbMonCallback) -> DbMonitor:
         """Call cb(family, added, changed, deleted): first with the whole family, then per change.
 
         ``family`` is a read-only live view of the family as this node knows it.

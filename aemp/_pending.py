@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._errors import NodeClosed
 
+T = TypeVar("T")
 
-class Pending:
+
+class Pending(Generic[T]):
     """An outcome that is awaited, or handed to cb/err callbacks, once.
+
+    ``T`` is what awaiting it gives: a tuple for a cal, a dict or a list
+    for a database query.
 
     The base of Call and the database's Query. A subclass sets the slots,
     provides _fail(exc) to end without a result, calls _settle() when it
@@ -30,7 +35,7 @@ class Pending:
     _exc: BaseException | None
     _future: asyncio.Future[None] | None
     _owner: str | None
-    _result: Any
+    _result: T
 
     if TYPE_CHECKING:
 
@@ -67,7 +72,7 @@ class Pending:
             return _raise, (exc,)
         return None
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, T]:
         if not self._done:
             future = self._future
             if future is None:

@@ -6,16 +6,16 @@ import time
 import aemp
 
 
-def save(name, seconds):
+def save(name: str, seconds: float) -> None:
     time.sleep(seconds)  # stands for a slow disk, a blocking library, a long request
     print(f"saved {name}")
 
 
-def count_primes(limit):  # pure Python, CPU-bound: worth a process of its own
+def count_primes(limit: int) -> int:  # pure Python, CPU-bound: worth a process of its own
     return sum(all(n % d for d in range(2, int(n**0.5) + 1)) for n in range(2, limit))
 
 
-async def main():
+async def main() -> None:
     # 1. blocking work in a thread: the port still takes one message at a time
     saver = aemp.port(save=aemp.blocking(save), flush=lambda reply: aemp.snd(reply, "flushed"))
     for name in ("a", "b", "c"):
@@ -31,7 +31,7 @@ async def main():
     # 2. a service that answers with the result of work in another process
     with concurrent.futures.ProcessPoolExecutor(max_workers=2) as pool:
 
-        async def primes(limit, reply):
+        async def primes(limit: int, reply: str) -> None:
             aemp.snd(reply, await aemp.run_blocking(count_primes, limit, executor=pool))
 
         counter = aemp.port(primes=primes)

@@ -11,12 +11,12 @@ SEED = os.environ.get("AEMP_SEED", "127.0.0.1:4040")
 SECRET = os.environ.get("AEMP_SECRET", "tutorial-secret")
 
 
-def progress(done, total):
+def progress(done: int, total: int | None) -> None:
     if done % 100 == 0 or done == total:
         print(f"{done}/{total} done")
 
 
-async def main(jobs):
+async def main(jobs: int) -> None:
     node = await aemp.configure("bus_client", seeds=[SEED], secret=SECRET)
     async with node, Pool("square") as squares, Pool("digest") as digests, Pool("root") as roots:
         await squares.wait_for_workers(1, timeout=10)

@@ -8,16 +8,16 @@ import aemp
 SEED = os.environ.get("AEMP_SEED", "127.0.0.1:4040")
 SECRET = os.environ.get("AEMP_SECRET", "tutorial-secret")
 
-members = {}  # client port -> nick
+members: dict[str, str] = {}  # client port -> nick
 
 
-def say_all(nick, text):
+def say_all(nick: str, text: str) -> None:
     print(f"<{nick}> {text}")
     for client in members:
         aemp.snd(client, "line", nick, text)
 
 
-def join(client, nick, reply):
+def join(client: str, nick: str, reply: str) -> None:
     members[client] = nick
     # the server's half of the mutual monitoring: forget a client that is gone
     aemp.mon(client, lambda *reason: leave(client))
@@ -25,18 +25,18 @@ def join(client, nick, reply):
     say_all("*", f"{nick} joined")
 
 
-def leave(client):
+def leave(client: str) -> None:
     nick = members.pop(client, None)
     if nick is not None:
         say_all("*", f"{nick} left")
 
 
-def say(client, text):
+def say(client: str, text: str) -> None:
     if client in members:
         say_all(members[client], text)
 
 
-async def main():
+async def main() -> None:
     node = await aemp.configure("chat_server", binds=["127.0.0.1:0"], seeds=[SEED], secret=SECRET)
     async with node:
         server = aemp.port(join=join, say=say)

@@ -176,7 +176,8 @@ async def main() -> None:
         node = await aemp.configure(
             norc=True, nodeid="demo", binds=["127.0.0.1:0"], seeds=[seed], secret=secret
         )
-        say(f"node {node.id} joined through the seed")
+        master = await node.wait_joined(timeout=10)  # raises with the cause if it cannot
+        say(f"node {node.id} joined through the seed ({master})")
         try:
             await show(procs, seed)
         finally:

@@ -2,6 +2,8 @@
 # On each machine of one LAN segment: python eg/lan.py   (Ctrl-C to stop)
 import asyncio
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import aemp
 
@@ -9,14 +11,16 @@ SECRET = os.environ.get("AEMP_SECRET", "tutorial-secret")
 CHANNEL = os.environ.get("AEMP_DISCOVERY", "multicast:239.255.65.77:4044")
 
 
-def show(family, added, changed, deleted):
+def show(
+    family: Mapping[str, Any], added: list[str], changed: list[str], deleted: list[str]
+) -> None:
     for nodeid in added:
         print(f"lan: {nodeid} is here, at {family[nodeid]}")
     for nodeid in deleted:
         print(f"lan: {nodeid} left")
 
 
-async def main():
+async def main() -> None:
     node = await aemp.configure(
         "lan", binds=["*:4040"], secret=SECRET, network="tutorial", discovery=[CHANNEL]
     )

@@ -1,6 +1,7 @@
 # eg/logs.py: the log of every node in one place (docs/intro.md, part 12).
 # Needs no seed: python eg/logs.py
 import logging
+from typing import Any
 
 import aemp
 from aemp.logcatch import LogCatcher, forward
@@ -9,7 +10,7 @@ log = logging.getLogger("shop")
 stock = {"apples": 5}
 
 
-def sell(item, n):
+def sell(item: str, n: int) -> None:
     try:
         stock[item] -= n
     except KeyError:
@@ -18,9 +19,9 @@ def sell(item, n):
     log.info("sold %d %s, %d left", n, item, stock[item])
 
 
-async def main():
+async def main() -> None:
     logging.getLogger().setLevel(logging.INFO)  # let INFO records reach the handlers
-    keys = {"secret": "s3cret", "binds": ["127.0.0.1:0"]}
+    keys: dict[str, Any] = {"secret": "s3cret", "binds": ["127.0.0.1:0"]}
     async with (
         aemp.Node(nodeid="office", **keys) as office,
         aemp.Node(nodeid="shop", seeds=office.listeners, **keys) as shop,

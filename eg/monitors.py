@@ -5,20 +5,20 @@ import asyncio
 import aemp
 
 
-def divide(a, b, reply):
+def divide(a: float, b: float, reply: str) -> None:
     aemp.snd(reply, a / b)  # b == 0 raises: the port dies, the program goes on
 
 
-async def fetch(url):
+async def fetch(url: str) -> None:
     await asyncio.sleep(0.01)  # stands for real I/O
     raise ConnectionError(f"cannot fetch {url}")  # still the port's own code
 
 
-def report(name):
+def report(name: str) -> aemp.MonCallback:
     return lambda *reason: print(f"monitor: {name} died with {reason}")
 
 
-async def main():
+async def main() -> None:
     # 1. an exception kills the port it happened in, and the monitors say why
     calc = aemp.port(divide=divide)
     aemp.mon(calc, report("calc"))
@@ -38,7 +38,8 @@ async def main():
     await asyncio.sleep(0.1)
 
     # 3. mon(parent, child) links them: the child dies when the parent dies abnormally
-    for reason in ((), ("error", "disk full")):
+    reasons: tuple[tuple[str, ...], ...] = ((), ("error", "disk full"))
+    for reason in reasons:
         parent, child = aemp.port(print), aemp.port(print)
         aemp.mon(parent, child)
         aemp.mon(child, report(f"the child of a parent killed with {reason}"))

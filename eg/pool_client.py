@@ -5,6 +5,8 @@ import asyncio
 import itertools
 import os
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 import aemp
 
@@ -15,24 +17,26 @@ TRIES = 5  # sends of one job before the client gives up
 
 
 class Pool:
-    def __init__(self):
-        self.workers = []  # as the database lists them, minus the ones that failed us
+    def __init__(self) -> None:
+        self.workers: list[str] = []  # as the database lists them, minus the ones that failed us
         self.changed = asyncio.Event()
         self.turn = itertools.count()
         self.resent = 0
 
-    def update(self, family, added, changed, deleted):
+    def update(
+        self, family: Mapping[str, Any], added: list[str], changed: list[str], deleted: list[str]
+    ) -> None:
         self.workers = [w for w in self.workers if w not in deleted] + added
         self.changed.set()
 
-    async def pick(self):
+    async def pick(self) -> str:
         async with asyncio.timeout(10):  # no worker for 10 s: give up
             while not self.workers:
                 self.changed.clear()
                 await self.changed.wait()
         return self.workers[next(self.turn) % len(self.workers)]
 
-    async def run(self, job):
+    async def run(self, job: int) -> None:
         for _ in range(TRIES):
             worker = await self.pick()
             try:
@@ -52,14 +56,14 @@ class Pool:
         raise RuntimeError(f"job {job} failed {TRIES} times")
 
 
-async def main(jobs):
+async def main(jobs: int) -> None:
     node = await aemp.configure("pool_client", seeds=[SEED], secret=SECRET)
     async with node:
         pool = Pool()
         aemp.db_mon("eg_pool", pool.update)
         slots = asyncio.Semaphore(IN_FLIGHT)
 
-        async def one(job):
+        async def one(job: int) -> None:
             async with slots:
                 await pool.run(job)
 

@@ -10,12 +10,12 @@ SECRET = os.environ.get("AEMP_SECRET", "tutorial-secret")
 WORK_TIME = 0.05  # seconds each job pretends to take
 
 
-def square(n, reply):
+def square(n: int, reply: str) -> None:
     # after() sends the answer later, so the port takes the next job meanwhile
     aemp.after(WORK_TIME, reply, n * n, aemp.NODE())
 
 
-async def main():
+async def main() -> None:
     node = await aemp.configure("pool_worker", binds=["127.0.0.1:0"], seeds=[SEED], secret=SECRET)
     async with node:
         worker = aemp.port(square=square)

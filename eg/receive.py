@@ -6,7 +6,7 @@ from aemp.mailbox import Mailbox, ReceiveTimeout, receiving
 
 @aemp.spawnable
 @receiving
-async def kitchen(box, name):
+async def kitchen(box: Mailbox, name: str) -> None:
     """Cooks the orders in turn, but an urgent one before any other."""
     while True:
         try:
@@ -21,7 +21,7 @@ async def kitchen(box, name):
         aemp.snd(reply, "served", dish)
 
 
-async def main():
+async def main() -> None:
     me = Mailbox()  # this coroutine's own port
     cook = aemp.spawn(aemp.NODE(), "__main__:kitchen", "kitchen")
     aemp.mon(cook, me.port, "closed")  # ("closed", *reason) when it ends

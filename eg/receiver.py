@@ -9,11 +9,11 @@ SEED = os.environ.get("AEMP_SEED", "127.0.0.1:4040")
 SECRET = os.environ.get("AEMP_SECRET", "tutorial-secret")
 
 
-def hello(text, sender):
+def hello(text: str, sender: str) -> None:
     print(f"receiver: {text!r} from {sender}")
 
 
-async def main():
+async def main() -> None:
     node = await aemp.configure("receiver", binds=["127.0.0.1:0"], seeds=[SEED], secret=SECRET)
     async with node:
         inbox = aemp.port(hello=hello)

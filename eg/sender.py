@@ -4,6 +4,8 @@
 import asyncio
 import os
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 import aemp
 
@@ -11,10 +13,12 @@ SEED = os.environ.get("AEMP_SEED", "127.0.0.1:4040")
 SECRET = os.environ.get("AEMP_SECRET", "tutorial-secret")
 
 
-async def find_receivers():
-    found = asyncio.get_running_loop().create_future()
+async def find_receivers() -> list[str]:
+    found: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
 
-    def watch(family, added, changed, deleted):
+    def watch(
+        family: Mapping[str, Any], added: list[str], changed: list[str], deleted: list[str]
+    ) -> None:
         if family and not found.done():
             found.set_result(list(family))
 
@@ -22,7 +26,7 @@ async def find_receivers():
         return await asyncio.wait_for(found, 10)
 
 
-async def main(ports):
+async def main(ports: list[str]) -> None:
     node = await aemp.configure("sender", seeds=[SEED], secret=SECRET)
     async with node:
         for port in ports or await find_receivers():

@@ -3,6 +3,7 @@
 import asyncio
 import os
 import sys
+from typing import Any
 
 import aemp
 
@@ -11,25 +12,25 @@ SECRET = os.environ.get("AEMP_SECRET", "tutorial-secret")
 
 
 @aemp.spawnable  # other nodes may start it with spawn()
-def pinger(parent):
+def pinger(parent: str) -> None:
     """Runs on the host, as the new port: SELF is the port spawn() made."""
     aemp.mon(parent)  # if the parent dies abnormally, this port dies with it
 
-    def ping(n, reply):
+    def ping(n: int, reply: str) -> None:
         if n < 0:
             raise ValueError(f"cannot ping {n} times")
         aemp.snd(reply, "pong", n, aemp.NODE())
 
-    aemp.rcv(aemp.SELF.get(), ping=ping)
+    aemp.rcv(aemp.self_port(), ping=ping)
 
 
-async def main(host):
+async def main(host: str) -> None:
     node = await aemp.configure("spawn_pair", seeds=[SEED], secret=SECRET)
     async with node:
         parent = aemp.port(print)
-        deaths = asyncio.Queue()
+        deaths: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
 
-        def start():
+        def start() -> str:
             child = aemp.spawn(host, "eg.spawn_pair:pinger", parent)
             aemp.mon(child, lambda *reason: deaths.put_nowait(reason))  # and we watch it
             return child

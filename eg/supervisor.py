@@ -4,7 +4,7 @@ import os
 import sys
 
 import aemp
-from aemp.supervisor import Child, Supervisor
+from aemp.supervisor import Child, Event, Supervisor
 
 SEED = os.environ.get("AEMP_SEED", "127.0.0.1:4040")
 SECRET = os.environ.get("AEMP_SECRET", "tutorial-secret")
@@ -12,20 +12,20 @@ WORKERS = 2
 
 
 @aemp.spawnable  # other nodes may start it with spawn()
-def worker(name):
+def worker(name: str) -> None:
     """Runs on a host, as the spawned port: doubles numbers, crashes when asked to."""
 
-    def work(n, reply):
+    def work(n: int, reply: str) -> None:
         aemp.snd(reply, name, n * 2)
 
-    def crash():
+    def crash() -> None:
         raise RuntimeError(f"{name} was asked to crash")
 
-    me = aemp.rcv(aemp.SELF.get(), work=work, crash=crash)
+    me = aemp.rcv(aemp.self_port(), work=work, crash=crash)
     aemp.db_reg("eg_supervised", me, name)  # so that others can find it
 
 
-def show(event):
+def show(event: Event) -> None:
     """What the supervisor does, as it happens."""
     if event.kind in ("started", "restarted"):
         print(f"supervisor: {event.child} {event.kind} on {event.node} as {event.port}")
@@ -39,11 +39,11 @@ def show(event):
         print(f"supervisor: giving up, {event.reason[1]}")
 
 
-async def main(hosts):
+async def main(hosts: list[str]) -> None:
     node = await aemp.configure("supervisor", seeds=[SEED], secret=SECRET)
     async with node:
         workers = [
-            Child(f"w{i + 1}", "eg.supervisor:worker", [f"w{i + 1}"]) for i in range(WORKERS)
+            Child(f"w{i + 1}", "eg.supervisor:worker", (f"w{i + 1}",)) for i in range(WORKERS)
         ]
         # more than 3 restarts within 10 seconds: it gives up, and its workers end with it
         supervisor = Supervisor(workers, hosts=hosts, max_restarts=3, period=10, on_event=show)

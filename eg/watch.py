@@ -3,6 +3,8 @@
 import asyncio
 import os
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 import aemp
 
@@ -10,11 +12,13 @@ SEED = os.environ.get("AEMP_SEED", "127.0.0.1:4040")
 SECRET = os.environ.get("AEMP_SECRET", "tutorial-secret")
 
 
-def show(family, added, changed, deleted):
+def show(
+    family: Mapping[str, Any], added: list[str], changed: list[str], deleted: list[str]
+) -> None:
     print(f"now {len(family)}: added {added}, changed {changed}, deleted {deleted}")
 
 
-async def main(family):
+async def main(family: str) -> None:
     node = await aemp.configure("watch", seeds=[SEED], secret=SECRET)
     async with node:
         aemp.db_mon(family, show)

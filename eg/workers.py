@@ -21,6 +21,7 @@ import asyncio
 import os
 import signal
 import sys
+from typing import Any
 
 import aemp
 
@@ -40,7 +41,7 @@ def squarer(name: str) -> None:
 
 
 async def serve(name: str, seed: str) -> None:
-    keys = {"nodeid": name, "secret": os.environ["AEMP_DEMO_SECRET"]}
+    keys: dict[str, Any] = {"nodeid": name, "secret": os.environ["AEMP_DEMO_SECRET"]}
     if name == "seed":
         # a node with no seeds of its own is a global node: it holds the database
         node = await aemp.configure(norc=True, binds=[seed], **keys)

@@ -246,7 +246,7 @@ async def test_command_errors_come_back_as_the_nodes_exceptions() -> None:
                 ({"timeout": 0}, "timeout must be a number of seconds above 0"),
                 ({"timeout": "5"}, "timeout must be a number"),
                 ({"family": 3}, "family must be a non-empty string"),
-                ({"what": "all"}, "what must be family, keys or values"),
+                ({"what": "all"}, "what must be family, keys, values or families"),
             ]:
                 with pytest.raises(control.ControlError, match=text) as e:
                     await c.request("db", **{"family": "jobs", **args})

@@ -70,7 +70,7 @@ def test_demo_transcript() -> None:
     assert demo_pid not in pids.values()
 
     # 1. the workers register, and db_mon shows each one arriving
-    line(out, r"node demo joined through the seed")
+    line(out, r"node demo joined through the seed \(seed\)")
     line(out, r"db_mon: 'workers' now holds nobody")
     reg = {}
     for name, pid in pids.items():

@@ -623,7 +623,13 @@ async def test_aemp_log_shows_what_the_hub_kept(net: Net) -> None:
     (log,) = [w for w in commands("python -m aemp log") if len(w) == 4]
     p = await net.aemp([*log, "--bind", "127.0.0.1:0"])  # the test listens on loopback only
     stamp = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} hub INFO "
-    assert [re.sub(stamp, "", line) for line in p.out] == [
+    lines = [re.sub(stamp, "", line) for line in p.out]
+    assert lines[:2] == [
         "aemp.services: node hub: service aemp.logcatch:forward started",
         f"aemp.cli: node hub is up, listening on {net.addr}",
     ], p.transcript()
+    # and the link of `aemp log` itself, as the hub logged it when it came up
+    assert len(lines) == 3, p.transcript()
+    assert re.fullmatch(
+        r"aemp\.transport: node hub: link to anon/\S+ up \(accepted, 127\.0\.0\.1:\d+\)", lines[2]
+    ), p.transcript()

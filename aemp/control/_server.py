@@ -385,17 +385,19 @@ class ControlServer:
         return out
 
     async def _db(self, args: dict[str, Any]) -> Any:
-        family = _text(args, "family")
         what = _text(args, "what", "family")
         limit = _wait(args)
-        queries = {
+        if what == "families":
+            return await self.node.db_families(timeout=limit)
+        family = _text(args, "family")
+        queries: dict[str, Callable[..., Awaitable[Any]]] = {
             "family": self.node.db_family,
             "keys": self.node.db_keys,
             "values": self.node.db_values,
         }
         if what not in queries:
             raise BadRequest(
-                "bad_argument", f"what must be family, keys or values (got {what[:40]!r})"
+                "bad_argument", f"what must be family, keys, values or families (got {what[:40]!r})"
             )
         return await queries[what](family, timeout=limit)
 

@@ -49,7 +49,7 @@ import random
 import secrets
 import types
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from .._errors import AlreadyHandled, DbTimeout, InvalidArgument, NodeClosed
 from .._ids import check_port_id
@@ -104,9 +104,11 @@ class Db:
         self.glob: Global | None = None
         self.master: str | None = None
         self.families: dict[str, _Family] = {}
-        self.queries: dict[str, Query] = {}
+        self.queries: dict[str, Query[Any]] = {}
         self.finds: dict[str, list[asyncio.Future[list[str]]]] = {}
         self.known_globals: dict[str, None] = {}
+        # Node.wait_joined: woken when a master is set, or the node closes
+        self.master_waiters: list[asyncio.Future[None]] = []
         self._gen = 0
         self._gens: dict[tuple[str, str], int] = {}  # which db_set wrote a local key last
         # becoming global: waiting for the g_set of every global in 'g (see become_global)
@@ -255,11 +257,12 @@ class Db:
         timeout: float | None,
         cb: Callback | None,
         err: Callable[[Exception], Any] | None,
-    ) -> Query:
-        family = check_family(family, write=False)
+    ) -> Query[Any]:
+        if kind != "families":  # the one query of the whole database
+            family = check_family(family, write=False)
         self._check_open()
         # a query ID that cannot be guessed from earlier ones (12 random bytes)
-        q = Query(self, kind, family, secrets.token_urlsafe(12), timeout, cb, err)
+        q: Query[Any] = Query(self, kind, family, secrets.token_urlsafe(12), timeout, cb, err)
         self.queries[q.id] = q
         if self.master is not None:
             self._to_master(*q.request)
@@ -327,6 +330,7 @@ class Db:
         if master != self.id:
             log.info("node %s: master is %s", self.id, master)
         self.master = master
+        self._wake_master_waiters()
         if master != self.id:
             self._to_master("g_slave", {f: dict(kv) for f, kv in self.local.items()})
         for family, fam in self.families.items():
@@ -468,7 +472,20 @@ class Db:
             if m.primed:
                 m._notify(fam.view, list(hidden), [], [])
 
+    def master_changed(self) -> asyncio.Future[None]:
+        """A future resolved when the next master is set (or the node closes)."""
+        fut: asyncio.Future[None] = self.host.loop.create_future()
+        self.master_waiters.append(fut)
+        return fut
+
+    def _wake_master_waiters(self) -> None:
+        waiters, self.master_waiters = self.master_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
     def close(self) -> None:
+        self._wake_master_waiters()
         if self._sync is not None:
             self._sync.cancel()
             self._sync = None
@@ -679,8 +696,12 @@ class DbMonitor(Handle):
         return f"<aemp.DbMonitor {self.family!r}{'' if self._active else ' cancelled'}>"
 
 
-class Query(Pending):
-    """A pending ``db_family``, ``db_keys`` or ``db_values``: await it, or cancel() it."""
+R = TypeVar("R")
+
+
+class Query(Pending[R]):
+    """A pending ``db_family``, ``db_keys``, ``db_values`` or ``db_families``:
+    await it, or cancel() it."""
 
     __slots__ = ("_db", "_timer", "family", "id", "kind", "request")
 
@@ -703,7 +724,6 @@ class Query(Pending):
         self._err = err
         self._owner = SELF.get()
         self._done = False
-        self._result = None
         self._exc = None
         self._future = None
         self._timer = (
@@ -714,13 +734,14 @@ class Query(Pending):
 
     def __repr__(self) -> str:
         state = "done" if self._done else "pending"
-        return f"<aemp.Query db_{self.kind}({self.family!r}) {state}>"
+        what = "()" if self.kind == "families" else f"({self.family!r})"
+        return f"<aemp.Query db_{self.kind}{what} {state}>"
 
     def _fail(self, exc: BaseException) -> None:
         self._finish(None, exc)
 
     def _answer(self, result: Any) -> None:
-        want = dict if self.kind == "family" else list
+        want = dict if self.kind in ("family", "families") else list
         if type(result) is not want:
             raise TypeError(f"g_reply to db_{self.kind} is not a {want.__name__}: {result!r:.80}")
         self._finish(result, None)
@@ -728,7 +749,8 @@ class Query(Pending):
     def _on_timeout(self, timeout: float) -> None:
         db = self._db
         where = f"master {db.master}" if db.master else "no master reachable"
-        self._finish(None, DbTimeout(f"db_{self.kind}({self.family!r})", timeout, where))
+        what = "()" if self.kind == "families" else f"({self.family!r})"
+        self._finish(None, DbTimeout(f"db_{self.kind}{what}", timeout, where))
 
     def _finish(self, result: Any, exc: BaseException | None) -> None:
         if self._done:

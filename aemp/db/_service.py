@@ -257,6 +257,10 @@ class Global:
                 del self.subs[family]
 
     def _query(self, kind: str, src: str, family: Any, qid: Any) -> None:
+        if kind == "families":  # the whole database: each family with its entries counted
+            counts = {f: len(kv) for f, kv in self.merged.items() if kv}
+            self.send(src, "g_reply", qid, counts)
+            return
         family = check_peer_family(family)
         data = self.merged.get(family) or {}
         result: Any
@@ -353,4 +357,6 @@ REQUESTS: dict[str, GlobalRequest] = {
     "g_db_family": _query("family"),
     "g_db_keys": _query("keys"),
     "g_db_values": _query("values"),
+    # aemp's own: the families with their entries counted ("" for the family)
+    "g_db_families": _query("families"),
 }

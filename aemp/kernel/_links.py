@@ -17,12 +17,15 @@
 # fire when that attempt fails. A monitor re-armed from its own callback
 # thus costs a lookup a second, not one per run-queue turn. A connection
 # from the node, or a failure longer than BACKOFF_FORGET ago, starts over.
+# The first failure of a run is logged (INFO), the others not: a node that
+# stays unreachable is one line until it is reached again.
 #
 # May import the leaves, aemp/_seam.py and, of the kernel, _state.py,
 # _handles.py and _remote.py.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +39,8 @@ BACKOFF_FIRST = 0.05  # seconds
 BACKOFF_MAX = 1.0  # seconds
 BACKOFF_FORGET = 30.0  # seconds
 MAX_UNREACHABLE = 4096  # nodes remembered as unreachable; the oldest go first
+
+log = logging.getLogger("aemp.node")
 
 
 class Links(KernelState):
@@ -90,11 +95,13 @@ class Links(KernelState):
         else:
             self._connector.connect(remote.id)
 
-    def _backoff(self, nodeid: str) -> None:
+    def _backoff(self, nodeid: str, why: str) -> None:
         """An attempt to reach nodeid failed: the next one waits (see BACKOFF_FIRST)."""
         now = self.loop.time()
         cap = min(BACKOFF_MAX, self._monitor_timeout / 2)
         last = self._unreachable.pop(nodeid, None)
+        if last is None:  # the first failure since it was last reached: said once
+            log.info("node %s: cannot reach node %s: %s", self.id, nodeid, why)
         if last is None or now - last[0] > BACKOFF_FORGET:
             delay = min(BACKOFF_FIRST, cap)
         else:
@@ -141,7 +148,7 @@ class Links(KernelState):
         if waiting is not None:
             waiting.cancel()
         if not was_up:
-            self._backoff(remote.id)
+            self._backoff(remote.id, why)
         for name in watched:
             p = self._ports.get(self._prefix + name)
             if p is not None and p.watchers is not None:

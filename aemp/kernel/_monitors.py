@@ -14,12 +14,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
 from .._errors import InvalidArgument, InvalidID
 from .._ids import check_port_id
 from .._message import check_message
-from .._runtime import SELF
+from .._runtime import SELF, MonCallback
 from ._handles import MON_CALL, MON_KILL, MON_SEND, Monitor
 from ._port import DEAD, Port
 from ._state import Callback, KernelState, check_callback
@@ -75,6 +75,13 @@ class Monitors(KernelState):
     def _fire(self, monitors: tuple[Monitor, ...], reason: tuple[Any, ...]) -> None:
         for m in monitors:
             m._fire(reason)
+
+    @overload
+    def mon(self, port: str, /) -> Monitor: ...
+    @overload
+    def mon(self, port: str, cb: MonCallback, /) -> Monitor: ...
+    @overload
+    def mon(self, port: str, other: str, /, *msg: Any) -> Monitor: ...
 
     def mon(self, port: str, *action: Any) -> Monitor:
         """Watch a port; act once when it dies (see docs/api.md for the forms).

@@ -7,9 +7,11 @@
 # the database). A request with arguments of the wrong shape is logged and
 # ignored: nothing a peer sends can crash the node (guarantee 8). Unknown
 # requests are never taken as function names to call, unlike AnyEvent::MP;
-# `eval` is refused. `remote` is the link a request came in on, and every
-# check of what a peer may do is made against it, relayed requests
-# included. None means this node's own code sent it to its own node port;
+# `eval` is refused. An unknown request that ends with a port of the
+# asking node (cal's reply port) is answered ("error", why) there.
+# `remote` is the link a request came in on, and every check of what a
+# peer may do is made against it, relayed requests included. None means
+# this node's own code sent it to its own node port;
 # that gives no more authority than a peer has, since such a request is
 # most likely a reply or relay that a peer built (a callback answering
 # snd(reply, *what_the_peer_sent) with the node ID as reply): spawn
@@ -151,6 +153,19 @@ CORE_REQUESTS: dict[str, Callable[..., None]] = {
 }
 
 
+def _refuse_unknown(node: KernelState, remote: Remote | None, tag: Any, last: Any) -> None:
+    """An unknown request whose last argument is a port of the asking node
+    (cal's reply port) is answered ("error", why), so that the caller
+    need not wait out its timeout. Only a port of the sender: an answer
+    elsewhere would be this node's word on the sender's behalf."""
+    asker = remote.id if remote is not None else node.id
+    if type(last) is not str or last.partition("#")[0] != asker or not last.partition("#")[2]:
+        return
+    known = ", ".join(sorted(t for t in node._requests if t and t != "eval"))
+    why = f"node {node.id} has no node request {tag!r:.60} (it answers {known})"
+    node.snd(last, "error", why)
+
+
 def handle_node_request(node: KernelState, remote: Remote | None, msg: list[Any]) -> None:
     if not msg:
         return
@@ -159,6 +174,7 @@ def handle_node_request(node: KernelState, remote: Remote | None, msg: list[Any]
     who = remote.id if remote is not None else "this node"
     if handler is None:
         log.warning("node %s: unknown node request %.60r from %s ignored", node.id, tag, who)
+        _refuse_unknown(node, remote, tag, msg[-1])
         return
     try:
         handler(remote, *msg[1:])

@@ -33,6 +33,10 @@
 # for a cap, and the failed handshakes of accepted connections, are
 # logged a few lines per burst (_Burst), never one line per connection.
 #
+# Links coming up and going down are logged at INFO with the node ID, the
+# address and the reason; a dialled address that keeps failing is logged
+# once per change of its problem (dial_problem), not once per attempt.
+#
 # Every wait (connect_interval, the twin deadline, the seeds' back-off,
 # the log bursts) is on the event loop's clock.
 
@@ -61,6 +65,9 @@ BURST_QUIET = 10.0
 # Failed handshakes of accepted connections logged one by one per burst;
 # the rest are counted and told in one line when the burst ends.
 FAILED_HANDSHAKES_LOGGED = 5
+# Addresses whose last dial problem is remembered, so that it is logged once
+# (Network.dial_problem); the oldest go first.
+MAX_DIAL_PROBLEMS = 4096
 
 
 class _Burst:
@@ -134,6 +141,12 @@ class Network:
         self.addresses: dict[str, list[str]] = {}  # node ID -> where it listens
         self._dials: dict[str, asyncio.Future[Any]] = {}
         self.seeds: dict[str, str] = {}  # seed address -> node ID once greeted ("" before)
+        # seed address -> why its last attempt failed (gone once it connects)
+        self.seed_problems: dict[str, str] = {}
+        # address -> the problem last logged for dialling it: a peer that stays
+        # unreachable, or keeps refusing us, is logged once per change, not per attempt
+        self._dial_problems: dict[str, str] = {}
+        self._change_waiters: list[asyncio.Future[None]] = []
         self._pulse = asyncio.Event()
         self._seeds_pending: set[str] = set()  # seeds whose first dial has not ended
         # node ID -> the deadline for a peer to close one of two connections
@@ -238,9 +251,7 @@ class Network:
         """Log a failed handshake: a dialled one always, an accepted one
         a few per burst (anyone may connect, so anyone could fill the log)."""
         if conn not in self._accepting:  # dialled: ours, as many as we made
-            log.warning(
-                "node %s: connection with %s failed: %s", self.owner.id, conn.describe(), reason
-            )
+            self.dial_problem(conn.peeraddr, f"connection with {conn.describe()} failed", reason)
             return
         self._failed_burst.note(
             self.owner.id,
@@ -248,6 +259,17 @@ class Network:
                 "node %s: connection with %s failed: %s", self.owner.id, conn.describe(), reason
             ),
         )
+
+    def dial_problem(self, addr: str, what: str, why: str, level: int = logging.WARNING) -> None:
+        """Log a failed dial of `addr`, once until the problem changes or
+        the address connects (attempts repeat every few seconds)."""
+        if self._dial_problems.get(addr) == why:
+            log.debug("node %s: %s: %s (again)", self.owner.id, what, why)
+            return
+        if len(self._dial_problems) >= MAX_DIAL_PROBLEMS and addr not in self._dial_problems:
+            del self._dial_problems[next(iter(self._dial_problems))]
+        self._dial_problems[addr] = why
+        log.log(level, "node %s: %s: %s (logged again when this changes)", self.owner.id, what, why)
 
     # -- events from connections -------------------------------------------
 
@@ -294,6 +316,8 @@ class Network:
 
     def authenticated(self, conn: Conn) -> None:
         self.handshake_ended(conn)
+        if self._dial_problems.pop(conn.peeraddr, None) is not None:
+            log.info("node %s: %s reachable again", self.owner.id, conn.peeraddr)
         nodeid = conn.remote_id
         if conn.expect is not None or conn.peeraddr in self.seeds:
             self.addresses.setdefault(nodeid, [])
@@ -350,6 +374,8 @@ class Network:
         """Make `conn` the node's link to its peer."""
         nodeid = conn.remote_id
         conn.is_link = True  # from here on its loss is the link's (see closed)
+        how = "dialled" if conn.expect is not None or conn.peeraddr in self.seeds else "accepted"
+        log.info("node %s: link to %s up (%s, %s)", self.owner.id, nodeid, how, conn.peeraddr)
         self.owner.link_up(nodeid, conn)
         if not conn.closed:
             conn.take_inbox(self.owner.inbox(nodeid))  # the node's inbox for the link
@@ -359,6 +385,14 @@ class Network:
     def closed(self, conn: Conn, reason: str) -> None:
         self.handshake_ended(conn)
         if conn.is_link:
+            if not self._closing:  # else the node's own close says it
+                log.info(
+                    "node %s: link to %s down (%s): %s",
+                    self.owner.id,
+                    conn.remote_id,
+                    conn.peeraddr,
+                    reason,
+                )
             self.owner.link_lost(conn.remote_id, conn, reason)
             return
         nodeid = conn._greeted_as or conn.expect
@@ -379,9 +413,19 @@ class Network:
             self.addresses.pop(nodeid, None)
 
     def _changed(self) -> None:
-        """Wake the dials waiting for a seed's or a node's identity."""
+        """Wake the dials waiting for a seed's or a node's identity, and changed()'s futures."""
         self._pulse.set()
         self._pulse = asyncio.Event()
+        waiters, self._change_waiters = self._change_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def changed(self) -> asyncio.Future[None]:
+        """A future resolved at the next change of the seeds (greeted, failed)."""
+        fut: asyncio.Future[None] = self.loop.create_future()
+        self._change_waiters.append(fut)
+        return fut
 
     async def _dial_node(self, nodeid: str) -> None:
         interval = self.config.connect_interval
@@ -464,7 +508,15 @@ class Network:
             try:
                 conn = await self.dial(addr)
             except (OSError, ConnectionError) as e:
-                log.debug("node %s: seed %s: %s", self.owner.id, addr, e)
+                why = str(e) or type(e).__name__
+                if addr in self.seeds:  # not one that turned out to lead here
+                    self.seed_problems[addr] = why
+                if type(e) is not ConnectionError:  # a failed handshake: handshake_failed logged it
+                    # unreachable: told at INFO, as links coming and going are
+                    self.dial_problem(addr, f"seed {addr}", why, logging.INFO)
+                self._changed()
+            else:
+                self.seed_problems.pop(addr, None)
             if addr in self._seeds_pending:
                 self._seeds_pending.discard(addr)
                 self._changed()

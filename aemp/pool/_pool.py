@@ -67,7 +67,7 @@ def _limit_of(value: Any) -> int | None:
     return limit if type(limit) is int and limit >= 1 else None
 
 
-class PoolCall(Pending):
+class PoolCall(Pending[Any]):
     """A pending pool.call: await it for the result, or cancel() it."""
 
     __slots__ = (
