@@ -159,9 +159,13 @@ class Conn(asyncio.Protocol):
         if self.expect is None and self.peeraddr == "?":
             peer = t.get_extra_info("peername")
             host = "?"
-            if peer:
+            if isinstance(peer, tuple):
                 host = peer[0]
                 self.peeraddr = format_address(peer[0], peer[1])
+            elif t.get_extra_info("sockname") is not None:  # a unix socket: the peer has no name
+                host = "unix"
+                self.peeraddr = "unix:"
+            if host != "?":
                 self.wire = wire.Connection(self.net.settings, peeraddr=self.peeraddr)
                 self._encode = self.wire.encode
                 self._encode_message = self.wire.encode_message

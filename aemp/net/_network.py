@@ -47,12 +47,13 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import wire
-from .._addr import listen_addresses, parse_address, parse_bind
+from .._addr import dial_order, is_unix, listen_addresses, parse_address, parse_bind
 from .._config import Config
 from .._errors import ConfigError, MessageError
 from .._seam import LinkOwner
 from .._version import __version__
 from ._conn import Conn
+from ._unix import UnixListener
 
 log = logging.getLogger("aemp.transport")
 
@@ -130,6 +131,7 @@ class Network:
         self.settings = settings
         self.servers: list[asyncio.base_events.Server] = []
         self.listeners: list[str] = []
+        self._unix: list[UnixListener] = []  # their socket files go on close
         self.conns: set[Conn] = set()
         self.addresses: dict[str, list[str]] = {}  # node ID -> where it listens
         self._dials: dict[str, asyncio.Future[Any]] = {}
@@ -162,6 +164,14 @@ class Network:
         bound: list[tuple[str | None, socket.AddressFamily, str, int]] = []
         for bind in binds:
             host, port = parse_bind(bind, "'binds' entry")
+            if is_unix(bind):
+                assert host is not None
+                unix = UnixListener(host, self.config.listen_backlog)
+                self._unix.append(unix)
+                self.servers.append(
+                    await loop.create_unix_server(lambda: Conn(self, peeraddr="?"), sock=unix.sock)
+                )
+                continue
             try:
                 server = await loop.create_server(
                     lambda: Conn(self, peeraddr="?"),
@@ -176,7 +186,7 @@ class Network:
             for sock in server.sockets:
                 addr = sock.getsockname()  # an IP address, whatever the bind named
                 bound.append((host, sock.family, addr[0], addr[1]))
-        self.listeners = listen_addresses(bound)
+        self.listeners = listen_addresses(bound, tuple(u.path for u in self._unix))
 
     # -- connections in their handshake -------------------------------------
 
@@ -404,7 +414,7 @@ class Network:
                 if addr not in addrs:
                     addrs.append(addr)
             if addrs or not self._seeds_pending:
-                return addrs
+                return dial_order(addrs)
             await self._pulse.wait()  # a seed not yet greeted may be the node we want
         return []
 
@@ -412,9 +422,14 @@ class Network:
         """Connect to addr and wait until the connection is the link (it
         may wait for a twin first; ConnectionError if it is closed instead)."""
         host, port = parse_address(addr)
-        _, conn = await self.loop.create_connection(
-            lambda: Conn(self, peeraddr=addr, expect=expect), host, port
-        )
+        if is_unix(addr):
+            _, conn = await self.loop.create_unix_connection(
+                lambda: Conn(self, peeraddr=addr, expect=expect), host
+            )
+        else:
+            _, conn = await self.loop.create_connection(
+                lambda: Conn(self, peeraddr=addr, expect=expect), host, port
+            )
         await asyncio.shield(conn.authenticated)
         return conn
 
@@ -482,6 +497,9 @@ class Network:
         for server in self.servers:
             await server.wait_closed()
         self.servers.clear()
+        for unix in self._unix:
+            unix.remove()
+        self._unix.clear()
 
 
 def make_settings(cfg: Config, nodeid: str) -> wire.Settings:
