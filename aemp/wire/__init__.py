@@ -23,7 +23,7 @@ from ._auth import (
     parse_auth_line,
     verify_auth_line,
 )
-from ._connection import HANDSHAKE_STATES, Connection, State
+from ._connection import HANDSHAKE_STATES, Connection, State, StreamPhase
 from ._decoding import DEFAULT_MAX_OBJECTS, DEFAULT_MAX_PACKET, JsonDecoder, MsgpackDecoder
 from ._events import (
     NEED_DATA,
@@ -47,6 +47,7 @@ from ._framing import (
     make_encoder,
 )
 from ._greeting import (
+    DATACONN,
     MAX_HEARTBEAT,
     MAX_LINE,
     MIN_HEARTBEAT,
@@ -59,6 +60,7 @@ from ._settings import Settings
 
 __all__ = [
     "AUTH_METHODS",
+    "DATACONN",
     "DEFAULT_AUTH",
     "DEFAULT_FRAMINGS",
     "DEFAULT_MAX_OBJECTS",
@@ -87,6 +89,7 @@ __all__ = [
     "Packets",
     "Settings",
     "State",
+    "StreamPhase",
     "auth_token",
     "check_unsent",
     "choose_auth_method",
