@@ -393,6 +393,11 @@ _LOW_KEYS = {
         "a number of bytes of at least 65536",
         "unsent bytes per link past which the link fails (default 256 MiB)",
     ),
+    "stream_buffer": (
+        "BYTES",
+        "a number of bytes of at least 65536",
+        "bytes a data stream buffers each way before it waits (default 1 MiB)",
+    ),
     "stall_timeout": (
         "SECONDS",
         "a positive number of seconds",

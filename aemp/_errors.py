@@ -109,3 +109,13 @@ class DbTimeout(AempError, TimeoutError):
         self.timeout = timeout
         self.where = where
         super().__init__(f"{query} got no answer within {timeout:g} s ({where})")
+
+
+class ClosedStreamError(AempError, RuntimeError):
+    """A data stream was used after this side closed it (aclose)."""
+
+
+class BrokenStreamError(AempError, ConnectionError):
+    """A data stream broke: the peer or the network ended it without a clean
+    close (reset, node lost, data missing). The cause, if any, is in
+    ``__cause__``."""

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent / "aemp"
 
 # Capabilities built on the open kernel: each imports only the public faces
 # below (FACES), the leaves, and other capabilities; never layers 1-4.
-CAPABILITIES: set[str] = set()
+CAPABILITIES: set[str] = {"streams"}
 FACES = {"__init__", "lowlevel", "testing"}
 
 # lowest first; a module may import its own layer and the ones before it

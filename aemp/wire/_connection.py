@@ -88,14 +88,16 @@ class StreamPhase:
     ``first`` is plaintext that came behind the peer's auth line. With TLS,
     ``unwrap(raw)`` turns bytes read into plaintext (b"" is the end of the
     stream) and ``wrap(data)`` plaintext into bytes to write, and
-    ``peer_closed()`` tells whether the peer ended the TLS session; without
-    TLS all three are None and the bytes are the stream itself.
+    ``peer_closed()`` tells whether the peer ended the TLS session, and
+    ``finish()`` gives the close_notify to write last; without TLS all four
+    are None and the bytes are the stream itself.
     """
 
     first: bytes
     unwrap: Callable[[bytes], bytes] | None
     wrap: Callable[[bytes], bytes] | None
     peer_closed: Callable[[], bool] | None
+    finish: Callable[[], bytes] | None = None
 
 
 class _NotOpen:
@@ -414,7 +416,7 @@ class Connection:
         first = bytes(self._rbuf)
         self._rbuf.clear()
         if tls is None:
-            return StreamPhase(first, None, None, None)
+            return StreamPhase(first, None, None, None, None)
         first += tls.read(authenticated=True)
 
         def unwrap(data: bytes) -> bytes:
@@ -425,7 +427,11 @@ class Connection:
             tls.write(data)
             return tls.take_output()
 
-        return StreamPhase(first, unwrap, wrap, lambda: tls.peer_closed)
+        def finish() -> bytes:
+            tls.close()
+            return tls.take_output()
+
+        return StreamPhase(first, unwrap, wrap, lambda: tls.peer_closed, finish)
 
     # -- data phase -------------------------------------------------------------
 
