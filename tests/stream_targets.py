@@ -62,3 +62,36 @@ def not_spawnable(stream: Stream) -> None:  # pragma: no cover - refused
 
 
 HELD: list[Any] = []
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident set so far, in KiB (Linux's ru_maxrss unit)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+@aemp.spawnable
+async def checksum(reply: str, stream: Stream) -> None:
+    """Read to the end; answer ("done", bytes, crc32, peak RSS KiB) or the error."""
+    import zlib
+
+    crc = 0
+    n = 0
+    try:
+        async with stream:
+            while data := await stream.receive_some():
+                crc = zlib.crc32(data, crc)
+                n += len(data)
+    except aemp.AempError as e:
+        aemp.snd(reply, "error", type(e).__name__, str(e), n)
+        return
+    aemp.snd(reply, "done", n, crc, peak_rss_kib())
+
+
+@aemp.spawnable
+async def sink(stream: Stream) -> None:
+    """Read and drop everything until the end."""
+    async with stream:
+        while await stream.receive_some():
+            pass
