@@ -208,13 +208,17 @@ class RawStream(asyncio.Protocol):
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         """Write all of data, waiting while the transport holds `limit` bytes."""
-        view = memoryview(data).cast("B")
         limit = self.limit
+        if type(data) is bytes and len(data) <= limit:
+            pieces: list[bytes] | None = [data]  # the common case: no copy
+        else:
+            pieces = None
+        view = memoryview(data).cast("B")
         for start in range(0, len(view), limit):
             self._check_closed()
             if self._error is not None:
                 raise self._error
-            piece = bytes(view[start : start + limit])
+            piece = pieces[0] if pieces is not None else bytes(view[start : start + limit])
             self.bytes_out += len(piece)
             if self._wrap is not None:
                 try:
