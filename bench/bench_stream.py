@@ -52,8 +52,7 @@ class Peer:
 
 async def aemp_stream(peer: Peer, nbytes: int) -> float:
     async with aemp.Node(nodeid="src", seeds=[peer.info["listener"]], secret=SECRET) as node:
-        while not node.node_is_up("sink"):
-            await asyncio.sleep(0.01)
+        await node.cal("sink", "up_nodes", timeout=20)  # connected
         answer: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
         reply = node.port(lambda *m: answer.set_result(m))
         start = time.perf_counter()
