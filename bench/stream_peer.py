@@ -4,8 +4,8 @@
 whose init function ``sink`` (``__main__:sink`` there) reads a stream to its end and
 answers ("done", bytes) to the reply port it was given.
 ``python bench/stream_peer.py raw``: the reference, an asyncio (uvloop)
-TCP server that reads each connection to its end with the same read size
-and answers one byte. Both print one JSON line with their address and
+TCP server whose Protocol counts what each connection brings (no task,
+no copy) and answers the count at its end. Both print one JSON line with their address and
 serve until stdin closes.
 """
 
@@ -34,13 +34,20 @@ async def sink(reply: str, stream: Stream) -> None:
     aemp.snd(reply, "done", n)
 
 
-async def raw_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    n = 0
-    while data := await reader.read(READ):
-        n += len(data)
-    writer.write(b"%d\n" % n)
-    await writer.drain()
-    writer.close()
+class RawSink(asyncio.Protocol):
+    """The reference receiver: counts in data_received, no task, no copy."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.n = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.n += len(data)
+
+    def eof_received(self) -> bool:
+        self.transport.write(b"%d\n" % self.n)  # type: ignore[attr-defined]
+        self.transport.close()
+        return True
 
 
 async def main(mode: str) -> None:
@@ -50,7 +57,7 @@ async def main(mode: str) -> None:
             print(json.dumps({"listener": node.listeners[0]}), flush=True)
             await loop.run_in_executor(None, sys.stdin.read)
         return
-    server = await asyncio.start_server(raw_client, "127.0.0.1", 0)
+    server = await loop.create_server(RawSink, "127.0.0.1", 0)
     host, port = server.sockets[0].getsockname()[:2]
     print(json.dumps({"listener": f"{host}:{port}"}), flush=True)
     await loop.run_in_executor(None, sys.stdin.read)
