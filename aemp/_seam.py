@@ -131,3 +131,8 @@ class DataStream(Protocol):
 
     def close(self, abort: bool = False) -> None:
         """End the stream: what was written goes out first, unless abort."""
+
+    async def wait_closed(self, reset_after: float) -> bool:
+        """After close(): wait until the written bytes are out and the socket
+        closed; reset it after reset_after seconds. True if it closed in time."""
+        ...

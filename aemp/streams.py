@@ -220,8 +220,13 @@ class Stream:
 
     async def aclose(self) -> None:
         """Close this end: what send_all handed over still goes out, then the
-        peer reads the end (b""). Idempotent; never raises."""
+        peer reads the end (b""). Returns once it is out, or resets the
+        stream after monitor_timeout if the peer reads none of it.
+        Idempotent; never raises."""
+        if self._closed:
+            return
         self._close(abort=False)
+        await self._raw.wait_closed(self._end_wait)
 
     def _close(self, abort: bool) -> None:
         if self._closed:

@@ -82,6 +82,7 @@ class RawStream(asyncio.Protocol):
         self._write_paused = False
         self._reader: asyncio.Future[None] | None = None
         self._drain: asyncio.Future[None] | None = None
+        self._gone: asyncio.Future[None] = self._loop.create_future()  # connection_lost
         t.set_write_buffer_limits(high=limit, low=limit // 4)
         t.set_protocol(self)
         if phase.first:
@@ -129,6 +130,8 @@ class RawStream(asyncio.Protocol):
         return True  # we may still write (the peer only stopped sending)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self._gone.done():
+            self._gone.set_result(None)
         if not self._closed and self._error is None:
             if exc is not None or not self._eof:
                 why = f"connection lost: {exc}" if exc else "the peer closed the connection"
@@ -254,6 +257,19 @@ class RawStream(asyncio.Protocol):
         self._chunks.clear()
         self._wake_reader()
         self._wake_drain()
+
+    async def wait_closed(self, reset_after: float) -> bool:
+        """After close(): wait until what was written is out and the socket
+        is closed; after `reset_after` seconds (a peer that reads nothing) reset
+        it. True if it closed in time."""
+        if not self._gone.done():
+            try:
+                async with asyncio.timeout(reset_after):
+                    await asyncio.shield(self._gone)
+            except TimeoutError:
+                _reset(self._transport)
+                return False
+        return True
 
 
 async def local_pair(limit: int) -> tuple[RawStream, RawStream]:
