@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
+import signal
 import socket
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
@@ -18,6 +21,7 @@ from conftest import Recorder, until
 import aemp
 
 SECRET = "unix-secret"
+NODE_PROC = Path(__file__).resolve().parent / "node_proc.py"
 
 
 @pytest.fixture
@@ -198,3 +202,46 @@ async def test_a_seed_path_with_nobody_behind_it_is_retried(
     )
     await until(lambda: node.node_is_up("late"), limit=8, what="the seed reached once it is up")
     assert seed.node_is_up("early")
+
+
+async def test_a_node_killed_with_sigkill_leaves_a_file_the_next_one_replaces(
+    sockdir: Path,
+) -> None:
+    """A node in its own process, reached over its unix socket only, is killed
+    with SIGKILL; its socket file stays behind, and a new node takes the path."""
+    path = sockdir / "proc.sock"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(NODE_PROC),
+        "victim",
+        f"unix:{path}",
+        SECRET,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        info = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+        assert info["listener"] == f"unix:{path}"
+        async with aemp.Node(
+            nodeid="me", seeds=[f"unix:{path}"], secret=SECRET, monitor_timeout=2
+        ) as me:
+            await until(lambda: me.node_is_up("victim"), limit=10, what="victim up")
+            for i in range(3):
+                me.snd(info["sink"], "n", i)
+            assert await me.cal(info["sink"], "count", timeout=5) == (3, [2])
+            lost = Recorder()
+            me.mon(info["sink"], lost)
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+            (reason,) = await lost.wait(1, limit=10)
+            assert reason[0] == "transport_error"
+        assert path.exists()  # nobody removed it
+        async with aemp.Node(nodeid="heir", binds=[f"unix:{path}"], secret=SECRET) as heir:
+            assert heir.listeners == [f"unix:{path}"]
+            async with aemp.Node(nodeid="m", seeds=[f"unix:{path}"], secret=SECRET) as m:
+                await until(lambda: m.node_is_up("heir"), what="connected to the heir")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
