@@ -259,3 +259,45 @@ async def test_over_tls(stack: AsyncExitStack, tmp_path: object) -> None:
         await stream.send_all(data)
     (calls,) = await rec.wait(1, limit=20)
     assert calls == ("done", len(data), hashlib.sha256(data).hexdigest())
+
+
+async def test_a_dialler_speaking_only_the_page_gets_a_data_connection(
+    pair: tuple[aemp.Node, aemp.Node],
+) -> None:
+    """A client written from docs/protocol.md alone (hashlib and hmac, no
+    aemp.wire), greeting as AnyEvent::MP's DataConn does, reaches an aemp
+    listener: its bytes come out of the expected DataStream and back."""
+    import base64
+    import hmac
+    import os
+
+    a, _b = pair
+    future = lowlevel.expect_data_connection(a, "perlnode", "b@perlnode")
+    host, _, port = a.listeners[0].rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    line1 = (
+        b"aemp-dataconn;1;perlnode;hmac_sha3_512,cleartext;json;provider=AE-2.01;"
+        b"peeraddr=" + a.listeners[0].encode() + b";dataconn_id=b@perlnode;mproto=1;gproto=1"
+    )
+    line2 = base64.b64encode(os.urandom(66))
+    writer.write(line1 + b"\n" + line2 + b"\n")
+    r1 = (await reader.readline()).rstrip(b"\n")
+    r2 = (await reader.readline()).rstrip(b"\n")
+    assert r1.startswith(b"aemp;1;a;")  # the listener greets as for a link
+    token = hmac.new(
+        SECRET.encode(), b"\n".join([line1, line2, r1, r2]) + b"\n", hashlib.sha3_512
+    ).hexdigest()
+    writer.write(f"hmac_sha3_512;{token};json\n".encode() + b"first bytes")
+    auth = (await reader.readline()).rstrip(b"\n")
+    expected = hmac.new(
+        SECRET.encode(), b"\n".join([r1, r2, line1, line2]) + b"\n", hashlib.sha3_512
+    ).hexdigest()
+    assert auth.split(b";")[:2] == [b"hmac_sha3_512", expected.encode()]
+    stream = await asyncio.wait_for(future, 5)
+    assert stream.peer == "perlnode"
+    assert await stream.read() == b"first bytes"
+    await stream.write(b"raw reply")
+    assert await reader.readexactly(9) == b"raw reply"
+    writer.close()
+    assert await stream.read() == b""  # the raw stream ends; no framing anywhere
+    stream.close()
