@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import InvalidArgument, NodeClosed, NotLocalPort, OutOfRange
 from ._ids import check_port_id
-from ._seam import DataStream
+from ._seam import DataStream as DataStream
 from ._targets import parse_spawn_target
 from .kernel import Handle, Timer, check_callback
 
@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 
     from ._node import Node
 
+# DataStream (the type of a data connection's stream) is importable from
+# here too, and documented on the page, but it is a type, not a function.
 __all__ = [
-    "DataStream",
     "call_in",
     "dial_data_connection",
     "database",

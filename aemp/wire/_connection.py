@@ -39,7 +39,6 @@ from ._events import (
 from ._framing import Decoder, Encoder, choose_framing, make_decoder, make_encoder
 from ._greeting import (
     DATACONN,
-    PROTOCOL,
     TIEBREAK,
     Greeting,
     check_dataconn_id,
@@ -227,11 +226,13 @@ class Connection:
             hb = s.heartbeat
             options.append(("hb", str(int(hb)) if hb == int(hb) else repr(float(hb))))
         options.append(("tiebreak", TIEBREAK))
-        protocol = PROTOCOL
-        if self.dataconn_id is not None:
-            protocol = DATACONN
+        if self.dataconn_id is None:
+            self._line1 = make_line1(s.nodeid, s.auth_accept, s.framing_format, options)
+        else:
             options.append(("dataconn_id", self.dataconn_id))
-        self._line1 = make_line1(s.nodeid, s.auth_accept, s.framing_format, options, protocol)
+            self._line1 = make_line1(
+                s.nodeid, s.auth_accept, s.framing_format, options, protocol=DATACONN
+            )
         self._line2 = make_nonce()
         self._wbuf += self._line1 + b"\n" + self._line2 + b"\n"
         self._set_state(State.GREETING)
