@@ -270,10 +270,16 @@ def _new_id(node: aemp.Node) -> str:
     return full if len(full) <= MAX_ID else token
 
 
-def _spawned_died(ready: asyncio.Future[tuple[Any, ...]]) -> Callable[..., None]:
+def _spawned_died(
+    ready: asyncio.Future[tuple[Any, ...]], connected: asyncio.Future[Any]
+) -> Callable[..., None]:
+    # the peer's accept port died before the stream opened: why, at once
+    # (also after it answered "ready": its own dial may have failed)
     def died(*reason: Any) -> None:
-        if not ready.done():
-            ready.set_exception(_open_error(reason))
+        for fut in (ready, connected):
+            if not fut.done():
+                fut.set_exception(_open_error(reason))
+                return
 
     return died
 
@@ -287,7 +293,7 @@ def _open_error(reason: tuple[Any, ...]) -> Exception:
             return SpawnRefused(message)
         if kind in ("SpawnError", "ModuleNotFoundError", "AttributeError", "ImportError"):
             return SpawnError(message or text)
-        return BrokenStreamError(f"the peer refused the stream: {text}")
+        return BrokenStreamError(f"the peer's side of the stream failed: {text}")
     return BrokenStreamError(f"the peer's accept ended before the stream opened: {_reason(reason)}")
 
 
@@ -328,7 +334,7 @@ async def open_stream(
     try:
         async with asyncio.timeout(timeout):
             pid = node.spawn(peer, ACCEPT, dataconn_id, target, list(args), ctl)
-            watch = node.mon(pid, _spawned_died(ready))
+            watch = node.mon(pid, _spawned_died(ready, connected))
             listeners, peer_ctl = await ready
             if listeners:
                 lowlevel.dial_data_connection(node, peer, dataconn_id, list(listeners))

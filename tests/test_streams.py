@@ -301,3 +301,19 @@ async def test_a_dialler_speaking_only_the_page_gets_a_data_connection(
     writer.close()
     assert await stream.read() == b""  # the raw stream ends; no framing anywhere
     stream.close()
+
+
+async def test_neither_node_listens(stack: AsyncExitStack) -> None:
+    """Two nodes attached to one seed, with no listeners of their own, cannot
+    reach each other: the opener hears why at once, not after its timeout."""
+    seed = await stack.enter_async_context(
+        aemp.Node(nodeid="seed", binds=["127.0.0.1:0"], secret=SECRET)
+    )
+    a = await stack.enter_async_context(aemp.Node(nodeid="a", seeds=seed.listeners, secret=SECRET))
+    c = await stack.enter_async_context(aemp.Node(nodeid="c", seeds=seed.listeners, secret=SECRET))
+    await until(lambda: seed.node_is_up("a") and seed.node_is_up("c"), what="attached")
+    start = asyncio.get_running_loop().time()
+    with pytest.raises(BrokenStreamError, match="no known address"):
+        await open_stream(a, "c", "stream_targets:echo", timeout=60)
+    assert asyncio.get_running_loop().time() - start < 30  # not the timeout
+    assert not c.node_is_up("a")
