@@ -264,6 +264,14 @@ def _end_wait(node: aemp.Node) -> float:
     return float(node.config.monitor_timeout)
 
 
+def _drop(connected: asyncio.Future[Any]) -> None:
+    """Stop waiting for a data connection; reset it if it came meanwhile."""
+    if not connected.done():
+        connected.cancel()
+    elif not connected.cancelled() and connected.exception() is None:
+        connected.result().close(abort=True)
+
+
 def _new_id(node: aemp.Node) -> str:
     token = secrets.token_urlsafe(9)
     full = f"{token}@{node.id}"
@@ -341,14 +349,14 @@ async def open_stream(
             raw = await connected
     except TimeoutError as e:
         node.kil(ctl)
-        connected.cancel()
+        _drop(connected)
         raise BrokenStreamError(
             f"no data stream to {peer!r} within {timeout:g} s (is aemp.streams imported there, "
             "and does one of the two nodes listen?)"
         ) from e
     except BaseException as e:
         node.kil(ctl)
-        connected.cancel()
+        _drop(connected)
         if isinstance(e, ConnectionError) and not isinstance(e, BrokenStreamError):
             raise BrokenStreamError(str(e)) from e
         raise
@@ -387,7 +395,7 @@ async def accept(dataconn_id: Any, target: Any, args: Any, peer_ctl: Any) -> Non
         async with asyncio.timeout(_end_wait(node)):
             raw = await connected
     except BaseException:
-        connected.cancel()
+        _drop(connected)
         node.kil(ctl)
         raise
     stream = Stream(node, raw, ctl, peer_ctl, _end_wait(node))
