@@ -73,8 +73,9 @@ async def test_a_gigabyte_between_two_processes_in_bounded_memory(procs: list[Pr
     sender_growth = result["rss_peak_kib"] - result["rss_before_kib"]
     server_growth = server_peak - info["rss_kib"]
     print(
-        f"1 GiB in {result['seconds']:.1f} s; peak RSS growth: sender {sender_growth} KiB, "
-        f"receiver {server_growth} KiB (bound {RSS_BOUND_KIB} KiB)"
+        f"1 GiB in {result['seconds']:.1f} s; peak RSS: sender {result['rss_peak_kib']} KiB "
+        f"(+{sender_growth} while streaming), receiver {server_peak} KiB (+{server_growth}); "
+        f"bound on the growth {RSS_BOUND_KIB} KiB"
     )
     assert sender_growth < RSS_BOUND_KIB
     assert server_growth < RSS_BOUND_KIB
