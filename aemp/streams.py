@@ -72,6 +72,41 @@ ACCEPT = "aemp.streams:accept"
 MAX_ID = 200  # characters of a data connection's id (the wire's bound)
 
 
+class _Control:
+    """A stream end's control port, made before the stream itself, so that
+    what the peer sends to it early (its "end" may come before our side of
+    the data connection is through) is kept, and the watch on the peer's."""
+
+    __slots__ = ("changed", "end", "gone", "node", "port", "watch")
+
+    def __init__(self, node: aemp.Node) -> None:
+        self.node = node
+        self.end: int | None = None  # bytes the peer says it sent, once it closed
+        self.gone: tuple[Any, ...] | None = None  # its control port died: why
+        self.changed = asyncio.Event()
+        self.watch: aemp.Handle | None = None
+        self.port = node.port()
+        node.rcv(self.port, end=self._got_end)
+
+    def _got_end(self, nbytes: Any, *_: Any) -> None:
+        if type(nbytes) is int and self.end is None:
+            self.end = nbytes
+            self.changed.set()
+
+    def watch_peer(self, peer_ctl: str) -> None:
+        self.watch = self.node.mon(peer_ctl, self._lost)
+
+    def _lost(self, *reason: Any) -> None:
+        self.gone = reason
+        self.changed.set()
+
+    def forget(self) -> None:
+        """No stream came of it: stop watching, and end the port."""
+        if self.watch is not None:
+            self.watch.cancel()
+        self.node.kil(self.port)
+
+
 class Stream:
     """One end of a data stream, in trio's style: send_all, receive_some,
     aclose, ``async with``. Made by open_stream() and, on the peer, handed
@@ -85,23 +120,20 @@ class Stream:
         self,
         node: aemp.Node,
         raw: lowlevel.DataStream,
-        ctl: str,
+        ctl: _Control,
         peer_ctl: str,
         end_wait: float,
     ) -> None:
         self._node = node
         self._raw = raw
-        self._ctl = ctl  # our control port: the peer's "end" comes here
+        self._ctl = ctl  # our control port: the peer's "end" comes there
         self._peer_ctl = peer_ctl
         self._end_wait = end_wait
-        self._end: int | None = None  # bytes the peer says it sent, once it closed
-        self._peer_gone: tuple[Any, ...] | None = None  # its control port died: why
-        self._changed = asyncio.Event()
         self._sending = self._receiving = False
         self._closed = False
         self._broken: BrokenStreamError | None = None  # found broken: every call says so
-        node.rcv(ctl, end=self._got_end)
-        self._watch = node.mon(peer_ctl, self._lost)
+        if ctl.watch is None:
+            ctl.watch_peer(peer_ctl)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -120,17 +152,6 @@ class Stream:
     def bytes_received(self) -> int:
         return self._raw.bytes_in
 
-    # -- the peer's control messages --------------------------------------------
-
-    def _got_end(self, nbytes: Any, *_: Any) -> None:
-        if type(nbytes) is int and self._end is None:
-            self._end = nbytes
-            self._changed.set()
-
-    def _lost(self, *reason: Any) -> None:
-        self._peer_gone = reason
-        self._changed.set()
-
     # -- trio's stream interface ---------------------------------------------------
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -148,9 +169,9 @@ class Stream:
             raise ClosedStreamError(f"{self!r}: send_all after aclose")
         if self._sending:
             raise LocalProtocolError(f"{self!r}: another task is in send_all")
-        if self._broken is None and self._peer_gone is not None and self._end is None:
+        if self._broken is None and self._ctl.gone is not None and self._ctl.end is None:
             self._broken = BrokenStreamError(
-                f"{self!r}: the peer's end went away ({_reason(self._peer_gone)})"
+                f"{self!r}: the peer's end went away ({_reason(self._ctl.gone)})"
             )
         if self._broken is not None:
             raise self._broken
@@ -198,24 +219,24 @@ class Stream:
         # the bytes ended: clean only if the peer said so, with their count
         try:
             async with asyncio.timeout(self._end_wait):
-                while self._end is None and self._peer_gone is None:
-                    self._changed.clear()
-                    await self._changed.wait()
+                while self._ctl.end is None and self._ctl.gone is None:
+                    self._ctl.changed.clear()
+                    await self._ctl.changed.wait()
         except TimeoutError:
             pass
         if self._closed:
             raise ClosedStreamError(f"{self!r}: closed while receiving")
         got = self._raw.bytes_in
-        if self._end is None:
+        if self._ctl.end is None:
             why = (
-                f"the peer's end went away ({_reason(self._peer_gone)})"
-                if self._peer_gone is not None
+                f"the peer's end went away ({_reason(self._ctl.gone)})"
+                if self._ctl.gone is not None
                 else f"the peer did not confirm its close within {self._end_wait:g} s"
             )
             raise BrokenStreamError(f"{self!r}: the bytes ended after {got} without a close: {why}")
-        if self._end != got:
+        if self._ctl.end != got:
             raise BrokenStreamError(
-                f"{self!r}: the peer closed after sending {self._end} bytes, {got} arrived"
+                f"{self!r}: the peer closed after sending {self._ctl.end} bytes, {got} arrived"
             )
 
     async def aclose(self) -> None:
@@ -232,17 +253,19 @@ class Stream:
         if self._closed:
             return
         self._closed = True
-        self._changed.set()
-        self._watch.cancel()
+        ctl = self._ctl
+        ctl.changed.set()
+        if ctl.watch is not None:
+            ctl.watch.cancel()
         node, raw = self._node, self._raw
         if node.closed:
             raw.close(abort=True)
             return
         if abort:
-            node.kil(self._ctl, "aborted", "the stream's port died")
+            node.kil(ctl.port, "aborted", "the stream's port died")
         else:
             node.snd(self._peer_ctl, "end", raw.bytes_out)
-            node.kil(self._ctl)
+            node.kil(ctl.port)
         raw.close(abort=abort)
 
     async def __aenter__(self) -> Stream:
@@ -335,7 +358,8 @@ async def open_stream(
     dataconn_id = _new_id(node)
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[tuple[Any, ...]] = loop.create_future()
-    ctl = node.port()
+    control = _Control(node)
+    ctl = control.port
     node.rcv(ctl, ready=lambda *m: None if ready.done() else ready.set_result(m))
     connected = lowlevel.expect_data_connection(node, peer, dataconn_id)
     watch: aemp.Handle | None = None
@@ -344,18 +368,20 @@ async def open_stream(
             pid = node.spawn(peer, ACCEPT, dataconn_id, target, list(args), ctl)
             watch = node.mon(pid, _spawned_died(ready, connected))
             listeners, peer_ctl = await ready
+            check_port_id(peer_ctl)
+            control.watch_peer(peer_ctl)
             if listeners:
                 lowlevel.dial_data_connection(node, peer, dataconn_id, list(listeners))
             raw = await connected
     except TimeoutError as e:
-        node.kil(ctl)
+        control.forget()
         _drop(connected)
         raise BrokenStreamError(
             f"no data stream to {peer!r} within {timeout:g} s (is aemp.streams imported there, "
             "and does one of the two nodes listen?)"
         ) from e
     except BaseException as e:
-        node.kil(ctl)
+        control.forget()
         _drop(connected)
         if isinstance(e, ConnectionError) and not isinstance(e, BrokenStreamError):
             raise BrokenStreamError(str(e)) from e
@@ -363,7 +389,7 @@ async def open_stream(
     finally:
         if watch is not None:
             watch.cancel()
-    return Stream(node, raw, ctl, peer_ctl, _end_wait(node))
+    return Stream(node, raw, control, peer_ctl, _end_wait(node))
 
 
 @aemp.spawnable
@@ -386,7 +412,9 @@ async def accept(dataconn_id: Any, target: Any, args: Any, peer_ctl: Any) -> Non
     peer = aemp.node_of(peer_ctl)
     init = lowlevel.spawn_function(node, target)  # SpawnRefused / SpawnError kill us
     connected = lowlevel.expect_data_connection(node, peer, dataconn_id)
-    ctl = node.port()
+    control = _Control(node)
+    control.watch_peer(peer_ctl)
+    ctl = control.port
     try:
         listeners = node.listeners
         node.snd(peer_ctl, "ready", listeners, ctl)
@@ -396,9 +424,9 @@ async def accept(dataconn_id: Any, target: Any, args: Any, peer_ctl: Any) -> Non
             raw = await connected
     except BaseException:
         _drop(connected)
-        node.kil(ctl)
+        control.forget()
         raise
-    stream = Stream(node, raw, ctl, peer_ctl, _end_wait(node))
+    stream = Stream(node, raw, control, peer_ctl, _end_wait(node))
     node.mon(me, lambda *reason: stream._close(abort=bool(reason)))
     result = init(*args, stream)
     if inspect.isawaitable(result):
@@ -409,10 +437,10 @@ async def _open_local(node: aemp.Node, target: str, args: tuple[Any, ...]) -> St
     """A stream within one node: a socket pair, with the same ends and rules."""
     init = lowlevel.spawn_function(node, target, remote=False)
     one, two = await lowlevel.stream_pair(node)
-    ctl_a, ctl_b = node.port(), node.port()
+    ctl_a, ctl_b = _Control(node), _Control(node)
     wait = _end_wait(node)
-    mine = Stream(node, one, ctl_a, ctl_b, wait)
-    theirs = Stream(node, two, ctl_b, ctl_a, wait)
+    mine = Stream(node, one, ctl_a, ctl_b.port, wait)
+    theirs = Stream(node, two, ctl_b, ctl_a.port, wait)
     port = lowlevel.gated_port(node)
     node.mon(port, lambda *reason: theirs._close(abort=bool(reason)))
     lowlevel.release(node, port, init, *args, theirs)
