@@ -176,7 +176,7 @@ def _showconfig(s: Session, args: list[Any]) -> None:
         raise Failure(str(e)) from None
 
 
-_ADDR = "a comma-separated list of host:port, or a JSON array of them"
+_ADDR = "a comma-separated list of host:port or unix:/path, or a JSON array of them"
 
 
 def _key_commands(
@@ -273,7 +273,7 @@ COMMANDS: list[Command] = [
         "seeds",
         "seed",
         "SEED",
-        "host:port of long-running nodes to join through",
+        "host:port (or unix:/path on this host) of long-running nodes to join through",
         _ADDR,
         "A node stays connected to its seeds. All seeds of a network should list each "
         "other, so that the network heals after a split.",
@@ -282,9 +282,11 @@ COMMANDS: list[Command] = [
         "binds",
         "bind",
         "BIND",
-        "host:port to listen on (* for any host or port)",
-        "a comma-separated list of host:port (host or port may be *), or a JSON array",
-        "A node without binds accepts no connections; it can still connect out.",
+        "host:port to listen on (* for any host or port), or unix:/path",
+        "a comma-separated list of host:port (host or port may be *) or unix:/path, "
+        "or a JSON array",
+        "A node without binds accepts no connections; it can still connect out. A unix:/path "
+        "bind makes a socket file (mode 0600) that nodes on the same host use.",
     ),
     *_list_commands(
         "services",
@@ -430,6 +432,11 @@ _LOW_KEYS = {
         "BYTES",
         "a number of bytes of at least 65536",
         "unsent bytes per link past which the link fails (default 256 MiB)",
+    ),
+    "stream_buffer": (
+        "BYTES",
+        "a number of bytes of at least 65536",
+        "bytes a data stream buffers each way before it waits (default 1 MiB)",
     ),
     "stall_timeout": (
         "SECONDS",

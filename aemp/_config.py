@@ -59,6 +59,7 @@ class Config:
     queue_limit: int = 10_000
     send_buffer: int = 4 * 1024 * 1024
     max_unsent: int = 256 * 1024 * 1024
+    stream_buffer: int = 1024 * 1024
     stall_timeout: float = 60.0
     handshake_timeout: float = 5.0
     max_handshakes: int = 256
@@ -189,7 +190,11 @@ COUNT_BOUNDS = {
     "listen_backlog": (1, 65535),
     "max_objects": (1024, 2**32 - 1),  # as few as max_packet's least bytes; msgpack's most
 }
-BYTES_BOUNDS = {"send_buffer": (64 * 1024, 2**40), "max_unsent": (64 * 1024, 2**40)}
+BYTES_BOUNDS = {
+    "send_buffer": (64 * 1024, 2**40),
+    "max_unsent": (64 * 1024, 2**40),
+    "stream_buffer": (64 * 1024, 2**40),
+}
 
 
 def _shown(v: Any) -> str:
@@ -402,6 +407,7 @@ _CHECKS: dict[str, Any] = {
     "queue_limit": _count,
     "send_buffer": _bytes,
     "max_unsent": _bytes,
+    "stream_buffer": _bytes,
     "stall_timeout": _seconds,
     "handshake_timeout": _seconds,
     "max_handshakes": _count,

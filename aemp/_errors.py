@@ -231,3 +231,13 @@ class JoinTimeout(JoinError, TimeoutError):
             else f"did not join within {timeout:g} s"
         )
         super().__init__(nodeid, problems, what)
+
+
+class ClosedStreamError(AempError, RuntimeError):
+    """A data stream was used after this side closed it (aclose)."""
+
+
+class BrokenStreamError(AempError, ConnectionError):
+    """A data stream broke: the peer or the network ended it without a clean
+    close (reset, node lost, data missing). The cause, if any, is in
+    ``__cause__``."""

@@ -26,12 +26,12 @@ from ._errors import ConfigError, InvalidArgument, JoinRefused, JoinTimeout, Nod
 from ._ids import check_port_id, expand_nodeid
 from ._message import check_message
 from ._runtime import SELF, DbMonCallback
-from ._spawn import Spawner
+from ._spawn import Spawner, resolve_spawn_target
 from ._version import __version__
 from .db._client import Db, DbEntry, DbMonitor, Query
 from .kernel import Kernel
 from .net import Network as Network  # for aemp.testing, which types its hook with it
-from .net import make_settings
+from .net import RawStream, local_pair, make_settings
 
 log = logging.getLogger("aemp.node")
 
@@ -324,6 +324,20 @@ class Node(Kernel):
                 f"cal cb must be callable or None (got {cb!r}, a {type(cb).__name__})"
             )
         return Call(self, self._calls, port, msg, timeout, cb, err, SELF.get())
+
+    def spawn_function(self, target: str, remote: bool) -> Callback:
+        """The function `target` names, as spawn would run it: for a request
+        from another node (remote) under the spawn policy, else for this
+        node's own code. Raises SpawnRefused or SpawnError."""
+        if remote:
+            return self._spawner.policy.resolve(target, self.id)
+        return resolve_spawn_target(target)
+
+    async def stream_pair(self) -> tuple[RawStream, RawStream]:
+        """Two data streams joined within this node (see aemp.lowlevel.stream_pair)."""
+        a, b = await local_pair(self.config.stream_buffer)
+        a.peer = b.peer = self.id
+        return a, b
 
     def take_name(self, kind: str) -> str:
         """Kernel.take_name, and "spawn": the name of the next spawn's port."""

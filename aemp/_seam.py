@@ -8,7 +8,9 @@
 # back; the kernel asks the network to connect through a Connector. The
 # node (aemp/_node.py) builds both and wires one to the other. A test, or
 # aemp.testing, can stand in for either side with anything that has these
-# methods: an in-memory link needs no socket.
+# methods: an in-memory link needs no socket. DataStream is how a data
+# connection (aemp/net/_stream.py) looks to aemp.lowlevel and the
+# capabilities above it, which never import the network.
 #
 # May import only the leaves (aemp._errors and the standard library).
 
@@ -108,3 +110,29 @@ class Connector(Protocol):
 
     def forget(self, nodeid: str) -> None:
         """Nothing refers to `nodeid` any more: drop what is kept about it."""
+
+
+class DataStream(Protocol):
+    """A data connection in its stream phase: raw bytes both ways, bounded
+    buffers, ClosedStreamError after close(), BrokenStreamError when the
+    peer or the network broke it (net.RawStream)."""
+
+    peer: str  # the node ID at the other end
+    dataconn_id: str
+    bytes_in: int  # stream bytes received (before TLS)
+    bytes_out: int  # stream bytes sent (before TLS)
+
+    async def read(self, max_bytes: int | None = None) -> bytes:
+        """Up to max_bytes (None: one read's worth); b"" at the end of the peer's bytes."""
+        ...
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Write all of data, waiting while the stream's bound is unsent."""
+
+    def close(self, abort: bool = False) -> None:
+        """End the stream: what was written goes out first, unless abort."""
+
+    async def wait_closed(self, reset_after: float) -> bool:
+        """After close(): wait until the written bytes are out and the socket
+        closed; reset it after reset_after seconds. True if it closed in time."""
+        ...

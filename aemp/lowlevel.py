@@ -17,8 +17,10 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ._addr import parse_address
-from ._errors import InvalidArgument, NotLocalPort, OutOfRange
+from ._errors import InvalidArgument, NodeClosed, NotLocalPort, OutOfRange
 from ._ids import check_port_id
+from ._seam import DataStream as DataStream
+from ._targets import parse_spawn_target
 from .kernel import Handle, Timer, check_callback
 
 if TYPE_CHECKING:
@@ -26,11 +28,15 @@ if TYPE_CHECKING:
 
     from ._node import Node
 
+# DataStream (the type of a data connection's stream) is importable from
+# here too, and documented on the page, but it is a type, not a function.
 __all__ = [
     "add_seed",
     "call_in",
     "current_node",
+    "dial_data_connection",
     "database",
+    "expect_data_connection",
     "extension",
     "gated_port",
     "global_nodes",
@@ -48,7 +54,9 @@ __all__ = [
     "request",
     "seeds",
     "spawn_linked",
+    "spawn_function",
     "spawn_task",
+    "stream_pair",
     "statistics",
     "status",
     "timer",
@@ -304,6 +312,88 @@ def release(node: Node, port: str, fn: Callable[..., Any] | None = None, *args: 
     if fn is not None:
         check_callback("release function", fn)
     node.release(port, fn, *args)
+
+
+# ---------------------------------------------------------------- data connections
+
+
+def expect_data_connection(node: Node, peer: str, dataconn_id: str) -> asyncio.Future[DataStream]:
+    """Expect the data connection `dataconn_id` with node `peer`; the future
+    of its RawStream.
+
+    A data connection comes in on the node's listeners (or goes out to the
+    peer's, with dial_data_connection) with the handshake and the
+    authentication of a link, TLS too, and then carries raw bytes
+    (docs/protocol.md, "Data connections"). Only `peer`, authenticated,
+    may connect under this id. The expectation holds from this call on,
+    so tell the peer to dial only after it; cancel the future (as
+    asyncio.timeout does) to stop waiting: nothing else ends it but a
+    failed dial_data_connection. OutOfRange for an id expected already or
+    past the node's bound of pending data connections (1024); NodeClosed
+    when the node is closed or has no network (no binds, seeds or secret).
+    """
+    net = node.network
+    if net is None or node.closed:
+        raise NodeClosed(
+            f"node {node.id!r} has no network: data connections need binds, seeds or a secret"
+        )
+    check_port_id(peer)
+    if "#" in peer:
+        raise InvalidArgument(f"expect_data_connection: peer must be a node ID, got {peer!r}")
+    if not isinstance(dataconn_id, str) or not dataconn_id:
+        raise InvalidArgument(
+            f"expect_data_connection: dataconn_id must be a non-empty str (got {dataconn_id!r})"
+        )
+    return net.expect_stream(dataconn_id, peer)  # type: ignore[return-value]
+
+
+def dial_data_connection(
+    node: Node, peer: str, dataconn_id: str, addrs: list[str] | None = None
+) -> None:
+    """Dial node `peer` for the data connection `dataconn_id`, which
+    expect_data_connection must expect: at `addrs` and wherever else the
+    node knows `peer` listens (the database), its unix sockets on this host
+    first. The dial runs as a task of the node; when no address leads to
+    the peer, the expectation's future fails with ConnectionError."""
+    net = node.network
+    if net is None or node.closed:
+        raise NodeClosed(f"node {node.id!r} has no network to dial {peer!r} with")
+    future = net.expected_stream(dataconn_id)
+    if future is None:
+        raise InvalidArgument(
+            f"dial_data_connection: data connection {dataconn_id!r} is not expected "
+            "(call expect_data_connection first)"
+        )
+
+    async def dialling() -> None:
+        try:
+            await net.dial_stream(dataconn_id, peer, list(addrs or ()))
+        except ConnectionError as e:
+            if not future.done():
+                future.set_exception(e)
+
+    task = node.spawn_task(dialling())
+    future.add_done_callback(lambda f: task.cancel())
+
+
+async def stream_pair(node: Node) -> tuple[DataStream, DataStream]:
+    """Two DataStreams joined to each other within this node (a socket pair),
+    with the node's stream_buffer bound: what one writes the other reads."""
+    node.check_open()
+    return await node.stream_pair()
+
+
+def spawn_function(node: Node, target: str, *, remote: bool = True) -> Callable[..., Any]:
+    """The function a spawn of `target` would run on this node: for a
+    request from another node (remote, the default) only what the spawn
+    policy allows (@spawnable, spawn_allow, not secure), for this node's own
+    code (remote=False) whatever it names. Raises SpawnRefused for a
+    refusal and SpawnError for a target that is malformed or names no
+    function, with the reason spawn would give."""
+    if not isinstance(target, str):
+        raise InvalidArgument(f"spawn_function: target must be a str (got {target!r})")
+    parse_spawn_target(target)
+    return node.spawn_function(target, remote)
 
 
 # ---------------------------------------------------------------- statistics

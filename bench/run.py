@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-BENCHES = ["local", "remote", "db", "mailbox", "supervisor", "pool", "names"]
+BENCHES = ["local", "remote", "db", "mailbox", "supervisor", "pool", "names", "stream"]
 
 
 def main(argv: list[str] | None = None) -> int:

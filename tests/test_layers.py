@@ -28,6 +28,7 @@ CAPABILITIES: set[str] = {
     "names",
     "pool",
     "service",
+    "streams",
     "supervisor",
 }
 FACES = {"__init__", "lowlevel", "testing"}

@@ -463,7 +463,9 @@ def _greeting_error(data: bytes, *, eof: bool = False) -> RemoteProtocolError:
     [
         (b"aemp;2;perl;hmac_sha3_512;json\nnonce\n", "version mismatch"),
         (b"aemp;1.0;perl;hmac_sha3_512;json\nnonce\n", "version mismatch"),
-        (b"aemp-dataconn;1;perl;hmac_sha3_512;json\nnonce\n", "sub-protocol 'aemp-dataconn'"),
+        (b"aemp-other;1;perl;hmac_sha3_512;json\nnonce\n", "sub-protocol 'aemp-other'"),
+        (b"aemp-dataconn;1;perl;hmac_sha3_512;json\nnonce\n", "dataconn_id=None"),
+        (b"aemp-dataconn;1;perl;hmac_sha3_512;json;dataconn_id=\nnonce\n", "dataconn_id=''"),
         (b"GET / HTTP/1.1\r\n", "not an aemp greeting"),
         (b"\x16\x03\x01\x02\x00", "not an aemp greeting"),  # a TLS ClientHello
         (b"\naemp;1;perl;hmac_sha3_512;json\n", "not an aemp greeting"),

@@ -76,6 +76,10 @@ class ConnOwner(Protocol):
 
     def handshake_failed(self, conn: Conn, reason: str) -> None: ...
 
+    def stream_greeted(self, conn: Conn, nodeid: str) -> str | None: ...
+
+    def stream_authenticated(self, conn: Conn, ev: wire.Authenticated) -> None: ...
+
 
 log = logging.getLogger("aemp.transport")
 
@@ -97,7 +101,13 @@ _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close drops the se
 class Conn(asyncio.Protocol):
     """One TCP connection to another node."""
 
-    def __init__(self, net: ConnOwner, peeraddr: str, expect: str | None = None) -> None:
+    def __init__(
+        self,
+        net: ConnOwner,
+        peeraddr: str,
+        expect: str | None = None,
+        dataconn_id: str | None = None,
+    ) -> None:
         self.net = net
         self.loop = loop = net.loop
         self._now = loop.time
@@ -109,7 +119,8 @@ class Conn(asyncio.Protocol):
         self.is_link = False  # made the node's link (LinkOwner.link_up)
         self.bytes_in = self.bytes_out = 0  # read; packets written (before TLS)
         self.packets_out = 0  # packets written (what comes in is counted by the Inbox)
-        self.wire = wire.Connection(net.settings, peeraddr=peeraddr)
+        self.dataconn_id = dataconn_id  # dialled for a data connection
+        self.wire = wire.Connection(net.settings, peeraddr=peeraddr, dataconn_id=dataconn_id)
         self._encode = self.wire.encode
         self._encode_message = self.wire.encode_message
         self.transport: asyncio.Transport | None = None
@@ -163,9 +174,13 @@ class Conn(asyncio.Protocol):
         if self.expect is None and self.peeraddr == "?":
             peer = t.get_extra_info("peername")
             host = "?"
-            if peer:
+            if isinstance(peer, tuple):
                 host = peer[0]
                 self.peeraddr = format_address(peer[0], peer[1])
+            elif t.get_extra_info("sockname") is not None:  # a unix socket: the peer has no name
+                host = "unix"
+                self.peeraddr = "unix:"
+            if host != "?":
                 self.wire = wire.Connection(self.net.settings, peeraddr=self.peeraddr)
                 self._encode = self.wire.encode
                 self._encode_message = self.wire.encode_message
@@ -311,12 +326,22 @@ class Conn(asyncio.Protocol):
             if ev is wire.NEED_DATA:
                 return
             if isinstance(ev, wire.GreetingReceived):
-                refusal = self.net.greeted(self, ev.greeting.nodeid)
+                if self.wire.is_dataconn:
+                    refusal = self.net.stream_greeted(self, ev.greeting.nodeid)
+                else:
+                    refusal = self.net.greeted(self, ev.greeting.nodeid)
                 if refusal:
                     self.close(refusal)
                     return
             elif isinstance(ev, wire.Authenticated):
-                self._authenticated(ev)
+                if ev.dataconn_id is not None:
+                    if self._timer is not None:
+                        self._timer.cancel()
+                    self.open = True
+                    self.remote_id = ev.remote_nodeid
+                    self.net.stream_authenticated(self, ev)
+                else:
+                    self._authenticated(ev)
                 return
             elif isinstance(ev, wire.ConnectionClosed):
                 self.fail("peer closed during handshake")
@@ -597,6 +622,24 @@ class Conn(asyncio.Protocol):
             self.authenticated.exception()  # retrieved: a failed dial is reported elsewhere
         self.net.closed(self, reason)
 
+    def detach(self) -> tuple[asyncio.Transport, wire.StreamPhase]:
+        """Hand the socket of an authenticated data connection over (to a
+        net.RawStream, which must take it in the same loop turn): this
+        Conn is done with it, without closing it."""
+        phase = self.wire.stream_phase()
+        transport = self.transport
+        assert transport is not None and not self.closed
+        transport.pause_reading()  # until the new protocol is in place
+        self.closed = True
+        self.why = "handed over to a data stream"
+        if self._timer is not None:
+            self._timer.cancel()
+        self.net.conns.discard(self)
+        self.finished.set_result(self.why)
+        if not self.authenticated.done():
+            self.authenticated.set_result(self.remote_id)
+        return transport, phase
+
     def take_inbox(self, inbox: Inbox) -> None:
         """What arrives from now on goes to `inbox` (its bound receive is kept)."""
         self._deliver = inbox.receive
@@ -605,8 +648,9 @@ class Conn(asyncio.Protocol):
         return self.remote_id or self.expect or self.peeraddr
 
     def leads_to(self, nodeid: str) -> bool:
-        """Alive and with `nodeid` at the other end, as far as we know yet."""
-        if self.closed:
+        """Alive, a link (not a data connection) and with `nodeid` at the
+        other end, as far as we know yet."""
+        if self.closed or self.dataconn_id is not None or self.wire.is_dataconn:
             return False
         if self._greeted_as:
             return self._greeted_as == nodeid

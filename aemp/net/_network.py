@@ -39,6 +39,13 @@
 #
 # Every wait (connect_interval, the twin deadline, the seeds' back-off,
 # the log bursts) is on the event loop's clock.
+#
+# Data connections (docs/protocol.md, "Data connections") come in on the
+# same listeners and authenticate the same way, but never become links:
+# one that authenticates is handed to the data stream (RawStream) that
+# this node expects under its dataconn_id, from that very node, and is
+# closed otherwise. Expectations are few (MAX_PENDING_STREAMS) and end
+# with their future, which the layer above bounds with a timeout.
 
 from __future__ import annotations
 
@@ -51,17 +58,22 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import wire
-from .._addr import listen_addresses, parse_address, parse_bind
+from .._addr import dial_order, is_unix, listen_addresses, parse_address, parse_bind
 from .._config import Config
-from .._errors import ConfigError, MessageError
+from .._errors import ConfigError, MessageError, OutOfRange
 from .._seam import LinkOwner
 from .._version import __version__
 from ._conn import Conn
+from ._stream import RawStream
+from ._unix import UnixListener
 
 log = logging.getLogger("aemp.transport")
 
 # A burst of log-worthy events ends when none has come for this long.
 BURST_QUIET = 10.0
+# Data connections a node waits for at once (opened by it or for a peer):
+# each is one expected handshake, and a peer's requests must not pile up.
+MAX_PENDING_STREAMS = 1024
 # Failed handshakes of accepted connections logged one by one per burst;
 # the rest are counted and told in one line when the burst ends.
 FAILED_HANDSHAKES_LOGGED = 5
@@ -137,6 +149,11 @@ class Network:
         self.settings = settings
         self.servers: list[asyncio.base_events.Server] = []
         self.listeners: list[str] = []
+        self._unix: list[UnixListener] = []  # their socket files go on close
+        # data connections: expected (dataconn_id -> the peer's node ID and
+        # the future of its stream), and the streams open now
+        self._expected: dict[str, tuple[str, asyncio.Future[RawStream]]] = {}
+        self.streams: set[RawStream] = set()
         self.conns: set[Conn] = set()
         self.addresses: dict[str, list[str]] = {}  # node ID -> where it listens
         self._dials: dict[str, asyncio.Future[Any]] = {}
@@ -175,6 +192,14 @@ class Network:
         bound: list[tuple[str | None, socket.AddressFamily, str, int]] = []
         for bind in binds:
             host, port = parse_bind(bind, "'binds' entry")
+            if is_unix(bind):
+                assert host is not None
+                unix = UnixListener(host, self.config.listen_backlog)
+                self._unix.append(unix)
+                self.servers.append(
+                    await loop.create_unix_server(lambda: Conn(self, peeraddr="?"), sock=unix.sock)
+                )
+                continue
             try:
                 server = await loop.create_server(
                     lambda: Conn(self, peeraddr="?"),
@@ -189,7 +214,7 @@ class Network:
             for sock in server.sockets:
                 addr = sock.getsockname()  # an IP address, whatever the bind named
                 bound.append((host, sock.family, addr[0], addr[1]))
-        self.listeners = listen_addresses(bound)
+        self.listeners = listen_addresses(bound, tuple(u.path for u in self._unix))
 
     # -- connections in their handshake -------------------------------------
 
@@ -384,6 +409,8 @@ class Network:
 
     def closed(self, conn: Conn, reason: str) -> None:
         self.handshake_ended(conn)
+        if conn.dataconn_id is not None or conn.wire.is_dataconn:
+            return  # never a link, nor one a link waits for
         if conn.is_link:
             if not self._closing:  # else the node's own close says it
                 log.info(
@@ -398,6 +425,112 @@ class Network:
         nodeid = conn._greeted_as or conn.expect
         if nodeid:
             self._settle(nodeid)  # a connection the others waited for is gone
+
+    # -- data connections ------------------------------------------------------
+
+    def expect_stream(self, dataconn_id: str, peer: str) -> asyncio.Future[RawStream]:
+        """The future of the data stream `dataconn_id` with node `peer`,
+        whichever side dials; cancel it to stop waiting."""
+        if dataconn_id in self._expected:
+            raise OutOfRange(f"data connection {dataconn_id!r} is expected already")
+        if len(self._expected) >= MAX_PENDING_STREAMS:
+            raise OutOfRange(
+                f"node {self.owner.id}: already waiting for {MAX_PENDING_STREAMS} data "
+                f"connections (MAX_PENDING_STREAMS); {dataconn_id!r} refused"
+            )
+        fut: asyncio.Future[RawStream] = self.loop.create_future()
+        self._expected[dataconn_id] = (peer, fut)
+
+        def done(f: asyncio.Future[RawStream]) -> None:
+            entry = self._expected.get(dataconn_id)
+            if entry is not None and entry[1] is f:
+                del self._expected[dataconn_id]
+
+        fut.add_done_callback(done)
+        return fut
+
+    def expected_stream(self, dataconn_id: str) -> asyncio.Future[RawStream] | None:
+        """The future expect_stream made for `dataconn_id`, while it waits."""
+        entry = self._expected.get(dataconn_id)
+        return entry[1] if entry is not None else None
+
+    def stream_greeted(self, conn: Conn, nodeid: str) -> str | None:
+        """Go on with a data connection's handshake, greeted by `nodeid`?"""
+        greeting = conn.wire.remote_greeting
+        dataconn_id = conn.dataconn_id or (greeting.dataconn_id if greeting else None)
+        entry = self._expected.get(dataconn_id or "")
+        if nodeid == self.owner.id:
+            return "I refuse to talk to myself"
+        if entry is None or entry[0] != nodeid:
+            why = f"no data connection {dataconn_id!r} is expected from {nodeid[:80]!r}"
+            log.warning("node %s: refused %s: %s", self.owner.id, conn.peeraddr, why)
+            return why
+        return None
+
+    def stream_authenticated(self, conn: Conn, ev: wire.Authenticated) -> None:
+        """Hand an authenticated data connection to the stream expected for it."""
+        self.handshake_ended(conn)
+        assert ev.dataconn_id is not None
+        entry = self._expected.get(ev.dataconn_id)
+        if entry is None or entry[0] != conn.remote_id or entry[1].done():
+            conn.close(f"data connection {ev.dataconn_id!r} is no longer expected")
+            return
+        transport, phase = conn.detach()
+        stream = RawStream(
+            transport,
+            phase,
+            peer=conn.remote_id,
+            dataconn_id=ev.dataconn_id,
+            provider=ev.greeting.provider,
+            limit=self.config.stream_buffer,
+            forget=self.streams.discard,
+        )
+        self.streams.add(stream)
+        log.debug(
+            "node %s: data connection %s with %s (%s%s)",
+            self.owner.id,
+            ev.dataconn_id,
+            conn.remote_id,
+            ev.method,
+            ", tls" if ev.tls else "",
+        )
+        entry[1].set_result(stream)
+
+    async def dial_stream(self, dataconn_id: str, peer: str, addrs: list[str]) -> None:
+        """Dial `peer` (at `addrs`, and where else it is known to listen) for
+        the data connection `dataconn_id`, expected with expect_stream; its
+        future gets the stream. ConnectionError if no address led to it."""
+        known = list(addrs)
+        for addr in [*(self.addresses.get(peer) or ()), *await self.owner.lookup(peer)]:
+            if addr not in known:
+                known.append(addr)
+        errors: list[str] = []
+        for addr in dial_order(known):
+            try:
+                host, port = parse_address(addr)
+            except ConfigError as e:
+                errors.append(str(e))
+                continue
+
+            def make(addr: str = addr) -> Conn:
+                return Conn(self, peeraddr=addr, expect=peer, dataconn_id=dataconn_id)
+
+            try:
+                if is_unix(addr):
+                    _, conn = await self.loop.create_unix_connection(make, host)
+                else:
+                    _, conn = await self.loop.create_connection(make, host, port)
+            except OSError as e:
+                errors.append(f"{addr}: {e.strerror or e}")
+                continue
+            reason = await asyncio.shield(conn.finished)
+            if conn.open:
+                return
+            errors.append(f"{addr}: {reason}")
+        raise ConnectionError(
+            f"cannot open data connection {dataconn_id!r} to {peer!r}: "
+            + ("; ".join(errors) or "no address known (does it have binds?)")
+        )
 
     # -- dialling ------------------------------------------------------------
 
@@ -462,7 +595,7 @@ class Network:
                 if addr not in addrs:
                     addrs.append(addr)
             if addrs or not self._seeds_pending:
-                return addrs
+                return dial_order(addrs)
             await self._pulse.wait()  # a seed not yet greeted may be the node we want
         return []
 
@@ -470,9 +603,14 @@ class Network:
         """Connect to addr and wait until the connection is the link (it
         may wait for a twin first; ConnectionError if it is closed instead)."""
         host, port = parse_address(addr)
-        _, conn = await self.loop.create_connection(
-            lambda: Conn(self, peeraddr=addr, expect=expect), host, port
-        )
+        if is_unix(addr):
+            _, conn = await self.loop.create_unix_connection(
+                lambda: Conn(self, peeraddr=addr, expect=expect), host
+            )
+        else:
+            _, conn = await self.loop.create_connection(
+                lambda: Conn(self, peeraddr=addr, expect=expect), host, port
+            )
         await asyncio.shield(conn.authenticated)
         return conn
 
@@ -556,9 +694,16 @@ class Network:
             server.close()
         for conn in list(self.conns):
             conn.close("node closed")
+        for stream in list(self.streams):
+            stream.close(abort=True)
+        for _, fut in list(self._expected.values()):
+            fut.cancel()
         for server in self.servers:
             await server.wait_closed()
         self.servers.clear()
+        for unix in self._unix:
+            unix.remove()
+        self._unix.clear()
 
 
 def make_settings(cfg: Config, nodeid: str) -> wire.Settings:

@@ -24,7 +24,7 @@ from ._auth import (
     parse_auth_line,
     verify_auth_line,
 )
-from ._connection import HANDSHAKE_STATES, Connection, State
+from ._connection import HANDSHAKE_STATES, Connection, State, StreamPhase
 from ._decoding import DEFAULT_MAX_OBJECTS, DEFAULT_MAX_PACKET, JsonDecoder, MsgpackDecoder
 from ._discovery import REASONS as ANNOUNCEMENT_REFUSALS
 from ._discovery import (
@@ -58,6 +58,7 @@ from ._framing import (
     make_encoder,
 )
 from ._greeting import (
+    DATACONN,
     MAX_HEARTBEAT,
     MAX_LINE,
     MIN_HEARTBEAT,
@@ -72,6 +73,7 @@ from ._settings import Settings
 __all__ = [
     "ANNOUNCEMENT_REFUSALS",
     "AUTH_METHODS",
+    "DATACONN",
     "DEFAULT_AUTH",
     "DEFAULT_FRAMINGS",
     "DEFAULT_MAX_OBJECTS",
@@ -102,6 +104,7 @@ __all__ = [
     "Packets",
     "Settings",
     "State",
+    "StreamPhase",
     "Verifier",
     "announceable_address",
     "auth_token",

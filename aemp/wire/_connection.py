@@ -11,11 +11,17 @@
 # encode() and wrap() to batch outgoing packets into one write, and
 # receive_packets() (or receive_iter(), one packet at a time) to decode
 # incoming bytes straight into packets.
+#
+# A data connection (protocol aemp-dataconn, docs/protocol.md) has the
+# same handshake; its dialler names it with dataconn_id. Once
+# authenticated it carries raw bytes: stream_phase() hands out what came
+# behind the auth line and the functions that take TLS off and put it on.
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._errors import AuthError, ConfigError, LocalProtocolError, RemoteProtocolError
@@ -32,8 +38,10 @@ from ._events import (
 )
 from ._framing import Decoder, Encoder, choose_framing, make_decoder, make_encoder
 from ._greeting import (
+    DATACONN,
     TIEBREAK,
     Greeting,
+    check_dataconn_id,
     check_line_start,
     make_line1,
     make_nonce,
@@ -72,6 +80,25 @@ _TRANSITIONS: dict[State, frozenset[State]] = {
 HANDSHAKE_STATES = frozenset({_S.IDLE, _S.GREETING, _S.GREETED, _S.TLS_HANDSHAKE, _S.AUTH})
 
 
+@dataclass(frozen=True)
+class StreamPhase:
+    """How an authenticated data connection carries bytes from now on.
+
+    ``first`` is plaintext that came behind the peer's auth line. With TLS,
+    ``unwrap(raw)`` turns bytes read into plaintext (b"" is the end of the
+    stream) and ``wrap(data)`` plaintext into bytes to write, and
+    ``peer_closed()`` tells whether the peer ended the TLS session, and
+    ``finish()`` gives the close_notify to write last; without TLS all four
+    are None and the bytes are the stream itself.
+    """
+
+    first: bytes
+    unwrap: Callable[[bytes], bytes] | None
+    wrap: Callable[[bytes], bytes] | None
+    peer_closed: Callable[[], bool] | None
+    finish: Callable[[], bytes] | None = None
+
+
 class _NotOpen:
     """The encoder before the send framing is known."""
 
@@ -99,15 +126,25 @@ class Connection:
     transport may flush before closing, as Perl does.
     """
 
-    def __init__(self, settings: Settings, *, peeraddr: str) -> None:
+    def __init__(
+        self, settings: Settings, *, peeraddr: str, dataconn_id: str | None = None
+    ) -> None:
         if not isinstance(settings, Settings):
             raise ConfigError(f"settings must be an aemp.wire.Settings (got {brief(settings, 60)})")
         if not isinstance(peeraddr, str) or any(c in peeraddr for c in ";\r\n"):
             raise ConfigError(
                 f"peeraddr must be a 'host:port' str without ';' (got {brief(peeraddr, 60)})"
             )
+        if dataconn_id is not None:
+            try:
+                check_dataconn_id(dataconn_id)
+            except RemoteProtocolError as e:
+                raise ConfigError(str(e)) from None
+            if ";" in dataconn_id:
+                raise ConfigError(f"dataconn_id must not hold ';' (got {dataconn_id!r})")
         self.settings = settings
         self.peeraddr = peeraddr
+        self.dataconn_id = dataconn_id  # we dial a data connection, not a link
         self._state = State.IDLE
         self._rbuf = bytearray()  # received plaintext not yet processed
         self._wbuf = bytearray()  # queued output, ahead of anything still inside TLS
@@ -191,7 +228,13 @@ class Connection:
         options.append(("tiebreak", TIEBREAK))
         if s.network is not None:
             options.append(("network", s.network))
-        self._line1 = make_line1(s.nodeid, s.auth_accept, s.framing_format, options)
+        if self.dataconn_id is None:
+            self._line1 = make_line1(s.nodeid, s.auth_accept, s.framing_format, options)
+        else:
+            options.append(("dataconn_id", self.dataconn_id))
+            self._line1 = make_line1(
+                s.nodeid, s.auth_accept, s.framing_format, options, protocol=DATACONN
+            )
         self._line2 = make_nonce()
         self._wbuf += self._line1 + b"\n" + self._line2 + b"\n"
         self._set_state(State.GREETING)
@@ -264,6 +307,10 @@ class Connection:
         if self._remote_line1 == self._line1 and line2 == self._line2:
             raise AuthError("authentication error, echo attack? the peer sent our own greeting")
         self._greeting = parse_greeting(self._remote_line1, line2)
+        if self.dataconn_id is not None and self._greeting.protocol == DATACONN:
+            raise RemoteProtocolError(
+                f"both sides greeted with {DATACONN!r}: one of them must be a listener"
+            )
         self._set_state(State.GREETED)
         return GreetingReceived(self._greeting)
 
@@ -349,7 +396,45 @@ class Connection:
             recv_framing=auth.framing,
             tls=tls is not None,
             remote_heartbeat=greeting.heartbeat,
+            dataconn_id=self.dataconn_id or greeting.dataconn_id,
         )
+
+    @property
+    def is_dataconn(self) -> bool:
+        """True for a data connection (either side), once the peer's greeting is in."""
+        greeting = self._greeting
+        return self.dataconn_id is not None or (
+            greeting is not None and greeting.protocol == DATACONN
+        )
+
+    def stream_phase(self) -> StreamPhase:
+        """The raw-byte phase of an authenticated data connection: use only
+        this (and close()) from now on."""
+        if self._state is not State.OPEN or not self.is_dataconn:
+            raise LocalProtocolError(
+                f"no stream phase: state {self._state.value}, "
+                f"{'a data connection' if self.is_dataconn else 'a node link'}"
+            )
+        tls = self._tls
+        first = bytes(self._rbuf)
+        self._rbuf.clear()
+        if tls is None:
+            return StreamPhase(first, None, None, None, None)
+        first += tls.read(authenticated=True)
+
+        def unwrap(data: bytes) -> bytes:
+            tls.receive(data)
+            return tls.read(authenticated=True)
+
+        def wrap(data: bytes) -> bytes:
+            tls.write(data)
+            return tls.take_output()
+
+        def finish() -> bytes:
+            tls.close()
+            return tls.take_output()
+
+        return StreamPhase(first, unwrap, wrap, lambda: tls.peer_closed, finish)
 
     # -- data phase -------------------------------------------------------------
 

@@ -43,6 +43,9 @@ class Authenticated(Event):
     recv_framing: str
     tls: bool
     remote_heartbeat: float | None
+    # the data connection this is (docs/protocol.md, "Data connections"):
+    # from now on it carries raw bytes (Connection.stream_phase), not packets
+    dataconn_id: str | None = None
 
 
 @dataclass(frozen=True)

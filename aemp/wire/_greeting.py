@@ -21,6 +21,12 @@ from .._errors import RemoteProtocolError
 
 PROTOCOL = "aemp"
 PROTOCOL_VERSION = "1"
+# The data connection (docs/protocol.md, "Data connections"): its dialler
+# greets with this protocol name and the key dataconn_id, authenticates as
+# a link does, and then the connection carries raw bytes. AnyEvent::MP
+# names it so too; it is the only sub-protocol aemp speaks.
+DATACONN = "aemp-dataconn"
+SUBPROTOCOLS = frozenset({DATACONN})
 # Perl buffers at most this much before authentication (rbuf_max); a line
 # that does not fit is not a greeting but an attack or a wrong port.
 MAX_LINE = 4096
@@ -54,6 +60,13 @@ class Greeting:
     options: dict[str, str | None] = field(hash=False)
     line1: str
     nonce: str
+    protocol: str = PROTOCOL  # or DATACONN
+
+    @property
+    def dataconn_id(self) -> str | None:
+        """The data connection this greeting opens (protocol aemp-dataconn),
+        None for a node link. parse_greeting() has checked it is there."""
+        return self.options.get("dataconn_id") if self.protocol == DATACONN else None
 
     @property
     def provider(self) -> str | None:
@@ -138,8 +151,9 @@ def make_line1(
     auth_accept: Sequence[str],
     framings: Sequence[str],
     options: Iterable[tuple[str, str | None]],
+    protocol: str = PROTOCOL,
 ) -> bytes:
-    fields = [PROTOCOL, PROTOCOL_VERSION, nodeid, ",".join(auth_accept), ",".join(framings)]
+    fields = [protocol, PROTOCOL_VERSION, nodeid, ",".join(auth_accept), ",".join(framings)]
     fields += [key if value is None else f"{key}={value}" for key, value in options]
     return ";".join(fields).encode("utf-8")
 
@@ -194,11 +208,11 @@ def parse_line1(line1: bytes) -> tuple[str, list[str]]:
         ) from exc
     fields = text.split(";")
     protocol = fields[0]
-    if protocol != PROTOCOL:
+    if protocol != PROTOCOL and protocol not in SUBPROTOCOLS:
         if protocol.startswith(PROTOCOL + "-"):
             raise RemoteProtocolError(
                 f"the peer asks for the sub-protocol {protocol!r}, which aemp does not "
-                f"support (only {PROTOCOL!r})"
+                f"support (only {PROTOCOL!r} and {DATACONN!r})"
             )
         raise RemoteProtocolError(f"not an aemp greeting: {text[:80]!r}")
     if len(fields) < 5:
@@ -229,6 +243,8 @@ def parse_greeting(line1: bytes, line2: bytes) -> Greeting:
         if m:  # Perl skips what does not match, e.g. an empty field
             options[m.group(1)] = m.group(2)
     check_heartbeat(options.get("hb"))
+    if fields[0] == DATACONN:
+        check_dataconn_id(options.get("dataconn_id"))
     return Greeting(
         nodeid=fields[2],
         auth_accept=_split_list(fields[3]),
@@ -236,4 +252,19 @@ def parse_greeting(line1: bytes, line2: bytes) -> Greeting:
         options=options,
         line1=text,
         nonce=nonce,
+        protocol=fields[0],
     )
+
+
+MAX_DATACONN_ID = 200  # characters: a counter, '@' and a node ID
+
+
+def check_dataconn_id(value: str | None) -> None:
+    """Refuse a missing, empty or overlong dataconn_id (it names a data
+    connection the peer asked for; anything else matches nothing anyway)."""
+    if not value or len(value) > MAX_DATACONN_ID or not value.isprintable():
+        shown = value if value is None else value[:40]
+        raise RemoteProtocolError(
+            f"greeting of protocol {DATACONN!r} has dataconn_id={shown!r}: expected "
+            f"a printable id of 1 to {MAX_DATACONN_ID} characters"
+        )
