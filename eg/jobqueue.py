@@ -1,0 +1,140 @@
+# eg/jobqueue.py: a job queue that survives crashes (docs/intro.md, part 10).
+# Start the hosts (aemp run ... services eg.jobqueue), then, from the checkout:
+#   python eg/jobqueue.py supervisor jobs1 jobs2 jobs3   # keeps 3 workers running
+#   python eg/jobqueue.py client [JOBS]                  # runs JOBS jobs (10000)
+import asyncio
+import collections
+import hashlib
+import os
+import sys
+import tempfile
+import time
+
+import aemp
+from aemp.pool import Pool, offer
+from aemp.supervisor import Child, Supervisor
+
+SEED = os.environ.get("AEMP_SEED", "127.0.0.1:4040")
+SECRET = os.environ.get("AEMP_SECRET", "tutorial-secret")
+WORKERS = 3
+CRASHES = 2000  # about one job in 2000 raises or crashes its worker
+LIMIT = 8  # jobs a worker runs at once
+CRASH_SEED = 5  # which jobs crash: change it for others
+
+
+def fate(n):
+    """What job n does besides its work: "raise", "exit" or None; the same every run."""
+    draw = int.from_bytes(hashlib.sha256(f"jobqueue{CRASH_SEED}:{n}".encode()).digest()[:4], "big")
+    return {0: "raise", 1: "exit"}.get(draw % (2 * CRASHES))
+
+
+_logs = {}  # records directory -> this process's file in it
+
+
+def record(records, what, n, port):
+    """Note that job n started, raised, crashed its worker or finished on port."""
+    if records not in _logs:
+        path = os.path.join(records, f"ran-{os.getpid()}.log")
+        _logs[records] = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.write(_logs[records], f"{what} {n} {port}\n".encode())  # kept even if killed -9
+
+
+@aemp.spawnable  # the supervisor starts it on a host
+def worker():
+    """Runs on a host as the supervised child: offers "jobqueue" while it lives."""
+    me = aemp.SELF.get()
+
+    async def job(n, records):
+        record(records, "start", n, me)
+        await asyncio.sleep(0.02)  # the work
+        if fate(n) == "raise":
+            record(records, "raise", n, me)
+            raise ValueError(f"job {n} has bad input")
+        if fate(n) == "exit":
+            try:  # a crash that strikes a job once: the marker says it struck
+                os.close(os.open(os.path.join(records, f"exit-{n}"), os.O_CREAT | os.O_EXCL))
+                record(records, "exit", n, me)
+                aemp.kil(me, "exit", f"job {n} crashed its worker")
+                await asyncio.Event().wait()  # cancelled when the worker dies
+            except FileExistsError:
+                pass
+        record(records, "done", n, me)
+        return n * n
+
+    functions = offer({"jobqueue": job}, limit=LIMIT)
+    aemp.mon(me, functions.port)  # killed by the supervisor: the offer goes
+    aemp.mon(functions.port, me)  # and the other way round
+
+
+def show(event):
+    if event.kind in ("started", "restarted"):
+        print(f"supervisor: {event.child} {event.kind} on {event.node}")
+    elif event.kind == "exited":
+        print(f"supervisor: {event.child} died with {event.reason[:2]}")
+    elif event.kind in ("moved", "gave_up"):
+        print(f"supervisor: {event.child} {event.kind} {event.node or event.reason}")
+
+
+async def supervise(hosts):
+    node = await aemp.configure("jobqueue_supervisor", seeds=[SEED], secret=SECRET)
+    async with node:
+        children = [Child(f"w{i + 1}", "eg.jobqueue:worker") for i in range(WORKERS)]
+        # a crash is a restart: more than 10 within 10 s and something is badly wrong
+        supervisor = Supervisor(children, hosts=hosts, max_restarts=10, period=10, on_event=show)
+        await supervisor.wait_closed()
+
+
+async def client(jobs):
+    records = tempfile.mkdtemp(prefix="jobqueue-")
+    print(f"records in {records}")
+    node = await aemp.configure("jobqueue_client", seeds=[SEED], secret=SECRET)
+    async with node, Pool("jobqueue") as pool:
+        await pool.wait_for_workers(WORKERS, timeout=30)
+        start = time.monotonic()
+
+        def progress(done, total):
+            if done % 1000 == 0:
+                print(f"{done}/{total} done, {done / (time.monotonic() - start):.0f} jobs/s")
+
+        results = pool.imap_unordered(
+            [(n, records) for n in range(jobs)],
+            star=True,
+            concurrency=WORKERS * LIMIT,
+            idempotent=True,  # a job whose worker died may run again elsewhere
+            return_exceptions=True,  # a job that raised is that job's result
+            progress=progress,
+        )
+        got = {}  # job -> (result, when it came)
+        async for n, result in results.indexed():
+            assert n not in got, f"job {n} answered twice"
+            got[n] = (result, time.time())
+        took = time.monotonic() - start
+        report(records, jobs, got, took, pool.moved)
+
+
+def report(records, jobs, got, took, moved):
+    """Check the results, keep them for tests, and count the jobs that ran twice."""
+    assert sorted(got) == list(range(jobs))
+    raised = sorted(n for n, (r, _) in got.items() if isinstance(r, aemp.RemoteError))
+    assert all(got[n][0] == n * n for n in got if n not in raised)
+    with open(os.path.join(records, "client.log"), "w") as f:
+        f.writelines(f"{n} {t} {type(r).__name__}\n" for n, (r, t) in got.items())
+    starts = collections.Counter()
+    for name in os.listdir(records):
+        if name.startswith("ran-"):
+            with open(os.path.join(records, name)) as f:
+                starts.update(int(n) for what, n, _ in map(str.split, f) if what == "start")
+    print(f"{jobs} jobs, one result each, in {took:.1f} s: {jobs / took:.0f} jobs/s")
+    print(f"raised: {', '.join(f'{n} ({got[n][0].type})' for n in raised) or 'none'}")
+    twice = sum(c - 1 for c in starts.values())
+    print(f"ran again after their worker died: {twice} ({moved} calls moved)")
+
+
+if __name__ == "__main__":
+    try:
+        if sys.argv[1:2] == ["supervisor"]:
+            aemp.run(supervise(sys.argv[2:]))
+        else:
+            aemp.run(client(int(sys.argv[2]) if len(sys.argv) > 2 else 10000))
+    except KeyboardInterrupt:
+        pass
