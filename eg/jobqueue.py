@@ -67,12 +67,13 @@ def worker():
 
 
 def show(event):
-    if event.kind in ("started", "restarted"):
-        print(f"supervisor: {event.child} {event.kind} on {event.node}")
+    if event.kind in ("started", "restarted", "moved"):
+        where = "to" if event.kind == "moved" else "on"
+        print(f"supervisor: {event.child} {event.kind} {where} {event.node} as {event.port}")
     elif event.kind == "exited":
         print(f"supervisor: {event.child} died with {event.reason[:2]}")
-    elif event.kind in ("moved", "gave_up"):
-        print(f"supervisor: {event.child} {event.kind} {event.node or event.reason}")
+    elif event.kind == "gave_up":
+        print(f"supervisor: giving up, {event.reason[1]}")
 
 
 async def supervise(hosts):

@@ -50,7 +50,7 @@ async def test_jobs_survive_crashes_and_a_host_killed_mid_run(net: Net) -> None:
     sup = await net.example("jobqueue.py", "supervisor", *HOSTS)
     placed = {}
     for _ in HOSTS:
-        m = await sup.expect(r"^supervisor: (w\d) started on (jobs\d)$")
+        m = await sup.expect(r"^supervisor: (w\d) started on (jobs\d) as \S+$")
         placed[m.group(2)] = m.group(1)
     assert sorted(placed) == list(HOSTS), "one worker on each host"
 
@@ -61,8 +61,13 @@ async def test_jobs_survive_crashes_and_a_host_killed_mid_run(net: Net) -> None:
     hosts[victim].signal(signal.SIGKILL)
     killed = time.time()
     await sup.expect(rf"^supervisor: {placed[victim]} died with \('transport_error', '{victim}'\)$")
-    restarted = await sup.expect(rf"^supervisor: {placed[victim]} restarted on (jobs[13])$")
+    restarted = await sup.expect(rf"^supervisor: {placed[victim]} restarted on (jobs[13]) as \S+$")
     restart_after = time.time() - killed
+    hosts[victim] = await net.aemp_run([w.replace("jobs1", victim) for w in words])
+    back = time.time()
+    # the host is back: the supervisor moves one worker there
+    await sup.expect(rf"^supervisor: w\d moved to {victim} as \S+$")
+    moved_after = time.time() - back
     assert await client.wait(90) == 0, client.transcript() + sup.transcript()
 
     # the client: one result per job, in its own record and its summary
@@ -99,9 +104,20 @@ async def test_jobs_survive_crashes_and_a_host_killed_mid_run(net: Net) -> None:
     assert sorted(n for what, n, _ in recs if what == "raise") == should_raise
     exits = {n: port for what, n, port in recs if what == "exit"}
     assert sorted(exits) == should_exit, "each crash struck once"
-    # the workers that died: those a job crashed, and those of the killed host
-    on_victim = {p for ports in starts.values() for p in ports if p.startswith(victim + "#")}
-    dead = set(exits.values()) | on_victim
+    # the workers that died, as the supervisor saw it: every port of a child but its last
+    lives: dict[str, list[str]] = collections.defaultdict(list)
+    for line in sup.out:
+        if m := re.match(
+            r"^supervisor: (w\d) (?:started|restarted|moved) (?:on|to) \S+ as (\S+)$", line
+        ):
+            lives[m.group(1)].append(m.group(2))
+    dead = {p for child in lives.values() for p in child[:-1]}
+    on_victim = {p for p in dead if p.startswith(victim + "#")}
+    assert on_victim and set(exits.values()) <= dead
+    ran_on = {p for runs in starts.values() for p in runs}
+    assert ran_on <= {p for child in lives.values() for p in child}, (
+        "only supervised workers ran jobs"
+    )
     for n, ports in starts.items():
         # a job ran again only because a worker it ran on died: at most one run elsewhere
         assert len([p for p in ports if p not in dead]) <= 1, (n, ports)
@@ -117,7 +133,8 @@ async def test_jobs_survive_crashes_and_a_host_killed_mid_run(net: Net) -> None:
     print(
         f"\n{summary[0]}; {twice} ran again, {moved} moved, {len(lost)} lost on {victim}, "
         f"answered {recovered:.2f} s after the SIGKILL; "
-        f"{placed[victim]} restarted on {restarted.group(1)} {restart_after:.2f} s after it"
+        f"{placed[victim]} restarted on {restarted.group(1)} {restart_after:.2f} s after it; "
+        f"a worker moved back {moved_after:.2f} s after the host came back"
     )
     shutil.rmtree(records)
     net.check_no_tracebacks()
