@@ -39,6 +39,15 @@ def record(records, what, n, port):
     os.write(_logs[records], f"{what} {n} {port}\n".encode())  # kept even if killed -9
 
 
+def first_crash(records, n):
+    """A crash strikes a job once (sent again, it runs): a marker file says it struck."""
+    try:
+        os.close(os.open(os.path.join(records, f"exit-{n}"), os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return False
+    return True
+
+
 @aemp.spawnable  # the supervisor starts it on a host
 def worker():
     """Runs on a host as the supervised child: offers "jobqueue" while it lives."""
@@ -50,14 +59,10 @@ def worker():
         if fate(n) == "raise":
             record(records, "raise", n, me)
             raise ValueError(f"job {n} has bad input")
-        if fate(n) == "exit":
-            try:  # a crash that strikes a job once: the marker says it struck
-                os.close(os.open(os.path.join(records, f"exit-{n}"), os.O_CREAT | os.O_EXCL))
-                record(records, "exit", n, me)
-                aemp.kil(me, "exit", f"job {n} crashed its worker")
-                await asyncio.Event().wait()  # cancelled when the worker dies
-            except FileExistsError:
-                pass
+        if fate(n) == "exit" and first_crash(records, n):
+            record(records, "exit", n, me)
+            aemp.kil(me, "exit", f"job {n} crashed its worker")
+            await asyncio.Event().wait()  # cancelled when the worker dies
         record(records, "done", n, me)
         return n * n
 
@@ -132,10 +137,13 @@ def report(records, jobs, got, took, moved):
 
 
 if __name__ == "__main__":
+    role, args = sys.argv[1] if len(sys.argv) > 1 else "", sys.argv[2:]
     try:
-        if sys.argv[1:2] == ["supervisor"]:
-            aemp.run(supervise(sys.argv[2:]))
+        if role == "supervisor" and args:
+            aemp.run(supervise(args))
+        elif role == "client" and len(args) <= 1 and all(a.isdigit() for a in args):
+            aemp.run(client(int(args[0]) if args else 10000))
         else:
-            aemp.run(client(int(sys.argv[2]) if len(sys.argv) > 2 else 10000))
+            sys.exit("usage: python eg/jobqueue.py supervisor HOST... | client [JOBS]")
     except KeyboardInterrupt:
         pass
