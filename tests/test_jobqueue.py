@@ -15,13 +15,16 @@ it ran on died.
 from __future__ import annotations
 
 import collections
+import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 from test_tutorial import ROOT, Net, commands
 from test_tutorial import net as net  # the fixture: a seed's address, the environment
 
@@ -142,3 +145,25 @@ async def test_jobs_survive_crashes_and_a_host_killed_mid_run(net: Net) -> None:
     )
     shutil.rmtree(records)
     net.check_no_tracebacks()
+
+
+def test_crashes_are_about_one_job_in_2000_and_the_same_every_run() -> None:
+    fates = collections.Counter(fate(n) for n in range(200_000))
+    assert 0.7 / 2000 < (fates["raise"] + fates["exit"]) / 200_000 < 1.3 / 2000
+    assert fates["raise"] > 30 and fates["exit"] > 30, fates
+    assert [fate(n) for n in range(10_000)] == [fate(n) for n in range(10_000)]
+
+
+@pytest.mark.parametrize(
+    "args", [[], ["client", "many"], ["client", "1", "2"], ["supervisor"], ["worker"]]
+)
+def test_a_wrong_command_line_gets_the_usage(args: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "eg" / "jobqueue.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == "usage: python eg/jobqueue.py supervisor HOST... | client [JOBS]\n"
