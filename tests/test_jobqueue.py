@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import until
 from test_tutorial import ROOT, Net, commands
 from test_tutorial import net as net  # the fixture: a seed's address, the environment
 
@@ -33,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from eg.jobqueue import fate
 
 JOBS = 10_000
+LIFE = re.compile(r"^supervisor: (w\d) (?:started|restarted|moved) (?:on|to) \S+ as (\S+)$")
 HOSTS = ("jobs1", "jobs2", "jobs3")
 
 
@@ -107,22 +109,28 @@ async def test_jobs_survive_crashes_and_a_host_killed_mid_run(net: Net) -> None:
     assert sorted(n for what, n, _ in recs if what == "raise") == should_raise
     exits = {n: port for what, n, port in recs if what == "exit"}
     assert sorted(exits) == should_exit, "each crash struck once"
+
     # the workers that died, as the supervisor saw it: every port of a child but its last
-    lives: dict[str, list[str]] = collections.defaultdict(list)
-    for line in sup.out:
-        if m := re.match(
-            r"^supervisor: (w\d) (?:started|restarted|moved) (?:on|to) \S+ as (\S+)$", line
-        ):
-            lives[m.group(1)].append(m.group(2))
-    dead = {p for child in lives.values() for p in child[:-1]}
+    def lives() -> dict[str, list[str]]:
+        out: dict[str, list[str]] = collections.defaultdict(list)
+        for line in sup.out:
+            if m := LIFE.match(line):
+                out[m.group(1)].append(m.group(2))
+        return out
+
+    def dead_ports() -> set[str]:
+        return {p for child in lives().values() for p in child[:-1]}
+
+    await until(lambda: set(exits.values()) <= dead_ports(), 15, "every crash seen restarted")
+    dead = dead_ports()
     # the ports on the killed host: those started there before its loss (not on its successor)
     loss = sup.out.index(f"supervisor: {placed[victim]} died with ('transport_error', '{victim}')")
     before = {line.rpartition(" as ")[2] for line in sup.out[:loss]}
     on_victim = {p for p in before if p.startswith(victim + "#")}
     assert on_victim <= dead
-    assert on_victim and set(exits.values()) <= dead
+    assert on_victim
     ran_on = {p for runs in starts.values() for p in runs}
-    assert ran_on <= {p for child in lives.values() for p in child}, (
+    assert ran_on <= {p for child in lives().values() for p in child}, (
         "only supervised workers ran jobs"
     )
     for n, ports in starts.items():
