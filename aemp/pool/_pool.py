@@ -31,6 +31,8 @@ _SELF = aemp.SELF
 BUSY_BACKOFF = 0.005  # seconds a busy worker is skipped, doubling per busy answer ...
 MAX_BUSY_BACKOFF = 0.25  # ... up to this: short, as a busy worker is healthy
 MAX_BENCH = 30.0  # seconds: the longest a failing worker is left out at a time
+_random = random.random
+_new = object.__new__
 
 
 class _W:
@@ -68,7 +70,11 @@ def _limit_of(value: Any) -> int | None:
 
 
 class PoolCall(Pending):
-    """A pending pool.call: await it for the result, or cancel() it."""
+    """A pending pool.call: await it for the result, or cancel() it.
+
+    Made by Pool.call, which sets every field itself: no __init__ call on
+    the way of each call.
+    """
 
     __slots__ = (
         "_args",
@@ -81,31 +87,14 @@ class PoolCall(Pending):
         "_worker",
     )
 
-    def __init__(
-        self,
-        pool: Pool,
-        args: tuple[Any, ...],
-        timeout: float | None,
-        idempotent: bool,
-        cb: Callable[[Any], Any] | None,
-        err: Callable[[Exception], Any] | None,
-        now: float,
-    ) -> None:
-        self._pool = pool
-        self._args = args
-        self._timeout = timeout
-        self._idempotent = idempotent
-        self._cb = cb
-        self._err = err
-        self._owner = _SELF.get()
-        self._done = False
-        self._result = None
-        self._exc = None
-        self._future = None
-        self._cal: aemp.Call | None = None
-        self._timer: aemp.Timer | None = None
-        self._worker: _W | None = None
-        self._deadline = None if timeout is None else now + timeout
+    _args: tuple[Any, ...]
+    _cal: aemp.Call | None
+    _deadline: float | None
+    _idempotent: bool
+    _pool: Pool
+    _timeout: float | None
+    _timer: aemp.Timer | None
+    _worker: _W | None
 
     def __repr__(self) -> str:
         where = (
@@ -383,7 +372,12 @@ class Pool:
         workers = self._list
         n = len(workers)
         if n > 1:
-            a, b = random.sample(workers, 2)
+            # two different workers, each pair as likely as any other (not
+            # random.sample: its checks cost more than the rest of a call's choice)
+            i = int(_random() * n)
+            j = int(_random() * (n - 1))
+            a = workers[i]
+            b = workers[j + 1 if j >= i else j]
             ok_a = a.outstanding < a.cap and a.ready_at <= now
             ok_b = b.outstanding < b.cap and b.ready_at <= now
             if ok_a and ok_b:
@@ -433,15 +427,28 @@ class Pool:
         if err is not None and not callable(err):
             raise InvalidArgument(f"pool.call: err must be callable or None (got {err!r:.60})")
         now = self._loop.time()
-        call = PoolCall(self, args, timeout, bool(idempotent), cb, err, now)
-        w = self._pick(now)
+        call = _new(PoolCall)  # its fields, all of them:
+        call._pool = self
+        call._args = args
+        call._timeout = timeout
+        call._deadline = None if timeout is None else now + timeout
+        call._idempotent = bool(idempotent)
+        call._cb = cb
+        call._err = err
+        call._owner = _SELF.get()
+        call._done = False
+        call._result = None
+        call._exc = None
+        call._future = None
+        call._cal = None
+        call._timer = None
+        w = call._worker = self._pick(now)
         if w is None:
             check_message((self.function, *args))  # what cal would check, before it waits
             self._wait(call)
         else:
             # the first attempt: errors of the message itself reach the caller
             w.outstanding += 1
-            call._worker = w
             try:
                 if len(args) == 1:  # the common case, without a call through *args
                     call._cal = self.node.cal(
