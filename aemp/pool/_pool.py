@@ -31,6 +31,11 @@ _SELF = aemp.SELF
 BUSY_BACKOFF = 0.005  # seconds a busy worker is skipped, doubling per busy answer ...
 MAX_BUSY_BACKOFF = 0.25  # ... up to this: short, as a busy worker is healthy
 MAX_BENCH = 30.0  # seconds: the longest a failing worker is left out at a time
+# No cap: an int that fits the interpreter's fast int comparison, as the
+# counts it is compared with on every call (against a float, math.inf,
+# each comparison takes the slow path)
+UNCAPPED = (1 << 30) - 1
+_INF = math.inf
 _random = random.random
 _new = object.__new__
 
@@ -61,7 +66,7 @@ class _W:
         self.bench = 0.0  # the last bench time (0: no failure since the last success)
         # after a busy answer, at most `limit` calls go to it until it is idle again
         # (before, calls may queue at it: a sync worker answers one by one)
-        self.cap = math.inf
+        self.cap = UNCAPPED
 
 
 def _limit_of(value: Any) -> int | None:
@@ -127,7 +132,7 @@ class PoolCall(Pending):
             w.ready_at = w.bench_until
             w.busy = BUSY_BACKOFF
             if not w.outstanding:
-                w.cap = math.inf
+                w.cap = UNCAPPED
         if pool._waiting:
             pool._wake()
         if len(reply) != 1:
@@ -358,7 +363,7 @@ class Pool:
     def _least(self, now: float) -> _W | None:
         workers = self._list
         best: _W | None = None
-        low = math.inf
+        low = UNCAPPED
         for w in workers:
             n = w.outstanding
             if n < low and n < w.cap and w.ready_at <= now:
@@ -419,7 +424,7 @@ class Pool:
         """
         if self.closed:
             raise PoolClosed(f"pool of {self.function!r} is closed")
-        if timeout is not None and not (type(timeout) is float and 0 < timeout < math.inf):
+        if timeout is not None and not (type(timeout) is float and 0.0 < timeout < _INF):
             check_seconds(timeout, "pool.call: timeout", none=True)
             timeout = float(timeout)
         if cb is not None and not callable(cb):
