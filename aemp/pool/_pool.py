@@ -270,6 +270,7 @@ class Pool:
         self._wake_at = math.inf
         self._watchers: list[tuple[int, asyncio.Future[None]]] = []
         self._pick = self._least if choice == "least" else self._two
+        self._by_least = choice == "least"
         _registry(self.node).add(self)
         # outside any port: the monitor must not die with whoever made the pool
         token = aemp.SELF.set(None)
@@ -361,6 +362,7 @@ class Pool:
     # ------------------------------------------------------------ choice
 
     def _least(self, now: float) -> _W | None:
+        # Pool.call has this inlined (a call's first choice): change both
         workers = self._list
         best: _W | None = None
         low = UNCAPPED
@@ -437,7 +439,7 @@ class Pool:
         call._args = args
         call._timeout = timeout
         call._deadline = None if timeout is None else now + timeout
-        call._idempotent = bool(idempotent)
+        call._idempotent = idempotent
         call._cb = cb
         call._err = err
         call._owner = _SELF.get()
@@ -447,7 +449,20 @@ class Pool:
         call._future = None
         call._cal = None
         call._timer = None
-        w = call._worker = self._pick(now)
+        if self._by_least:  # _least, inlined: every call's choice
+            workers = self._list
+            w: _W | None = None
+            low = UNCAPPED
+            for x in workers:
+                n = x.outstanding
+                if n < low and n < x.cap and x.ready_at <= now:
+                    w = x
+                    low = n
+            if len(workers) > 1:
+                workers.append(workers.pop(0))  # ties go to each worker in turn
+        else:
+            w = self._pick(now)
+        call._worker = w
         if w is None:
             check_message((self.function, *args))  # what cal would check, before it waits
             self._wait(call)
