@@ -87,7 +87,12 @@ def reply_to(node: aemp.Node, reply: object, fn: Handler, args: tuple[Any, ...])
         return None
     if type(r) not in _PLAIN and inspect.isawaitable(r):
         return _finish(node, reply, r)
-    _send(node, reply, r)
+    try:  # _send, inlined: this is every answer's path
+        node.snd(reply, r)  # type: ignore[arg-type]
+    except MessageError as e:  # a result that cannot cross the wire
+        _send_error(node, reply, e)
+    except aemp.AempError as e:  # not a port ID after all, or the node closed
+        log.warning("cannot reply to %.100r: %s", reply, e)
     return None
 
 

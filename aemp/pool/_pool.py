@@ -31,6 +31,13 @@ _SELF = aemp.SELF
 BUSY_BACKOFF = 0.005  # seconds a busy worker is skipped, doubling per busy answer ...
 MAX_BUSY_BACKOFF = 0.25  # ... up to this: short, as a busy worker is healthy
 MAX_BENCH = 30.0  # seconds: the longest a failing worker is left out at a time
+# No cap: an int that fits the interpreter's fast int comparison, as the
+# counts it is compared with on every call (against a float, math.inf,
+# each comparison takes the slow path)
+UNCAPPED = (1 << 30) - 1
+_INF = math.inf
+_random = random.random
+_new = object.__new__
 
 
 class _W:
@@ -59,7 +66,7 @@ class _W:
         self.bench = 0.0  # the last bench time (0: no failure since the last success)
         # after a busy answer, at most `limit` calls go to it until it is idle again
         # (before, calls may queue at it: a sync worker answers one by one)
-        self.cap = math.inf
+        self.cap = UNCAPPED
 
 
 def _limit_of(value: Any) -> int | None:
@@ -68,7 +75,11 @@ def _limit_of(value: Any) -> int | None:
 
 
 class PoolCall(Pending[Any]):
-    """A pending pool.call: await it for the result, or cancel() it."""
+    """A pending pool.call: await it for the result, or cancel() it.
+
+    Made by Pool.call, which sets every field itself: no __init__ call on
+    the way of each call.
+    """
 
     __slots__ = (
         "_args",
@@ -81,31 +92,14 @@ class PoolCall(Pending[Any]):
         "_worker",
     )
 
-    def __init__(
-        self,
-        pool: Pool,
-        args: tuple[Any, ...],
-        timeout: float | None,
-        idempotent: bool,
-        cb: Callable[[Any], Any] | None,
-        err: Callable[[Exception], Any] | None,
-        now: float,
-    ) -> None:
-        self._pool = pool
-        self._args = args
-        self._timeout = timeout
-        self._idempotent = idempotent
-        self._cb = cb
-        self._err = err
-        self._owner = _SELF.get()
-        self._done = False
-        self._result = None
-        self._exc = None
-        self._future = None
-        self._cal: aemp.Call | None = None
-        self._timer: aemp.Timer | None = None
-        self._worker: _W | None = None
-        self._deadline = None if timeout is None else now + timeout
+    _args: tuple[Any, ...]
+    _cal: aemp.Call | None
+    _deadline: float | None
+    _idempotent: bool
+    _pool: Pool
+    _timeout: float | None
+    _timer: aemp.Timer | None
+    _worker: _W | None
 
     def __repr__(self) -> str:
         where = (
@@ -138,7 +132,7 @@ class PoolCall(Pending[Any]):
             w.ready_at = w.bench_until
             w.busy = BUSY_BACKOFF
             if not w.outstanding:
-                w.cap = math.inf
+                w.cap = UNCAPPED
         if pool._waiting:
             pool._wake()
         if len(reply) != 1:
@@ -276,6 +270,7 @@ class Pool:
         self._wake_at = math.inf
         self._watchers: list[tuple[int, asyncio.Future[None]]] = []
         self._pick = self._least if choice == "least" else self._two
+        self._by_least = choice == "least"
         _registry(self.node).add(self)
         # outside any port: the monitor must not die with whoever made the pool
         token = aemp.SELF.set(None)
@@ -367,9 +362,10 @@ class Pool:
     # ------------------------------------------------------------ choice
 
     def _least(self, now: float) -> _W | None:
+        # Pool.call has this inlined (a call's first choice): change both
         workers = self._list
         best: _W | None = None
-        low = math.inf
+        low = UNCAPPED
         for w in workers:
             n = w.outstanding
             if n < low and n < w.cap and w.ready_at <= now:
@@ -383,7 +379,12 @@ class Pool:
         workers = self._list
         n = len(workers)
         if n > 1:
-            a, b = random.sample(workers, 2)
+            # two different workers, each pair as likely as any other (not
+            # random.sample: its checks cost more than the rest of a call's choice)
+            i = int(_random() * n)
+            j = int(_random() * (n - 1))
+            a = workers[i]
+            b = workers[j + 1 if j >= i else j]
             ok_a = a.outstanding < a.cap and a.ready_at <= now
             ok_b = b.outstanding < b.cap and b.ready_at <= now
             if ok_a and ok_b:
@@ -425,7 +426,7 @@ class Pool:
         """
         if self.closed:
             raise PoolClosed(f"pool of {self.function!r} is closed")
-        if timeout is not None and not (type(timeout) is float and 0 < timeout < math.inf):
+        if timeout is not None and not (type(timeout) is float and 0.0 < timeout < _INF):
             check_seconds(timeout, "pool.call: timeout", none=True)
             timeout = float(timeout)
         if cb is not None and not callable(cb):
@@ -433,15 +434,41 @@ class Pool:
         if err is not None and not callable(err):
             raise InvalidArgument(f"pool.call: err must be callable or None (got {err!r:.60})")
         now = self._loop.time()
-        call = PoolCall(self, args, timeout, bool(idempotent), cb, err, now)
-        w = self._pick(now)
+        call = _new(PoolCall)  # its fields, all of them:
+        call._pool = self
+        call._args = args
+        call._timeout = timeout
+        call._deadline = None if timeout is None else now + timeout
+        call._idempotent = idempotent
+        call._cb = cb
+        call._err = err
+        call._owner = _SELF.get()
+        call._done = False
+        call._result = None
+        call._exc = None
+        call._future = None
+        call._cal = None
+        call._timer = None
+        if self._by_least:  # _least, inlined: every call's choice
+            workers = self._list
+            w: _W | None = None
+            low = UNCAPPED
+            for x in workers:
+                n = x.outstanding
+                if n < low and n < x.cap and x.ready_at <= now:
+                    w = x
+                    low = n
+            if len(workers) > 1:
+                workers.append(workers.pop(0))  # ties go to each worker in turn
+        else:
+            w = self._pick(now)
+        call._worker = w
         if w is None:
             check_message((self.function, *args))  # what cal would check, before it waits
             self._wait(call)
         else:
             # the first attempt: errors of the message itself reach the caller
             w.outstanding += 1
-            call._worker = w
             try:
                 if len(args) == 1:  # the common case, without a call through *args
                     call._cal = self.node.cal(
