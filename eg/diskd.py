@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -15,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import aemp
-from aemp import control
+from aemp import control, lowlevel
 
 FAMILY = "diskd"  # subkey: the node ID; value: {"host", "disks", "problem"}
 CHANNEL = "multicast:239.255.65.77:4044"
 COLUMNS = "NAME,SIZE,TYPE,MOUNTPOINTS"  # MOUNTPOINTS: util-linux 2.37 or newer
+OLD_COLUMNS = "NAME,SIZE,TYPE,MOUNTPOINT"  # before: one mount point per device
 MAX_DEVICES = 1000  # more than this in one answer is garbage, not disks
+ASK = 10.0  # seconds `list` waits for a node's answer
 MAX_LOG = 200  # characters of a bad answer quoted in the log
 
 log = logging.getLogger("diskd")
@@ -77,11 +80,11 @@ def parse(raw: bytes) -> list[Disk]:
     return disks
 
 
-async def run_lsblk(timeout: float) -> list[Disk]:  # noqa: ASYNC109
+async def run_lsblk(timeout: float, columns: str = COLUMNS) -> list[Disk]:  # noqa: ASYNC109
     """Run lsblk in a subprocess: the loop goes on while it runs; killed after `timeout`."""
     try:
         proc = await asyncio.create_subprocess_exec(
-            "lsblk", "--json", "--bytes", "--output", COLUMNS,
+            "lsblk", "--json", "--bytes", "--output", columns,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -99,6 +102,8 @@ async def run_lsblk(timeout: float) -> list[Disk]:  # noqa: ASYNC109
         raise Unreadable(f"lsblk gave no answer within {timeout:g} s") from None
     if proc.returncode != 0:
         text = err.decode(errors="replace").strip()[:MAX_LOG]
+        if columns == COLUMNS and "unknown column" in text and "MOUNTPOINTS" in text:
+            return await run_lsblk(timeout, OLD_COLUMNS)  # an lsblk older than 2.37
         raise Unreadable(f"lsblk failed with status {proc.returncode}: {text or '(no message)'}")
     return parse(out)
 
@@ -158,7 +163,21 @@ async def daemon(args: argparse.Namespace) -> None:
     source = fake_source(Path(args.fake)) if args.fake else lambda: run_lsblk(args.timeout)
     print(f"diskd: node {node.id} is up, listening on {', '.join(node.listeners)}", flush=True)
     async with node:
-        await gather(node, source, args.interval)
+        stop = asyncio.Event()
+        lowlevel.on_close(node, stop.set)  # `aemp stop NODE`, through the control socket
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        reader = lowlevel.spawn_task(node, gather(node, source, args.interval))
+        await asyncio.wait(
+            [reader, asyncio.ensure_future(stop.wait())], return_when="FIRST_COMPLETED"
+        )
+        if reader.done() and not reader.cancelled():
+            reader.result()  # a bug of gather(): raised, the daemon ends
+        server = await control.serve(node) if node.config.control else None
+        if (
+            server is not None and server.stopping
+        ):  # `aemp stop`: let the node finish closing and answer first
+            async with asyncio.timeout(10):
+                await server.stopped.wait()
 
 
 def size(n: int) -> str:
@@ -176,15 +195,15 @@ async def find_daemon(nodeid: str | None) -> tuple[str, dict[str, Any]]:
     """The local diskd node (the one named, or the first that publishes its disks)
     and the family it sees; ControlError if there is none."""
     if nodeid is not None:
-        async with await control.connect(nodeid) as c:
+        async with await control.connect(nodeid) as c, asyncio.timeout(ASK):
             return nodeid, await c.request("db", family=FAMILY)
     for info in await control.local_nodes():
         if info.get("nodeid") is None:
             continue
         try:
-            async with await control.connect(info["nodeid"]) as c:
+            async with await control.connect(info["nodeid"]) as c, asyncio.timeout(ASK):
                 family = await c.request("db", family=FAMILY)
-        except (control.ControlError, aemp.AempError):
+        except (control.ControlError, aemp.AempError, TimeoutError):
             continue
         if info["nodeid"] in family:
             return info["nodeid"], family
@@ -198,8 +217,11 @@ async def find_daemon(nodeid: str | None) -> tuple[str, dict[str, Any]]:
 async def list_disks(args: argparse.Namespace) -> int:
     try:
         asked, family = await find_daemon(args.node)
-    except control.ControlError as e:
+    except (control.ControlError, aemp.AempError) as e:
         print(f"diskd: {e}", file=sys.stderr)
+        return 1
+    except TimeoutError:
+        print(f"diskd: node {args.node} gave no answer within {ASK:g} s", file=sys.stderr)
         return 1
     rows = [("MACHINE", "HOST", "DISK", "SIZE", "MOUNTED", "MOUNTPOINTS")]
     notes = []

@@ -12,10 +12,11 @@ example with discovery, between network namespaces.
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 from conftest import free_port, until
-from diskd_helpers import Daemon, lsblk_json, rows, run_list, rundir
+from diskd_helpers import Daemon, env, lsblk_json, rows, run_list, rundir
 
 A_DISKS = lsblk_json(("sda", 500 * 2**30, ["/"]), ("sda1", 2**30, ["/boot", "/efi"]))
 B_DISKS = lsblk_json(("sdb", 2 * 2**40, []), ("sdb1", 2**20, [None]))
@@ -97,6 +98,9 @@ case "$(/bin/cat {mode})" in
   notjson) echo 'NAME SIZE'; exit 0 ;;
   fail) echo 'lsblk: failed to access sysfs directory' >&2; exit 32 ;;
   hang) exec /bin/sleep 30 ;;
+  old)  # util-linux before 2.37: no MOUNTPOINTS column, sizes as strings
+    case "$*" in *MOUNTPOINTS*) echo 'lsblk: unknown column: MOUNTPOINTS' >&2; exit 1 ;; esac
+    echo '{{"blockdevices": [{{"name": "hda", "size": "1073741824", "mountpoint": "/old"}}]}}' ;;
   *) /bin/cat {good} ;;
 esac
 """
@@ -160,3 +164,29 @@ async def test_a_missing_failing_hanging_or_garbled_lsblk_is_logged_once_and_ret
     finally:
         await node.stop()
         await missing.stop()
+
+
+async def test_aemp_stop_and_sigterm_end_the_daemon_cleanly(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text(A_DISKS)
+    run = rundir(tmp_path, "run")
+    for how in ("aemp stop", "SIGTERM"):
+        d = await Daemon.start(run, "--nodeid", "diskd/a", "--bind", f"127.0.0.1:{free_port()}",
+                               "--no-discovery", "--fake", str(tmp_path / "a.json"))  # fmt: skip
+        try:
+            assert len(await listed(run, 2)) == 2
+            if how == "SIGTERM":
+                d.proc.terminate()
+            else:
+                stop = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "aemp", "stop", "diskd/a", env=env(run),
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                )  # fmt: skip
+                out, err = await asyncio.wait_for(stop.communicate(), 30)
+                assert stop.returncode == 0, (out, err)
+            assert await asyncio.wait_for(d.proc.wait(), 20) == 0, (how, d.err)
+            for r in d.readers:
+                await r
+            assert list((run / "aemp").glob("*.sock")) == [], how  # its socket removed
+            assert not [line for line in d.err if "ERROR" in line or "Traceback" in line], d.err
+        finally:
+            await d.stop()
