@@ -25,6 +25,7 @@ OLD_COLUMNS = "NAME,SIZE,TYPE,MOUNTPOINT"  # before: one mount point per device
 MAX_DEVICES = 1000  # more than this in one answer is garbage, not disks
 ASK = 10.0  # seconds `list` waits for a node's answer
 MAX_LOG = 200  # characters of a bad answer quoted in the log
+MAX_SAID = 10  # distinct problems logged while the disks cannot be read
 
 log = logging.getLogger("diskd")
 Disk = dict[str, Any]  # {"name", "size", "type", "mountpoints", "mounted"}
@@ -38,7 +39,7 @@ def parse(raw: bytes) -> list[Disk]:
     """`lsblk --json --bytes` output as a flat list of disks and partitions."""
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to be disks
         raise Unreadable(f"lsblk's answer is not JSON: {raw[:MAX_LOG]!r}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("blockdevices"), list):
         raise Unreadable(f'lsblk\'s answer has no "blockdevices" list: {raw[:MAX_LOG]!r}')
@@ -128,18 +129,22 @@ async def gather(
     host = socket.gethostname()
     disks: list[Disk] = []
     problem: str | None = None
+    said: set[str] = set()  # the problems logged since the disks were last read
     published: Any = None
     while True:
         try:
             disks = await source()
         except Unreadable as e:
-            if str(e) != problem:  # once per problem, not once per try
-                log.warning("%s; trying again every %g s", e, interval)
             problem = str(e)
+            if problem not in said and len(said) < MAX_SAID:  # once each, not once per try
+                said.add(problem)
+                more = "" if len(said) < MAX_SAID else " (no other problem is logged until then)"
+                log.warning("%s; trying again every %g s%s", problem, interval, more)
         else:
             if problem is not None:
                 log.warning("the disks are read again (%d of them)", len(disks))
             problem = None
+            said.clear()
         value = {"host": host, "disks": disks, "problem": problem}
         if value != published:
             node.db_set(FAMILY, node.id, value)

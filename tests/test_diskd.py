@@ -12,11 +12,16 @@ example with discovery, between network namespaces.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import json
+import random
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 from conftest import free_port, until
-from diskd_helpers import Daemon, env, lsblk_json, rows, run_list, rundir
+from diskd_helpers import EG, Daemon, env, lsblk_json, rows, run_list, rundir
 
 A_DISKS = lsblk_json(("sda", 500 * 2**30, ["/"]), ("sda1", 2**30, ["/boot", "/efi"]))
 B_DISKS = lsblk_json(("sdb", 2 * 2**40, []), ("sdb1", 2**20, [None]))
@@ -144,6 +149,10 @@ async def test_a_missing_failing_hanging_or_garbled_lsblk_is_logged_once_and_ret
             rc, out, err = await run_list(run)  # the node still answers
             assert rc == 0, err
             assert f"note: diskd/x: {text}" in out
+        mode.write_text("notjson")  # a problem said before, while still failing: not again
+        await asyncio.sleep(1.2)
+        assert len(node.log("lsblk's answer is not JSON")) == 1, node.err
+        assert len(node.log("WARNING")) == len(stages), node.err
         mode.write_text("good")
         await until(lambda: node.log("the disks are read again (2 of them)"), 20, "recovered")
         got = await listed(run, 2)
@@ -190,3 +199,54 @@ async def test_aemp_stop_and_sigterm_end_the_daemon_cleanly(tmp_path: Path) -> N
             assert not [line for line in d.err if "ERROR" in line or "Traceback" in line], d.err
         finally:
             await d.stop()
+
+
+def load_example() -> Any:
+    spec = importlib.util.spec_from_file_location("diskd_example", EG)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lsblk_answers_are_read_or_refused_never_anything_else() -> None:
+    """parse(): lsblk's JSON as a flat list; anything else is Unreadable, whatever the bytes."""
+    diskd = load_example()
+    assert diskd.parse(A_DISKS.encode()) == [
+        {"name": "sda", "size": 500 * 2**30, "type": "disk", "mountpoints": ["/"],
+         "mounted": True},
+        {"name": "sda1", "size": 2**30, "type": "part", "mountpoints": ["/boot", "/efi"],
+         "mounted": True},
+    ]  # fmt: skip
+    bad = [b"", b"null", b"[]", b'{"blockdevices": 3}', b'{"blockdevices": [3]}',
+           b'{"blockdevices": [{"size": 1}]}', b'{"blockdevices": [{"name": "a", "size": -1}]}',
+           b'{"blockdevices": [{"name": "a", "size": true}]}',
+           b'{"blockdevices": [{"name": "a", "size": 1, "mountpoints": "/"}]}',
+           b'{"blockdevices": [{"name": "a", "size": 1, "mountpoints": [1]}]}',
+           b'{"blockdevices": [{"name": "a", "size": 1, "children": {}}]}',
+           json.dumps({"blockdevices": [{"name": "a", "size": 1}] * 1001}).encode(),
+           b'{"blockdevices": [' * 50 + b"]}" * 50, b"[" * 100_000, b"\xff\xfe"]  # fmt: skip
+    nested: dict[str, Any] = {"name": "a", "size": 1}
+    for _ in range(20):
+        nested = {"name": "a", "size": 1, "children": [nested]}
+    bad.append(json.dumps({"blockdevices": [nested]}).encode())
+    for raw in bad:
+        with pytest.raises(diskd.Unreadable):
+            diskd.parse(raw)
+    rng = random.Random(16)
+    good = A_DISKS.encode()
+    for _ in range(20000):  # mutations of a good answer, and random bytes
+        if rng.random() < 0.8:
+            raw = bytearray(good)
+            for _ in range(rng.randint(1, 4)):
+                raw[rng.randrange(len(raw))] = rng.randrange(256)
+        else:
+            raw = bytearray(rng.randbytes(rng.randint(0, 64)))
+        try:
+            got = diskd.parse(bytes(raw))
+        except diskd.Unreadable:
+            continue
+        assert isinstance(got, list)
+        for d in got:
+            assert isinstance(d["name"], str) and isinstance(d["size"], int) and d["size"] >= 0
+            assert d["mounted"] == bool(d["mountpoints"])
