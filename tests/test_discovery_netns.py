@@ -1,12 +1,12 @@
 """Discovery on real multicast, between network namespaces the tests make.
 
-A namespace of its own holds a bridge; each node's namespace is joined to
-it by a veth pair (eth0 inside, 10.77.0.N/24) and routes 224.0.0.0/4 to
-eth0. Nodes run as processes (tests/disc_proc.py) under ``ip netns exec``,
-with `discovery` and no `seeds`. Multicast never leaves these namespaces:
-none of them has a route or a link to the host's own network. Everything
-is deleted afterwards, also when a test fails; without root (or without
-`ip netns`) the tests are skipped, and say why in the summary.
+tests/netns.py makes the namespaces: a bridge, and each node's namespace
+joined to it by a veth pair (eth0 inside, 10.77.0.N/24). Nodes run as
+processes (tests/disc_proc.py) under ``ip netns exec``, with `discovery`
+and no `seeds`. Multicast never leaves these namespaces: none of them has
+a route or a link to the host's own network. Everything is deleted
+afterwards, also when a test fails; without root (or without `ip netns`)
+the tests are skipped, and say why in the summary.
 
 The figure: how long from the start of three processes until each is
 connected to the two others and sees all three in the database; printed
@@ -18,70 +18,30 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import netns
 import pytest
 from conftest import until
 
 SECRET = "netns-discovery-secret"
 GROUP = "239.255.65.77"
 PORT = 4044
-PREFIX = f"aempt{os.getpid() % 100000}"
-BRIDGE_NS = f"{PREFIX}-lan"
 NODES = 5  # namespaces n1..n5
+LAN = netns.Lan("", NODES)
+PREFIX = LAN.prefix
 PROC = Path(__file__).resolve().parent / "disc_proc.py"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=10)
-
-
-def _teardown() -> None:
-    for name in [BRIDGE_NS, *(f"{PREFIX}-n{i}" for i in range(1, NODES + 1))]:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
-
-
-def _setup() -> None:
-    _ip("netns", "add", BRIDGE_NS)
-    _ip("-n", BRIDGE_NS, "link", "add", "br0", "type", "bridge")
-    _ip("-n", BRIDGE_NS, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0")
-    _ip("-n", BRIDGE_NS, "link", "set", "br0", "up")
-    for i in range(1, NODES + 1):
-        ns = f"{PREFIX}-n{i}"
-        _ip("netns", "add", ns)
-        _ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"v{i}",
-            "netns", BRIDGE_NS)  # fmt: skip
-        _ip("-n", BRIDGE_NS, "link", "set", f"v{i}", "master", "br0", "up")
-        _ip("-n", ns, "addr", "add", f"10.77.0.{i}/24", "dev", "eth0")
-        _ip("-n", ns, "link", "set", "eth0", "up")
-        _ip("-n", ns, "link", "set", "lo", "up")
-        _ip("-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
-
-
 @pytest.fixture(scope="module")
 def lan() -> Iterator[None]:
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root: the multicast discovery tests did not run")
-    if shutil.which("ip") is None:
-        pytest.skip("no 'ip' command (iproute2): the multicast discovery tests did not run")
-    try:
-        _setup()
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
-        _teardown()
-        stderr = getattr(e, "stderr", "") or ""
-        pytest.skip(f"cannot make network namespaces ({stderr.strip() or e}): "
-                    "the multicast discovery tests did not run")  # fmt: skip
-    try:
+    with netns.made(LAN, "the multicast discovery tests"):
         yield
-    finally:
-        _teardown()
 
 
 class NodeProc:

@@ -20,7 +20,7 @@ from test_docs_api import _anchors
 from test_layers import LAYERS
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["lowlevel.md", "testing.md", "architecture.md", "control.md", "names.md"]
+PAGES = ["lowlevel.md", "testing.md", "architecture.md", "control.md", "names.md", "diskd.md"]
 RUN_TIMEOUT = 60
 
 _FENCE = re.compile(r"^(<!--[^\n]*-->\n)?```(\w*)\n(.*?)^```\n", re.S | re.M)
