@@ -88,7 +88,7 @@ class Call(Pending[tuple[Any, ...]]):
         # inlined for the usual case: a callback that returns nothing.
         if self._done:
             return
-        if reply and reply[0] == ERROR_TAG:  # a service's handler raised
+        if reply and type(reply[0]) is str and reply[0] == ERROR_TAG:  # a service's handler raised
             self._finish(RemoteError.from_reply(self.port, reply))
             return
         self._done = True
