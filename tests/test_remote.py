@@ -385,6 +385,7 @@ async def test_up_nodes_and_mon_nodes() -> None:
         y = aemp.Node(nodeid="y", seeds=x.listeners, secret=SECRET)
         await y.start()
         await wait_up(x, "y")
+        await wait_up(y, "x")  # each side learns of the link on its own
         assert x.up_nodes() == ["y"] and y.up_nodes() == ["x"]
         await y.close()
         async with asyncio.timeout(2):
