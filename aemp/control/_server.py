@@ -211,7 +211,7 @@ class ControlServer:
                 if not await self._request(line, reader, writer):
                     return
         except (ConnectionError, TimeoutError):
-            pass  # the client went away, or took no reply: nothing to tell
+            return  # the client went away, or took no reply: nothing to tell
         finally:
             self._connections -= 1
             self._sessions.discard(writer)

@@ -95,9 +95,9 @@ class Merge:
                 else:
                     hs.pop(src, None)
                 hs[src] = None  # the newest writer is last
-                if listeners and k != src and k in hs:
-                    pass  # the node's own record of its listeners stands
-                elif k not in merged or merged[k] != v:
+                # a node's own record of its listeners stands over a relayed one
+                own_stands = listeners and k != src and k in hs
+                if not own_stands and (k not in merged or merged[k] != v):
                     merged[k] = v
                     eff_set[k] = v
                 if forward:

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -249,7 +250,7 @@ class Holding:
         await self.release()
 
 
-class NameManager:
+class NameManager(abc.ABC):
     """Unique names in families, granted as leases that lapse unless renewed.
 
     Made by ``open(url)``; every method is a coroutine. Subclasses are the
@@ -268,22 +269,25 @@ class NameManager:
 
     # -------------------------------------------------------- the backend's part
 
+    @abc.abstractmethod
     async def _grant(self, family: str, name: str | None, must_exist: bool) -> tuple[Lease, float]:
         """Grant `name` (None: the smallest free one); (lease, ttl in seconds)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _renew(self, lease: Lease) -> float:
         """Renew; the ttl from now. NameLost if it is gone."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _release(self, family: str, name: str, lease: Lease | None) -> None:
-        raise NotImplementedError
+        """Free `name` (with `lease`: only while that grant holds it)."""
 
+    @abc.abstractmethod
     async def _list(self, family: str | None) -> list[Name]:
-        raise NotImplementedError
+        """The names of `family` (None: every family), free ones included."""
 
+    @abc.abstractmethod
     async def _reset(self) -> None:
-        raise NotImplementedError
+        """Forget every name of every family."""
 
     async def _close(self) -> None:
         return None

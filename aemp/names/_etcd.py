@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -134,10 +135,8 @@ class EtcdNames(NameManager):
         raise BackendUnavailable(f"{family}: no grant after {MAX_ROUNDS} rounds of contention")
 
     async def _revoke(self, lease_id: str) -> None:
-        try:
+        with contextlib.suppress(BackendUnavailable):  # else it lapses by itself
             await self._call("/v3/lease/revoke", {"ID": lease_id})
-        except BackendUnavailable:
-            pass  # it lapses by itself
 
     async def _renew(self, lease: Lease) -> float:
         lease_id = self._leases.get(lease.token)
