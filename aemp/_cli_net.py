@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ._cli_base import (
@@ -242,20 +242,25 @@ def _death(node: Any, port: str) -> asyncio.Future[tuple[Any, ...]]:
     return died
 
 
-def _snd(s: Session, args: list[Any]) -> int:
-    port = _port("snd", args[0])
-    msg = args[1:]
+def _to_port(s: Session, cmd: str, port: str, act: Callable[[Any], None], note: str = "") -> int:
+    """snd and kil: act on the port, then confirm it exists (a dead one fails)."""
 
     async def work(node: Any, limit: float) -> int:
         died = _death(node, port)
-        node.snd(port, *msg)
+        act(node)
         try:
             await _confirm(node, port, died, limit)
         except Failure as e:
-            raise Failure(f"snd: {e}; the message was dropped") from None
+            raise Failure(f"{cmd}: {e}{note}") from None
         return 0
 
-    return _talk(s, "snd", port, work)
+    return _talk(s, cmd, port, work)
+
+
+def _snd(s: Session, args: list[Any]) -> int:
+    port = _port("snd", args[0])
+    msg = args[1:]
+    return _to_port(s, "snd", port, lambda node: node.snd(port, *msg), "; the message was dropped")
 
 
 def _kil(s: Session, args: list[Any]) -> int:
@@ -263,17 +268,7 @@ def _kil(s: Session, args: list[Any]) -> int:
     if "#" not in port:
         raise Usage(f"kil: {port!r} is a node ID: expected a port ID (node#name)")
     reason = args[1:]
-
-    async def work(node: Any, limit: float) -> int:
-        died = _death(node, port)
-        node.kil(port, *reason)
-        try:
-            await _confirm(node, port, died, limit)
-        except Failure as e:
-            raise Failure(f"kil: {e}") from None
-        return 0
-
-    return _talk(s, "kil", port, work)
+    return _to_port(s, "kil", port, lambda node: node.kil(port, *reason))
 
 
 def _spawn(s: Session, args: list[Any]) -> int:
