@@ -526,6 +526,8 @@ async def test_a_tree_across_processes_leaves_no_orphans(net: Any) -> None:
     }
     deaths = {n: death(me, p) for n, p in workers.items()}
     inner_death = death(me, ev[2])
+    for host in ("h1", "h2"):  # the monitors are in place there before the kill
+        assert await me.cal(host, "time", timeout=WAIT)
     boss.kill9()
     assert (await inner_death)[:2] == ("transport_error", "boss")
     for d in deaths.values():  # killed by h2, which saw the inner supervisor die
