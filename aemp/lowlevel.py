@@ -26,6 +26,7 @@ from .kernel import Handle, Timer, check_callback
 if TYPE_CHECKING:
     import asyncio
 
+    from ._call import Call
     from ._node import Node
 
 # DataStream (the type of a data connection's stream) is importable from
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "add_seed",
     "call_in",
+    "call_starter",
     "current_node",
     "dial_data_connection",
     "database",
@@ -168,6 +170,22 @@ def handle(node: Node, tag: str, fn: Callable[..., Any]) -> None:
     ValueError) if the tag is handled already (the core requests included).
     """
     node.handle(tag, check_callback("handle function", fn))
+
+
+def call_starter(node: Node) -> Callable[..., Call]:
+    """A function that starts cals of the node with no argument checked:
+    ``start(port, msg, timeout, cb, err, owner)`` is
+    ``node.cal(port, *msg, timeout=timeout, cb=cb, err=err)`` run as
+    `owner`, for code that makes many calls with arguments it checked once.
+
+    The caller's part: `port` passed check_port_id, `msg` is a non-empty
+    tuple (its values are checked as it is sent), `timeout` is None or a
+    finite float > 0, `cb` and `err` are callables or None, `owner` is the
+    port the callbacks run as (SELF's value when the call is made) or None,
+    and the node is open (close the user of the starter with on_close).
+    NodeClosed if the node is closed now.
+    """
+    return node.call_starter()
 
 
 def request(node: Node, nodeid: str, tag: str, *args: Any) -> None:

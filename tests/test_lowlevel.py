@@ -110,6 +110,34 @@ async def test_on_close_runs_before_the_ports_die() -> None:
     assert seen == [True]
 
 
+async def test_call_starter_starts_cals_as_their_owner() -> None:
+    async with (
+        aemp.Node(nodeid="a", binds=["127.0.0.1:0"], secret=SECRET) as a,
+        aemp.Node(nodeid="b", seeds=a.listeners, secret=SECRET) as b,
+    ):
+        start = lowlevel.call_starter(b)
+        remote = a.port(add=lambda x, y, reply: a.snd(reply, x + y))
+        local = b.port(add=lambda x, y, reply: b.snd(reply, x * y))
+        assert await start(remote, ("add", 2, 3), 10.0, None, None, None) == (5,)
+        assert await start(local, ("add", 2, 3), None, None, None, None) == (6,)
+        # the callbacks run as the owner, as cal's do when made in its context
+        seen = Recorder()
+        owner = b.port(lambda *m: None)
+        start(remote, ("add", 1, 1), 10.0, lambda v: seen(v, aemp.SELF.get()), None, owner)
+        await seen.wait()
+        assert seen.calls == [(2, owner)]
+        # a failure goes to err in the callback form, as cal's does
+        failed = Recorder()
+        start("a#gone", ("add", 1, 1), 10.0, print, failed, None)
+        await failed.wait()
+        assert isinstance(failed.calls[0][0], aemp.PortDead)
+        with pytest.raises(aemp.MessageError):  # values are checked as they are sent
+            start(remote, ("add", object(), 1), 10.0, None, None, None)
+        assert lowlevel.statistics(b)["calls"] == 0  # the refused call left nothing behind
+    with pytest.raises(aemp.NodeClosed):
+        lowlevel.call_starter(b)
+
+
 async def test_handle_and_request_on_this_node(node: aemp.Node) -> None:
     got = Recorder()
     lowlevel.handle(node, "x_echo", lambda sender, *args: got(sender, *args))

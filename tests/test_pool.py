@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 from contextlib import AsyncExitStack
 from typing import Any
@@ -283,8 +284,17 @@ async def test_closing_the_pool_and_bad_arguments(stack: AsyncExitStack) -> None
     with pytest.raises(aemp.InvalidArgument):
         offer({}, node=n0)
     other = Pool("x", node=caller)
-    with pytest.raises(aemp.OutOfRange):
-        other.call(1, timeout=-1)
+    for bad in (-1, 0.0, math.inf, math.nan, 10**400):
+        with pytest.raises(aemp.OutOfRange, match=r"pool\.call: timeout"):
+            other.call(1, timeout=bad)
+    for wrong in (True, "5", [5]):
+        with pytest.raises(aemp.InvalidArgument, match=r"pool\.call: timeout"):
+            other.call(1, timeout=wrong)  # type: ignore[arg-type]
+    with pytest.raises(aemp.OutOfRange, match="retry_after"):
+        Pool("x", retry_after=10**400, node=caller)
+    with pytest.raises(aemp.InvalidArgument, match="cb must be callable"):
+        other.call(1, cb=5)  # type: ignore[arg-type]
+    assert not other.outstanding()  # nothing of the refused calls stays
     with pytest.raises(aemp.MessageError):
         other.call(object())  # never went anywhere
     with pytest.raises(aemp.InvalidArgument):

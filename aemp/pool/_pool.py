@@ -12,6 +12,7 @@ import collections
 import logging
 import math
 import random
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
@@ -35,7 +36,8 @@ MAX_BENCH = 30.0  # seconds: the longest a failing worker is left out at a time
 # counts it is compared with on every call (against a float, math.inf,
 # each comparison takes the slow path)
 UNCAPPED = (1 << 30) - 1
-_INF = math.inf
+_NONE: Any = object()  # no value: an empty reply
+_monotonic = time.monotonic  # the clock of a call's deadline
 _random = random.random
 _new = object.__new__
 
@@ -49,10 +51,11 @@ class _W:
         "busy",
         "busy_until",
         "cap",
+        "flagged",
         "limit",
         "outstanding",
         "port",
-        "ready_at",
+        "ready",
     )
 
     def __init__(self, port: str, limit: int | None) -> None:
@@ -62,11 +65,14 @@ class _W:
         self.busy_until = 0.0  # skipped until then after a busy answer
         self.busy = BUSY_BACKOFF  # the next busy back-off
         self.bench_until = 0.0  # left out until then after a failure
-        self.ready_at = 0.0  # the later of the two: picked only from then on
         self.bench = 0.0  # the last bench time (0: no failure since the last success)
         # after a busy answer, at most `limit` calls go to it until it is idle again
         # (before, calls may queue at it: a sync worker answers one by one)
         self.cap = UNCAPPED
+        self.ready = False  # in the pool's list of workers a call may pick
+        # True when a reply must look at more than the count: the worker is
+        # not ready, or busy, benched or capped (Pool._update keeps it)
+        self.flagged = True
 
 
 def _limit_of(value: Any) -> int | None:
@@ -116,35 +122,24 @@ class PoolCall(Pending[Any]):
     def _remaining(self) -> float | None:
         if self._deadline is None:
             return None
-        return self._deadline - self._pool._loop.time()
+        return self._deadline - _monotonic()
 
-    def _on_reply(self, *reply: Any) -> Any:
+    def _on_reply(self, value: Any = _NONE, *more: Any) -> Any:
         # cal's callback, run as the caller (SELF is the owner): a callback of
         # ours is called from here, and what it raises or returns is cal's
         # business as for any cal callback (it kills the owner, or runs)
-        w = self._worker
-        assert w is not None
-        self._cal = None
+        w: _W = self._worker  # type: ignore[assignment]  # set before the call went out
+        self._cal = None  # no cycle between the two calls once answered
         w.outstanding -= 1
-        pool = self._pool
-        if w.busy_until:  # it has a free slot now
-            w.busy_until = 0.0
-            w.ready_at = w.bench_until
-            w.busy = BUSY_BACKOFF
-            if not w.outstanding:
-                w.cap = UNCAPPED
-        if pool._waiting:
-            pool._wake()
-        if len(reply) != 1:
-            pool._bench(w)
-            self._end(BadReply(pool.function, w.port, reply), None)
+        if more or value is _NONE:  # a reply is [value]
+            self._pool._garbled(self, w, () if value is _NONE else (value, *more))
             return None
-        if w.bench:
-            w.bench = 0.0
+        if w.flagged:  # else nothing but the count changes, and no call waits
+            self._pool._replied(w)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        value = self._result = reply[0]
+        self._result = value
         self._done = True  # Pending._settle, inlined
         if self._future is not None and not self._future.done():
             self._future.set_result(None)
@@ -162,14 +157,14 @@ class PoolCall(Pending[Any]):
         if isinstance(exc, RemoteError):
             if exc.type == BUSY_TYPE:
                 pool.busy_answers += 1
-                now = pool._loop.time()
-                w.busy_until = now + w.busy
-                w.ready_at = max(w.busy_until, w.bench_until)
+                w.busy_until = pool._loop.time() + w.busy
                 w.busy = min(w.busy * 2, MAX_BUSY_BACKOFF)
                 if w.limit is not None:
                     w.cap = w.limit
+                pool._update(w)
                 pool._dispatch(self)  # the job did not run: always safe elsewhere
             else:
+                pool._update(w)  # the worker answered: a free slot
                 self._end(exc, None)  # the job ran and failed: never again
         elif isinstance(exc, PortDead):
             pool._bench(w)
@@ -182,6 +177,7 @@ class PoolCall(Pending[Any]):
             pool._bench(w)
             self._end(exc, None)
         else:
+            pool._update(w)
             self._end(exc, None)
         if pool._waiting:
             pool._wake()
@@ -254,22 +250,28 @@ class Pool:
         self.function = check_name(function)
         if choice not in ("least", "two"):
             raise InvalidArgument(f"Pool: choice must be 'least' or 'two' (got {choice!r:.40})")
-        check_seconds(retry_after, "Pool: retry_after", none=False)
+        seconds = check_seconds(retry_after, "Pool: retry_after", none=False)
+        assert seconds is not None
         self.choice = choice
-        self.retry_after = float(retry_after)
+        self.retry_after = seconds
         self.node = node if node is not None else lowlevel.current_node()
         self.node.check_open()
         self.closed = False
         self.busy_answers = 0  # busy answers this pool got (each call then went on)
         self.moved = 0  # idempotent calls sent again after their worker was lost
         self._loop = self.node.loop
+        # cal without its checks: the pool checks a worker's port ID once,
+        # when it comes, and a call's timeout and callbacks in call()
+        self._start = lowlevel.call_starter(self.node)
+        self._timeout_ok: object = 30.0  # the last timeout (a float) that passed the check
         self._workers: dict[str, _W] = {}
-        self._list: list[_W] = []
+        # the workers a call may pick now (not busy, benched or at their cap),
+        # in turn order; Pool._update keeps it
+        self._ready: list[_W] = []
         self._waiting: collections.deque[PoolCall] = collections.deque()
         self._wake_timer: aemp.Timer | None = None
         self._wake_at = math.inf
         self._watchers: list[tuple[int, asyncio.Future[None]]] = []
-        self._pick = self._least if choice == "least" else self._two
         self._by_least = choice == "least"
         _registry(self.node).add(self)
         # outside any port: the monitor must not die with whoever made the pool
@@ -292,7 +294,7 @@ class Pool:
 
     def outstanding(self) -> dict[str, int]:
         """{worker port: this pool's calls to it not yet answered}."""
-        return {w.port: w.outstanding for w in self._list}
+        return {w.port: w.outstanding for w in self._workers.values()}
 
     def _changed(
         self, family: Any, added: list[str], changed: list[str], deleted: list[str]
@@ -300,12 +302,17 @@ class Pool:
         if self.closed:
             return
         for key in deleted:
-            self._workers.pop(key, None)
+            w = self._workers.pop(key, None)
+            if w is not None:
+                self._update(w)  # out of the ready list; its calls end as they will
         for key in (*added, *changed):
             limit = _limit_of(family.get(key))
             w = self._workers.get(key)
             if w is not None:
                 w.limit = limit
+                if w.cap != UNCAPPED:
+                    w.cap = UNCAPPED if limit is None else limit
+                    self._update(w)
                 continue
             try:
                 if "#" not in key:
@@ -319,8 +326,8 @@ class Pool:
                     family_of(self.function),
                 )
                 continue
-            self._workers[key] = _W(key, limit)
-        self._list = list(self._workers.values())
+            w = self._workers[key] = _W(key, limit)
+            self._update(w)
         if self._watchers:
             n = len(self._workers)
             for want, fut in [x for x in self._watchers if x[0] <= n]:
@@ -361,44 +368,79 @@ class Pool:
 
     # ------------------------------------------------------------ choice
 
-    def _least(self, now: float) -> _W | None:
-        # Pool.call has this inlined (a call's first choice): change both
-        workers = self._list
-        best: _W | None = None
-        low = UNCAPPED
-        for w in workers:
-            n = w.outstanding
-            if n < low and n < w.cap and w.ready_at <= now:
-                best = w
-                low = n
-        if len(workers) > 1:
-            workers.append(workers.pop(0))  # ties go to each worker in turn
-        return best
+    def _update(self, w: _W) -> None:
+        """Put w in the ready list or take it out, as its state says, and
+        wake the pool when the first worker left out for a time is due."""
+        now = self._loop.time()
+        ok = (
+            w.outstanding < w.cap
+            and w.busy_until <= now
+            and w.bench_until <= now
+            and self._workers.get(w.port) is w
+        )
+        if ok != w.ready:
+            w.ready = ok
+            if ok:
+                self._ready.append(w)
+            else:
+                self._ready.remove(w)
+        w.flagged = not ok or bool(w.busy_until or w.bench) or w.cap != UNCAPPED
+        if not ok:
+            due = max(w.busy_until, w.bench_until)
+            if now < due < self._wake_at:
+                self._wake_at_(due, now)
 
-    def _two(self, now: float) -> _W | None:
-        workers = self._list
-        n = len(workers)
-        if n > 1:
-            # two different workers, each pair as likely as any other (not
-            # random.sample: its checks cost more than the rest of a call's choice)
-            i = int(_random() * n)
-            j = int(_random() * (n - 1))
-            a = workers[i]
-            b = workers[j + 1 if j >= i else j]
-            ok_a = a.outstanding < a.cap and a.ready_at <= now
-            ok_b = b.outstanding < b.cap and b.ready_at <= now
-            if ok_a and ok_b:
-                return a if a.outstanding <= b.outstanding else b
-            if ok_a:
-                return a
-            if ok_b:
-                return b
-        return self._least(now)
+    def _replied(self, w: _W) -> None:
+        """A flagged worker answered a call: it has a free slot (busy ends),
+        and a success forgives its failures."""
+        if w.busy_until:
+            w.busy_until = 0.0
+            w.busy = BUSY_BACKOFF
+        if not w.outstanding:
+            w.cap = UNCAPPED
+        w.bench = 0.0
+        self._update(w)
+        if self._waiting:
+            self._wake()
+
+    def _garbled(self, call: PoolCall, w: _W, reply: tuple[Any, ...]) -> None:
+        """A reply that is not a pool answer: bench the worker, fail the call."""
+        if w.busy_until:
+            w.busy_until = 0.0
+            w.busy = BUSY_BACKOFF
+        self._bench(w)
+        call._end(BadReply(self.function, w.port, reply), None)
+        if self._waiting:
+            self._wake()
+
+    def _pick(self) -> _W | None:
+        """A ready worker for the next call, by the pool's choice, or None."""
+        ready = self._ready
+        n = len(ready)
+        if n < 2:
+            return ready[0] if n else None
+        if self._by_least:
+            # Pool.call has this inlined (a call's first choice): change both
+            w = ready[0]
+            low = w.outstanding
+            for x in ready:
+                if x.outstanding < low:
+                    w = x
+                    low = x.outstanding
+            ready.append(ready.pop(0))  # ties go to each worker in turn
+            return w
+        # two different workers, each pair as likely as any other (not
+        # random.sample: its checks cost more than the rest of a call's choice)
+        i = int(_random() * n)
+        j = int(_random() * (n - 1))
+        a = ready[i]
+        b = ready[j + 1 if j >= i else j]
+        return a if a.outstanding <= b.outstanding else b
 
     def _bench(self, w: _W) -> None:
         w.bench = min(w.bench * 2, MAX_BENCH) if w.bench else self.retry_after
         w.bench_until = self._loop.time() + w.bench
-        w.ready_at = max(w.busy_until, w.bench_until)
+        self._update(w)
 
     # ------------------------------------------------------------ calls
 
@@ -426,19 +468,17 @@ class Pool:
         """
         if self.closed:
             raise PoolClosed(f"pool of {self.function!r} is closed")
-        if timeout is not None and not (type(timeout) is float and 0.0 < timeout < _INF):
-            check_seconds(timeout, "pool.call: timeout", none=True)
-            timeout = float(timeout)
+        if timeout is not self._timeout_ok:  # else the float checked last time
+            timeout = self._check_timeout(timeout)
         if cb is not None and not callable(cb):
             raise InvalidArgument(f"pool.call: cb must be callable or None (got {cb!r:.60})")
         if err is not None and not callable(err):
             raise InvalidArgument(f"pool.call: err must be callable or None (got {err!r:.60})")
-        now = self._loop.time()
         call = _new(PoolCall)  # its fields, all of them:
         call._pool = self
         call._args = args
         call._timeout = timeout
-        call._deadline = None if timeout is None else now + timeout
+        call._deadline = None if timeout is None else _monotonic() + timeout
         call._idempotent = idempotent
         call._cb = cb
         call._err = err
@@ -449,40 +489,49 @@ class Pool:
         call._future = None
         call._cal = None
         call._timer = None
-        if self._by_least:  # _least, inlined: every call's choice
-            workers = self._list
-            w: _W | None = None
-            low = UNCAPPED
-            for x in workers:
-                n = x.outstanding
-                if n < low and n < x.cap and x.ready_at <= now:
+        ready = self._ready
+        w: _W | None
+        if len(ready) > 1 and self._by_least:  # _pick, inlined: every call's choice
+            w = first = ready[0]
+            low = first.outstanding
+            for x in ready:
+                if x.outstanding < low:
                     w = x
-                    low = n
-            if len(workers) > 1:
-                workers.append(workers.pop(0))  # ties go to each worker in turn
+                    low = x.outstanding
+            ready.append(ready.pop(0))  # ties go to each worker in turn
         else:
-            w = self._pick(now)
+            w = self._pick()
         call._worker = w
         if w is None:
             check_message((self.function, *args))  # what cal would check, before it waits
             self._wait(call)
-        else:
-            # the first attempt: errors of the message itself reach the caller
-            w.outstanding += 1
-            try:
-                if len(args) == 1:  # the common case, without a call through *args
-                    call._cal = self.node.cal(
-                        w.port, self.function, args[0], timeout=timeout, cb=call, err=call._on_error
-                    )
-                else:
-                    call._cal = self.node.cal(
-                        w.port, self.function, *args, timeout=timeout, cb=call, err=call._on_error
-                    )
-            except BaseException:
-                w.outstanding -= 1
-                call._done = True
-                raise
+            return call
+        # the first attempt: errors of the message itself reach the caller
+        w.outstanding += 1
+        if w.outstanding >= w.cap:
+            self._update(w)
+        try:
+            call._cal = self._start(
+                w.port,
+                (self.function, args[0]) if len(args) == 1 else (self.function, *args),
+                timeout,
+                call,
+                call._on_error,
+                call._owner,
+            )
+        except BaseException:
+            w.outstanding -= 1
+            if w.flagged:
+                self._update(w)
+            call._done = True
+            raise
         return call
+
+    def _check_timeout(self, timeout: object) -> float | None:
+        seconds = check_seconds(timeout, "pool.call: timeout", none=True)
+        if type(timeout) is float:  # the same object next time needs no check
+            self._timeout_ok = timeout
+        return seconds
 
     def _dispatch(self, call: PoolCall) -> None:
         """Send a call that went out before (or waited) to a worker, or queue it."""
@@ -496,23 +545,22 @@ class Pool:
             assert call._timeout is not None
             call._end(AllBusy(self.function, call._timeout, len(self._workers)), None)
             return
-        w = self._pick(self._loop.time())
+        w = self._pick()
         if w is None:
             self._wait(call)
             return
         w.outstanding += 1
+        if w.outstanding >= w.cap:
+            self._update(w)
         call._worker = w
         try:
-            call._cal = self.node.cal(
-                w.port,
-                self.function,
-                *call._args,
-                timeout=remaining,
-                cb=call,
-                err=call._on_error,
+            call._cal = self._start(
+                w.port, (self.function, *call._args), remaining, call, call._on_error, call._owner
             )
         except Exception as e:
             w.outstanding -= 1
+            if w.flagged:
+                self._update(w)
             call._end(e, None)
 
     def _wait(self, call: PoolCall) -> None:
@@ -520,35 +568,28 @@ class Pool:
         remaining = call._remaining()
         if remaining is not None and call._timer is None:
             call._timer = lowlevel.timer(self.node, max(remaining, 0.0), call._expired)
-        self._wake_later()
 
-    def _wake_later(self) -> None:
-        """Wake the waiting calls when the first worker leaves the bench or busy."""
-        now = self._loop.time()
-        at = min(
-            (w.ready_at for w in self._list if w.ready_at > now),
-            default=math.inf,
-        )
-        if at < self._wake_at or self._wake_timer is None:
-            if self._wake_timer is not None:
-                self._wake_timer.cancel()
-                self._wake_timer = None
-            self._wake_at = at
-            if at < math.inf:
-                self._wake_timer = lowlevel.timer(self.node, at - now, self._woken)
+    def _wake_at_(self, at: float, now: float) -> None:
+        """Run _woken at `at` (earlier than the wake-up set, if any)."""
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+        self._wake_at = at
+        self._wake_timer = lowlevel.timer(self.node, at - now, self._woken)
 
     def _woken(self) -> None:
+        """The first worker left out for a time is due: take back every one
+        that is, set the next wake-up, and send the waiting calls."""
         self._wake_timer = None
         self._wake_at = math.inf
+        for w in list(self._workers.values()):
+            if not w.ready:
+                self._update(w)
         self._wake()
 
     def _wake(self) -> None:
         waiting = self._waiting
-        now = self._loop.time()
-        while waiting and self._pick(now) is not None:
+        while waiting and self._ready:
             self._dispatch(waiting.popleft())
-        if waiting:
-            self._wake_later()
 
     # ------------------------------------------------------------ fan-out
 

@@ -161,12 +161,18 @@ class Results:
         self._poke()
 
 
-def check_seconds(value: object, what: str, *, none: bool) -> None:
+def check_seconds(value: object, what: str, *, none: bool) -> float | None:
+    """value as a float of seconds (> 0 and finite; None too if `none`), else
+    InvalidArgument or OutOfRange naming `what` and the value."""
     if value is None and none:
-        return
+        return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidArgument(
             f"{what} must be a number of seconds (got {value!r:.40}, a {type(value).__name__})"
         )
-    if not 0 < value < math.inf:
+    if isinstance(value, int) and value.bit_length() > 64:  # float() would overflow
+        raise OutOfRange(f"{what} must be > 0 and finite (got an int of {value.bit_length()} bits)")
+    seconds = float(value)
+    if not 0 < seconds < math.inf:
         raise OutOfRange(f"{what} must be > 0 and finite (got {value!r})")
+    return seconds
