@@ -27,7 +27,15 @@ from aemp import lowlevel
 
 from ._errors import ERROR_TAG, InvalidArgument, MessageError, error_reply
 
-__all__ = ["ERROR_TAG", "error_reply", "is_reply_port", "reply_to", "service"]
+__all__ = [
+    "ERROR_TAG",
+    "answer",
+    "answer_error",
+    "error_reply",
+    "is_reply_port",
+    "reply_to",
+    "service",
+]
 
 log = logging.getLogger("aemp.service")
 
@@ -83,27 +91,43 @@ def reply_to(node: aemp.Node, reply: object, fn: Handler, args: tuple[Any, ...])
     try:
         r = fn(*args)
     except Exception as e:
-        _send_error(node, reply, e)
+        answer_error(node, reply, e)
         return None
-    if type(r) not in _PLAIN and inspect.isawaitable(r):
-        return _finish(node, reply, r)
-    try:  # _send, inlined: this is every answer's path
-        node.snd(reply, r)  # type: ignore[arg-type]
-    except MessageError as e:  # a result that cannot cross the wire
-        _send_error(node, reply, e)
-    except aemp.AempError as e:  # not a port ID after all, or the node closed
-        log.warning("cannot reply to %.100r: %s", reply, e)
+    if type(r) in PLAIN:  # answer(), inlined: this is every answer's path
+        try:
+            node.snd(reply, r)  # type: ignore[arg-type]
+            return None
+        except aemp.AempError:
+            pass  # answer() sends or logs why not
+    return answer(node, reply, r)
+
+
+def answer(node: aemp.Node, reply: object, result: Any) -> Any:
+    """Answer `reply` with a handler's result: ``[result]``, or an error
+    reply when the result cannot cross the wire (MessageError). An
+    awaitable result is returned as a coroutine that awaits it and answers
+    with what it gives or raises (for the caller to run as a task), and
+    nothing is sent yet; else None. A reply that cannot be sent (not a port
+    ID, the node closed) is logged as a warning.
+
+    reply_to's second half, for a handler of one's own that calls the
+    function itself (aemp.pool's workers count the jobs they run).
+    """
+    if type(result) not in PLAIN and inspect.isawaitable(result):
+        return _finish(node, reply, result)
+    _send(node, reply, result)
     return None
 
 
-_PLAIN = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple})  # not awaitable
+# The types of results that are never awaitable, tested before inspect's slower test
+PLAIN = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple})
 
 
 async def _finish(node: aemp.Node, reply: object, awaitable: Any) -> None:
     try:
         r = await awaitable
     except Exception as e:
-        _send_error(node, reply, e)
+        answer_error(node, reply, e)
     else:
         _send(node, reply, r)
 
@@ -112,12 +136,13 @@ def _send(node: aemp.Node, reply: object, result: Any) -> None:
     try:
         node.snd(reply, result)  # type: ignore[arg-type]
     except MessageError as e:  # a result that cannot cross the wire
-        _send_error(node, reply, e)
+        answer_error(node, reply, e)
     except aemp.AempError as e:  # not a port ID after all, or the node closed
         log.warning("cannot reply to %.100r: %s", reply, e)
 
 
-def _send_error(node: aemp.Node, reply: object, exc: Exception) -> None:
+def answer_error(node: aemp.Node, reply: object, exc: Exception) -> None:
+    """Answer `reply` with the error reply for exc (logged if it cannot be sent)."""
     try:
         node.snd(reply, *error_reply(exc))  # type: ignore[arg-type]
     except aemp.AempError as e:  # not a port ID after all, or the node closed

@@ -19,6 +19,7 @@ import pytest
 from conftest import free_port, until
 
 import aemp
+from aemp import lowlevel
 from aemp.pool import (
     BUSY_TYPE,
     AllBusy,
@@ -89,6 +90,15 @@ async def test_an_application_error_is_raised_once_and_never_retried(stack: Asyn
     with pytest.raises(aemp.RemoteError):  # the workers live on
         await pool.call(8)
     assert ran == [7, 8]
+    # a result that cannot cross the wire is an error reply too, not a dead worker
+    w = offer({"odd": lambda kind: {"set": {1}, "ok": 1}[kind]}, node=n0)
+    odd = Pool("odd", node=caller)
+    await odd.wait_for_workers(1, timeout=5)
+    with pytest.raises(aemp.RemoteError) as e:
+        await odd.call("set")
+    assert e.value.type.endswith("MessageError")
+    assert await odd.call("ok") == 1
+    assert w.in_flight == 0 and lowlevel.port_alive(n0, w.port)
 
 
 async def test_a_busy_worker_answers_at_once_and_the_call_moves_on(stack: AsyncExitStack) -> None:

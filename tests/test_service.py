@@ -14,7 +14,7 @@ from conftest import free_port, until
 
 import aemp
 from aemp import lowlevel
-from aemp.service import ERROR_TAG, error_reply, service
+from aemp.service import ERROR_TAG, answer, answer_error, error_reply, service
 
 SECRET = "service-secret"
 
@@ -71,6 +71,43 @@ async def test_unknown_tags_unsendable_results_and_async_handlers() -> None:
         await aemp.cal(svc, "bad")
     assert e.value.type.endswith("MessageError")
     assert await aemp.cal(svc, "later", 5) == (6,)
+
+
+async def test_answer_and_answer_error_for_a_handler_of_ones_own(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    node = lowlevel.current_node()
+
+    async def later() -> int:
+        await asyncio.sleep(0)
+        return 7
+
+    def handler(kind: str, reply: str) -> Any:
+        if kind == "plain":
+            return answer(node, reply, [1, "two"])
+        if kind == "unsendable":
+            return answer(node, reply, object())  # an error reply, not a dead port
+        if kind == "later":
+            pending = answer(node, reply, later())
+            assert asyncio.iscoroutine(pending)  # nothing sent yet: the caller runs it
+            return pending
+        answer_error(node, reply, KeyError(kind))
+        return None
+
+    p = aemp.port(handler)
+    assert await aemp.cal(p, "plain", timeout=5) == ([1, "two"],)
+    with pytest.raises(aemp.RemoteError) as e:
+        await aemp.cal(p, "unsendable", timeout=5)
+    assert e.value.type.endswith("MessageError")
+    assert await aemp.cal(p, "later", timeout=5) == (7,)
+    with pytest.raises(aemp.RemoteError) as e:
+        await aemp.cal(p, "other", timeout=5)
+    assert (e.value.type, e.value.message) == ("KeyError", "'other'")
+    assert lowlevel.port_alive(node, p)
+    with caplog.at_level(logging.WARNING, logger="aemp.service"):
+        assert answer(node, "not a port", 1) is None  # logged, nothing raised
+        answer_error(node, "", ValueError("x"))
+    assert caplog.text.count("cannot") == 2
 
 
 async def test_the_default_handler_gets_the_message_without_the_reply_port() -> None:

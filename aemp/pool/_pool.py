@@ -421,13 +421,18 @@ class Pool:
             return ready[0] if n else None
         if self._by_least:
             # Pool.call has this inlined (a call's first choice): change both
-            w = ready[0]
-            low = w.outstanding
+            w = first = ready[0]
+            low = first.outstanding
             for x in ready:
                 if x.outstanding < low:
                     w = x
                     low = x.outstanding
-            ready.append(ready.pop(0))  # ties go to each worker in turn
+            # Ties go to each worker in turn: the first of the least loaded
+            # is taken, and when that is the head of the list the list turns
+            # by one. A worker further on needs no turn: the one it passed
+            # had more calls, and it now has one more itself.
+            if w is first:
+                ready.append(ready.pop(0))
             return w
         # two different workers, each pair as likely as any other (not
         # random.sample: its checks cost more than the rest of a call's choice)
@@ -498,7 +503,8 @@ class Pool:
                 if x.outstanding < low:
                     w = x
                     low = x.outstanding
-            ready.append(ready.pop(0))  # ties go to each worker in turn
+            if w is first:  # ties go to each worker in turn (see _pick)
+                ready.append(ready.pop(0))
         else:
             w = self._pick()
         call._worker = w

@@ -17,7 +17,7 @@ import aemp
 from aemp import lowlevel
 
 from .._errors import ERROR_TAG, InvalidArgument, OutOfRange, error_reply
-from ..service import is_reply_port, reply_to
+from ..service import PLAIN, answer, answer_error, is_reply_port
 from ._names import BUSY_TYPE, check_name, family_of
 
 log = logging.getLogger("aemp.pool")
@@ -72,9 +72,19 @@ class Worker:
                 return
             self.in_flight += 1
             try:
-                pending = reply_to(node, reply, fn, msg[:-1])
-            finally:
+                r = fn(*msg[:-1])
+            except Exception as e:
                 self.in_flight -= 1
+                answer_error(node, reply, e)
+                return
+            self.in_flight -= 1
+            if type(r) in PLAIN:  # answer(), inlined: a sync job's answer
+                try:
+                    node.snd(reply, r)
+                    return
+                except aemp.AempError:
+                    pass  # answer() sends the error reply or logs why not
+            pending = answer(node, reply, r)
             if pending is not None:  # an awaitable: it runs beside the port
                 self.in_flight += 1
                 task = lowlevel.spawn_task(node, pending)
