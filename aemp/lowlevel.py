@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ._addr import parse_address
+from ._call import Call
 from ._errors import InvalidArgument, NodeClosed, NotLocalPort, OutOfRange
 from ._ids import check_port_id
 from ._seam import DataStream as DataStream
@@ -26,7 +27,6 @@ from .kernel import Handle, Timer, check_callback
 if TYPE_CHECKING:
     import asyncio
 
-    from ._call import Call
     from ._node import Node
 
 # DataStream (the type of a data connection's stream) is importable from
