@@ -169,6 +169,17 @@ async def test_a_slow_worker_is_benched_after_a_timeout_and_taken_back(
     assert await pool.call(2, timeout=5) == 2
     assert asyncio.get_running_loop().time() - t0 >= 0.2
     assert await pool.call(3, timeout=5) == 3  # forgiven
+    # three calls that time out together are one failure: benched for
+    # retry_after, not doubled per call (0.3 * 2**2 = 1.2 s); the fourth
+    # of the worker's four slots stays free
+    delays.extend([1.0] * 3)
+    burst = [pool.call(x, timeout=0.2) for x in range(3)]
+    for call in burst:
+        with pytest.raises(aemp.CallTimeout):
+            await call
+    t0 = asyncio.get_running_loop().time()
+    assert await pool.call(4, timeout=5) == 4
+    assert 0.05 <= asyncio.get_running_loop().time() - t0 < 1.0
 
 
 async def test_a_worker_that_leaves_mid_call(stack: AsyncExitStack) -> None:

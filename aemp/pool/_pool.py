@@ -443,8 +443,14 @@ class Pool:
         return a if a.outstanding <= b.outstanding else b
 
     def _bench(self, w: _W) -> None:
+        """Leave w out after a failure. The failures of one moment count once:
+        when a worker dies or stalls, every call outstanding there fails at
+        about the same time, and that is one failure, not fifty doublings."""
+        now = self._loop.time()
+        if w.bench_until > now:
+            return  # benched already, for this failure or one before it
         w.bench = min(w.bench * 2, MAX_BENCH) if w.bench else self.retry_after
-        w.bench_until = self._loop.time() + w.bench
+        w.bench_until = now + w.bench
         self._update(w)
 
     # ------------------------------------------------------------ calls
