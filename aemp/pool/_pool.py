@@ -136,10 +136,7 @@ class PoolCall(Pending[Any]):
             return None
         if w.flagged:  # else nothing but the count changes, and no call waits
             self._pool._replied(w)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._result = value
+        self._result = value  # (no wait timer: _wake ended it when the call went out)
         self._done = True  # Pending._settle, inlined
         if self._future is not None and not self._future.done():
             self._future.set_result(None)
@@ -215,10 +212,7 @@ class PoolCall(Pending[Any]):
     def _end(self, exc: BaseException | None, value: Any) -> None:
         if self._done:
             return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._result = value
+        self._result = value  # (no wait timer: _wake ended it when the call went out)
         self._settle(exc)
         run = self._callback(exc, (value,))
         if run is not None:
@@ -601,7 +595,11 @@ class Pool:
     def _wake(self) -> None:
         waiting = self._waiting
         while waiting and self._ready:
-            self._dispatch(waiting.popleft())
+            call = waiting.popleft()
+            if call._timer is not None:  # it bounded the wait; cal's timeout bounds the rest
+                call._timer.cancel()
+                call._timer = None
+            self._dispatch(call)
 
     # ------------------------------------------------------------ fan-out
 
