@@ -257,6 +257,20 @@ async def test_map_stops_at_the_first_error(stack: AsyncExitStack) -> None:
     assert isinstance(out[3], aemp.RemoteError) and out[3].message == "three"
     got = [x async for x in pool.imap_unordered(range(5), return_exceptions=True)]
     assert sorted(x for x in got if isinstance(x, int)) == [0, 1, 2, 4] and len(got) == 5
+    # bad items: a clear error from the iteration, never from a callback
+    with pytest.raises(aemp.InvalidArgument, match="items must be iterable"):
+        await pool.map(None)  # type: ignore[arg-type]
+    items: list[Any] = [(1,), (2,), "45", (6,)]  # a str is not a tuple of arguments
+    with pytest.raises(aemp.InvalidArgument, match=r"item 2 must be a tuple or list .*'45'"):
+        await pool.map(items, star=True, concurrency=1)
+
+    def broken() -> Any:
+        yield 1
+        raise OSError("the source failed")
+
+    with pytest.raises(OSError, match="the source failed"):
+        await pool.map(broken(), concurrency=1)
+    assert await pool.map([[1], (2,)], star=True) == [1, 2]
 
 
 async def test_a_worker_that_answers_garbage(

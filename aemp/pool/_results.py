@@ -42,7 +42,12 @@ class Results:
             self.total: int | None = len(items)  # type: ignore[arg-type]
         except TypeError:
             self.total = None
-        self._items = iter(enumerate(items))
+        try:
+            self._items = iter(enumerate(items))
+        except TypeError:
+            raise InvalidArgument(
+                f"items must be iterable (got {items!r:.60}, a {type(items).__name__})"
+            ) from None
         self._star = star
         self._concurrency = concurrency
         self._timeout = timeout
@@ -109,8 +114,16 @@ class Results:
                 self._exhausted = True
                 self._error = e
                 break
-            args = tuple(item) if self._star else (item,)
             try:
+                if not self._star:
+                    args: tuple[Any, ...] = (item,)
+                elif type(item) is tuple or type(item) is list:
+                    args = tuple(item)
+                else:
+                    raise InvalidArgument(
+                        f"with star=True, item {index} must be a tuple or list of "
+                        f"arguments (got {item!r:.60}, a {type(item).__name__})"
+                    )
                 self._calls[index] = self._call(
                     *args,
                     timeout=self._timeout,
