@@ -91,8 +91,11 @@ async def flood(
         assert waited > FLOOD / 4, f"{kind}: the sender was not slowed ({sent} messages)"
         assert paused[0] or not queues, f"{kind}: reading never paused ({sent} messages)"
         assert max(held) <= LIMIT + SLACK, (kind, max(held))
-        # the 10 ms timer ran throughout (a 2 ms handler slice, the sender's batch)
-        assert max(gaps) < 0.25, (kind, max(gaps))
+        # the 10 ms timer ran throughout (a 2 ms handler slice, the sender's
+        # batch): a loop the flood starved would show a gap near FLOOD; the
+        # bound leaves room for a loaded machine's scheduling (0.25 s was
+        # passed by a load average above 6)
+        assert max(gaps) < 0.5, (kind, max(gaps))
 
 
 async def test_flood_into_a_slow_sync_handler() -> None:
