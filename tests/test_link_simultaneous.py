@@ -11,6 +11,7 @@ closes the later one, as AnyEvent::MP does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from typing import Any
@@ -216,3 +217,37 @@ async def test_simultaneous_connects_with_a_first_authenticated_peer(
     assert races >= ROUNDS // 2, f"only {races} of {ROUNDS} rounds raced"
     # rounds where the peer closed the connection that authenticated second on its side
     assert counter.reasons.get("a already connected", 0) >= 10, counter.reasons
+
+
+async def test_a_second_connection_to_a_linked_node_ends_without_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Discovery or a seed may dial a node whose link is up on its side
+    and still under way on ours; the peer then refuses ("already connected")
+    and closes in the handshake. The link stands, and nobody is warned."""
+    async with (
+        aemp.Node(nodeid="a", binds=["127.0.0.1:0"], secret=SECRET) as a,
+        aemp.Node(nodeid="b", binds=["127.0.0.1:0"], seeds=a.listeners, secret=SECRET) as b,
+    ):
+        await b.wait_joined(timeout=10)
+        await until(lambda: a.node_is_up("b"), "a's side of the link")
+        # b as it is when its side of the link is not through yet: the
+        # greeting of a node it has a link with goes on (a refuses it)
+        net = testing.network(b)
+        greeted = net.greeted
+
+        def late(conn: Any, nodeid: str) -> str | None:
+            refusal = greeted(conn, nodeid)
+            return None if refusal and "already connected" in refusal else refusal
+
+        net.greeted = late  # type: ignore[method-assign]
+        with caplog.at_level("INFO", logger="aemp.transport"):
+            for _ in range(3):
+                with contextlib.suppress(ConnectionError):
+                    await net.dial(a.listeners[0], expect="a")
+            await asyncio.sleep(0.1)  # a's end of each
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert not warned, warned
+        assert "a second connection with a ended in its handshake" in caplog.text
+        assert a.node_is_up("b") and b.node_is_up("a")
+        assert await b.cal(a.id, "time", timeout=5)  # the link still carries

@@ -274,7 +274,23 @@ class Network:
 
     def handshake_failed(self, conn: Conn, reason: str) -> None:
         """Log a failed handshake: a dialled one always, an accepted one
-        a few per burst (anyone may connect, so anyone could fill the log)."""
+        a few per burst (anyone may connect, so anyone could fill the log);
+        one with a node that another connection leads to is no problem."""
+        nodeid = conn._greeted_as or conn.expect
+        if nodeid and (
+            self.owner.node_is_up(nodeid)
+            or any(c is not conn and c.leads_to(nodeid) for c in self.conns)
+        ):
+            # Both nodes dialled at once, and the peer, whose link was up
+            # first, refused this one ("already connected"): the link stands.
+            log.info(
+                "node %s: a second connection with %s ended in its handshake (%s); "
+                "another one is up or under way",
+                self.owner.id,
+                nodeid,
+                reason,
+            )
+            return
         if conn not in self._accepting:  # dialled: ours, as many as we made
             self.dial_problem(conn.peeraddr, f"connection with {conn.describe()} failed", reason)
             return
