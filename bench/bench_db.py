@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from _common import Peer, free_port
 
 import aemp
 
@@ -31,24 +32,12 @@ SECRET = "bench-secret"
 LIMIT_S = 60.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class Proc(Peer):
+    """A db_peer.py node process started with `spec` (see db_peer.py)."""
 
-
-class Proc:
     def __init__(self, spec: dict[str, Any]) -> None:
-        spec = {"secret": SECRET, **spec}
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, str(PEER), json.dumps(spec)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        self.info: dict[str, Any] = json.loads(self.proc.stdout.readline())
+        super().__init__(PEER, json.dumps({"secret": SECRET, **spec}))
 
     def readline(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -63,15 +52,6 @@ class Proc:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024
         raise RuntimeError("no VmRSS")
-
-    def stop(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def _p(values: list[float], q: int) -> float:

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from _common import figure, free_port
+
 import aemp
 from aemp import names
 from aemp.names import _etcd_http
@@ -39,12 +40,6 @@ from aemp.names import _etcd_http
 PEER = Path(__file__).resolve().parent / "names_peer.py"
 SECRET = "bench-secret"
 LIMIT_S = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Etcd:
@@ -88,13 +83,6 @@ async def cycles(m: names.NameManager, seconds: float) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def figure(
-    bench: str, value: float, unit: str, ref: str, ref_value: float, ratio: float
-) -> dict[str, Any]:
-    return {"bench": bench, "value": round(value, 3), "unit": unit, "reference": ref,
-            "reference_value": round(ref_value, 3), "ratio": round(ratio, 3)}  # fmt: skip
-
-
 async def bench_memory(seconds: float) -> dict[str, Any]:
     m = await names.open("memory://bench")
     rate = await cycles(m, seconds)
@@ -106,7 +94,7 @@ async def bench_memory(seconds: float) -> dict[str, Any]:
         n += 1
     ref = n / (time.perf_counter() - t0)
     return figure("names_memory", rate, "acquire+release/s (higher is better)",
-                  "dict insert+delete/s", ref, rate / ref)  # fmt: skip
+                  "dict insert+delete/s", ref, ratio=rate / ref, digits=3)  # fmt: skip
 
 
 async def bench_etcd(etcd: Etcd, seconds: float) -> dict[str, Any]:
@@ -124,7 +112,8 @@ async def bench_etcd(etcd: Etcd, seconds: float) -> dict[str, Any]:
     ref = n / (time.perf_counter() - t0)
     await gw.close()
     return figure("names_etcd", rate, "acquire+release/s (higher is better)",
-                  "bare etcd put+delete/s, same HTTP client", ref, rate / ref)  # fmt: skip
+                  "bare etcd put+delete/s, same HTTP client", ref, ratio=rate / ref,
+                  digits=3)  # fmt: skip
 
 
 async def bench_aemp(seconds: float) -> dict[str, Any]:
@@ -144,7 +133,8 @@ async def bench_aemp(seconds: float) -> dict[str, Any]:
             n += 1
         ref = n / (time.perf_counter() - t0)
     return figure("names_aemp", rate, "acquire+release/s (higher is better)",
-                  "cal round trips/s between the same nodes", ref, 2 * rate / ref)  # fmt: skip
+                  "cal round trips/s between the same nodes", ref, ratio=2 * rate / ref,
+                  digits=3)  # fmt: skip
 
 
 async def death_to_free(url: str, ttl: float, m: names.NameManager, extra: dict[str, Any]) -> float:
@@ -182,13 +172,13 @@ async def bench_deaths(etcd: Etcd) -> list[dict[str, Any]]:
     t = await death_to_free(m.url, ttl, m, {})
     await m.aclose()
     out.append(figure("names_etcd_death_to_free", t, "s (lower is better)",
-                      "the lease ttl", ttl, ttl / t))  # fmt: skip
+                      "the lease ttl", ttl, ratio=ttl / t, digits=3))  # fmt: skip
     async with aemp.Node(nodeid="seed2", binds=["127.0.0.1:0"], secret=SECRET) as seed:
         names.serve(seed)
         m = await names.open("aemp://", node=seed)
         t = await death_to_free("aemp://", ttl, m, {"seeds": seed.listeners, "secret": SECRET})
     out.append(figure("names_aemp_death_to_free", t, "s (lower is better)",
-                      "the lease ttl", ttl, ttl / t))  # fmt: skip
+                      "the lease ttl", ttl, ratio=ttl / t, digits=3))  # fmt: skip
     return out
 
 

@@ -31,14 +31,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from _common import Peer, figure, free_port
 
 import aemp
 from aemp import lowlevel
@@ -54,42 +53,18 @@ SECRET = "bench-secret"
 LIMIT_S = 60.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def start_peers(seed: str) -> list[Peer]:
+    """The two worker processes, seeded at `seed`, each with two pool workers
+    offering "echo" and a plain port answering it, on PEER_CPUS."""
+    return [Peer(PEER, seed, "2", cpus=PEER_CPUS) for _ in range(2)]
 
 
-class Peer:
-    def __init__(self, seed: str, workers: int) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(PEER), seed, str(workers)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            preexec_fn=(lambda: os.sched_setaffinity(0, PEER_CPUS)) if PEER_CPUS else None,
-        )
-        assert self.proc.stdout is not None
-        self.info: dict[str, Any] = json.loads(self.proc.stdout.readline())
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc.poll() is not None:
-            return
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-async def pipelined(node: aemp.Node, call: Any, n: int, window: int = 1000) -> float:
-    """`call(i, got)` with `window` outstanding, each result making the next."""
+async def pipelined(
+    node: aemp.Node, call: Any, n: int, window: int = 1000, limit: float | None = LIMIT_S
+) -> float:
+    """`call(i, got)` with `window` outstanding, each result making the next:
+    calls per second over `n` calls, which must all end within `limit` seconds
+    (None: no limit)."""
     finished = node.loop.create_future()
     sent = done = 0
 
@@ -106,16 +81,17 @@ async def pipelined(node: aemp.Node, call: Any, n: int, window: int = 1000) -> f
     for i in range(min(window, n)):
         call(i, got)
         sent += 1
-    await asyncio.wait_for(finished, LIMIT_S)
+    if n:
+        await asyncio.wait_for(finished, limit)
     return n / (time.perf_counter() - t0)
 
 
 async def rates(quick: bool) -> dict[str, list[float]]:
     n = 20_000 if quick else 200_000
-    addr = f"127.0.0.1:{_free_port()}"
+    addr = f"127.0.0.1:{free_port()}"
     out: dict[str, list[float]] = {"least": [], "two": [], "plain": [], "spread": []}
     async with aemp.Node(nodeid="bench", binds=[addr], secret=SECRET) as node:
-        peers = [Peer(addr, 2), Peer(addr, 2)]
+        peers = start_peers(addr)
         try:
             pools = {c: Pool("echo", choice=c, node=node) for c in ("least", "two")}
             for pool in pools.values():
@@ -145,9 +121,9 @@ async def rates(quick: bool) -> dict[str, list[float]]:
 async def recovery(window: int = 200) -> tuple[float, float, int]:
     """(seconds from SIGKILL to the last stranded call's result, seconds to the
     link-down event, calls that moved)"""
-    addr = f"127.0.0.1:{_free_port()}"
+    addr = f"127.0.0.1:{free_port()}"
     async with aemp.Node(nodeid="bench", binds=[addr], secret=SECRET, monitor_timeout=2.0) as node:
-        peers = [Peer(addr, 2), Peer(addr, 2)]
+        peers = start_peers(addr)
         try:
             pool = Pool("echo", node=node)
             await pool.wait_for_workers(4, timeout=20)
@@ -217,10 +193,15 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     for choice in ("least", "two"):
         ratios = [x / y for x, y in zip(r[choice], r["plain"], strict=True)]
         spread = [x / y for x, y in zip(r[choice], r["spread"], strict=True)]
-        fig = _fig(f"pool_call_pipelined_{choice}", statistics.median(r[choice]), "calls/s", ref)
-        fig["ratio"] = round(statistics.median(ratios), 3)  # of the rounds, not of the medians
+        fig = figure(
+            f"pool_call_pipelined_{choice}",
+            statistics.median(r[choice]),
+            "calls/s",
+            "plain cal pipelined to one port, same rounds",
+            ref,
+            ratio=statistics.median(ratios),  # of the rounds, not of the medians
+        )
         fig["round_ratios"] = [round(x, 3) for x in ratios]
-        fig["reference"] = "plain cal pipelined to one port, same rounds"
         fig["target_ratio"] = 0.8
         # the same calls spread by hand over the 4 worker ports: what the
         # pool's own bookkeeping costs, without the second process's share
@@ -231,25 +212,19 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     rounds = [aemp.run(recovery()) for _ in range(1 if quick else 5)]
     flow = statistics.median(r[0] for r in rounds)
     detect = statistics.median(r[1] for r in rounds)
-    fig = _fig("pool_kill_recovery", flow * 1000, "ms (lower is better)", detect * 1000)
-    fig["ratio"] = round(statistics.median(r[1] / r[0] for r in rounds), 3)
+    fig = figure(
+        "pool_kill_recovery",
+        flow * 1000,
+        "ms (lower is better)",
+        "link loss detected (SIGKILL to link-down event)",
+        detect * 1000,
+        ratio=statistics.median(r[1] / r[0] for r in rounds),
+    )
     fig["round_ratios"] = [round(r[1] / r[0], 3) for r in rounds]
-    fig["reference"] = "link loss detected (SIGKILL to link-down event)"
     fig["target_ratio"] = 0.5
     fig["stranded_calls"] = max(r[2] for r in rounds)
     out.append(fig)
     return out
-
-
-def _fig(name: str, value: float, unit: str, ref: float) -> dict[str, Any]:
-    lower = "lower" in unit
-    return {
-        "bench": name,
-        "value": round(value, 2) if value < 1000 else round(value),
-        "unit": unit,
-        "reference_value": round(ref, 2) if ref < 1000 else round(ref),
-        "ratio": round((ref / value) if lower else (value / ref), 3),
-    }
 
 
 if __name__ == "__main__":

@@ -13,43 +13,21 @@ echo requests, and the figure also names the issue's target.
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import msgpack
+from _common import Peer, figure
 
 import aemp
 
 PEER = Path(__file__).resolve().parent / "peer.py"
 SECRET = "bench-secret"
 LIMIT_S = 60.0
-
-
-class Peer:
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(PEER), *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        self.info: dict[str, str] = json.loads(self.proc.stdout.readline())
-
-    def stop(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+RAW = "raw asyncio+uvloop+msgpack"
 
 
 # ---------------------------------------------------------------- aemp side
@@ -213,7 +191,7 @@ async def raw_pipelined(peer: Peer, n: int, window: int = 1000) -> float:
 
 
 def _with_peer(mode: str, fn: Any, *args: Any) -> Any:
-    peer = Peer(mode)
+    peer = Peer(PEER, mode)
     try:
         return aemp.run(asyncio.wait_for(fn(peer, *args), LIMIT_S))
     finally:
@@ -239,16 +217,18 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         for _ in range(rounds)
     ]
     (rate, cpu), (rref, cref) = max(a for a, _ in ow), max(r for _, r in ow)
-    out.append(_fig("remote_oneway", rate, "msgs/s", rref))
+    out.append(figure("remote_oneway", rate, "msgs/s", RAW, rref))
     cpu, cref = min(a[1] for a, _ in ow), min(r[1] for _, r in ow)
-    out.append(_fig("remote_oneway_cpu", cpu * 1e6, "us CPU/msg (lower is better)", cref * 1e6))
+    out.append(
+        figure("remote_oneway_cpu", cpu * 1e6, "us CPU/msg (lower is better)", RAW, cref * 1e6)
+    )
 
     lat: list[float] = []
     lref: list[float] = []
     for _ in range(rounds):
         lat += _with_peer("aemp", aemp_cal, ncal // rounds)
         lref += _with_peer("raw", raw_cal, ncal // rounds)
-    out.append(_fig("remote_cal", _p(lat, 50), "us p50 (lower is better)", _p(lref, 50)))
+    out.append(figure("remote_cal", _p(lat, 50), "us p50 (lower is better)", RAW, _p(lref, 50)))
     out[-1]["p99"] = round(_p(lat, 99), 1)
     out[-1]["reference_p99"] = round(_p(lref, 99), 1)
 
@@ -257,18 +237,6 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         for _ in range(rounds)
     ]
     prate, pref = max(a for a, _ in pp), max(r for _, r in pp)
-    out.append(_fig("remote_cal_pipelined", prate, "calls/s", pref))
+    out.append(figure("remote_cal_pipelined", prate, "calls/s", RAW, pref))
     out[-1]["target"] = 300_000
     return out
-
-
-def _fig(name: str, value: float, unit: str, ref: float) -> dict[str, Any]:
-    lower = "lower" in unit
-    return {
-        "bench": name,
-        "value": round(value, 2) if value < 1000 else round(value),
-        "unit": unit,
-        "reference": "raw asyncio+uvloop+msgpack",
-        "reference_value": round(ref, 2) if ref < 1000 else round(ref),
-        "ratio": round((ref / value) if lower else (value / ref), 3),
-    }

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from _common import Peer
 
 import aemp
 from aemp.streams import open_stream
@@ -30,24 +31,6 @@ PEER = Path(__file__).resolve().parent / "stream_peer.py"
 SECRET = "bench-secret"
 LIMIT_S = 120.0
 BLOCK = bytes(range(256)) * 4096  # 1 MiB
-
-
-class Peer:
-    def __init__(self, mode: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(PEER), mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
-        assert self.proc.stdout is not None
-        self.info: dict[str, str] = json.loads(self.proc.stdout.readline())
-
-    def stop(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 async def aemp_stream(peer: Peer, nbytes: int) -> float:
@@ -82,7 +65,7 @@ async def raw_stream(peer: Peer, nbytes: int) -> float:
 
 
 def _with_peer(mode: str, fn: Any, nbytes: int) -> float:
-    peer = Peer(mode)
+    peer = Peer(PEER, mode)
     try:
         return aemp.run(asyncio.wait_for(fn(peer, nbytes), LIMIT_S))  # type: ignore[no-any-return]
     finally:

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from _common import free_port
 
 import aemp
 from aemp.supervisor import Child, Event, Supervisor
@@ -32,12 +33,6 @@ from aemp.supervisor import Child, Event, Supervisor
 HOST = Path(__file__).resolve().parent / "sup_host.py"
 SECRET = "bench-secret"
 LIMIT_S = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Host:

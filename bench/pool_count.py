@@ -34,7 +34,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench_pool import SECRET, Peer, _free_port
+from _common import free_port
+from bench_pool import SECRET, pipelined, start_peers
 
 import aemp
 from aemp.pool import Pool
@@ -43,9 +44,9 @@ MODES = ("cal", "spread", "least", "two")
 
 
 async def main(n: int, mode: str) -> None:
-    addr = f"127.0.0.1:{_free_port()}"
+    addr = f"127.0.0.1:{free_port()}"
     async with aemp.Node(nodeid="bench", binds=[addr], secret=SECRET) as node:
-        peers = [Peer(addr, 2), Peer(addr, 2)]
+        peers = start_peers(addr)
         try:
             plain = peers[0].info["plain"]
             ports = peers[0].info["workers"] + peers[1].info["workers"]
@@ -61,23 +62,7 @@ async def main(n: int, mode: str) -> None:
                 call = lambda i, got: node.cal(ports[i % 4], "echo", i, cb=got, timeout=60.0)  # noqa: E731
             else:
                 call = lambda i, got: pool.call(i, cb=got, timeout=60.0)  # noqa: E731
-            finished = node.loop.create_future()
-            sent = done = 0
-
-            def got(*_: Any) -> None:
-                nonlocal sent, done
-                done += 1
-                if sent < n:
-                    call(sent, got)
-                    sent += 1
-                elif done == n:
-                    finished.set_result(None)
-
-            for i in range(min(1000, n)):
-                call(i, got)
-                sent += 1
-            if n:
-                await finished
+            await pipelined(node, call, n, window=1000, limit=None)
             pool.close()
         finally:
             for p in peers:
