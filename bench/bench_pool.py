@@ -9,7 +9,9 @@ the same form to the plain port of one process, measured in turns with
 the pool in the same run: five rounds (two with --quick), each measuring
 every kind once (in the opposite order the next round), and the figure
 is the median of the rounds' ratios, which a slow moment cannot move as
-it moves a best or a mean. The issue's target is 0.8 of the reference. A
+it moves a mean; best_ratio beside it is the best round of each kind
+against the best of the reference (another program's load only ever
+slows a round, so each best is the nearest to the quiet machine's). The issue's target is 0.8 of the reference. A
 second reference, plain cal spread by hand over the four worker ports in
 turn, shows what the pool's own bookkeeping costs (spread_ratio). With
 two or more CPUs the caller runs on one and the worker processes on the
