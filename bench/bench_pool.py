@@ -11,12 +11,13 @@ every kind once (in the opposite order the next round), and the figure
 is the median of the rounds' ratios, which a slow moment cannot move as
 it moves a mean; best_ratio beside it is the best round of each kind
 against the best of the reference (another program's load only ever
-slows a round, so each best is the nearest to the quiet machine's). The issue's target is 0.8 of the reference. A
-second reference, plain cal spread by hand over the four worker ports in
-turn, shows what the pool's own bookkeeping costs (spread_ratio). With
-two or more CPUs the caller runs on one and the worker processes on the
-rest, in every kind alike: on two CPUs, three busy processes unpinned
-take turns at random and the same run varies by 30%.
+slows a round, so each best is the nearest to the quiet machine's). The
+issue's target is 0.8 of the reference. A second reference, plain cal
+spread by hand over the four worker ports in turn, shows what the pool's
+own bookkeeping costs (spread_ratio). With two or more CPUs the caller
+runs on one and the worker processes on the rest, in every kind alike:
+on two CPUs, three busy processes unpinned take turns at random and the
+same run varies by 30%.
 
 pool_kill_recovery: idempotent pool calls flow, 200 outstanding, while
 one worker process is killed with SIGKILL; the figure is the time from
