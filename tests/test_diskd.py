@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
 import random
 import sys
 from pathlib import Path
@@ -118,7 +119,14 @@ async def test_a_missing_failing_hanging_or_garbled_lsblk_is_logged_once_and_ret
     bin_dir.mkdir()
     mode, good = tmp_path / "mode", tmp_path / "good.json"
     good.write_text(A_DISKS)
-    mode.write_text("notjson")
+
+    def set_mode(stage: str) -> None:
+        # at once, never half written: the fake lsblk reads the file at any
+        # moment, and an empty one is its good answer (a stray recovery)
+        (tmp_path / "mode.new").write_text(stage)
+        os.replace(tmp_path / "mode.new", mode)
+
+    set_mode("notjson")
     script = bin_dir / "lsblk"
     script.write_text(FAKE_LSBLK.format(mode=mode, good=good))
     script.chmod(0o755)
@@ -141,7 +149,7 @@ async def test_a_missing_failing_hanging_or_garbled_lsblk_is_logged_once_and_ret
             ("hang", "lsblk gave no answer within 0.5 s"),
         ]
         for i, (stage, text) in enumerate(stages):
-            mode.write_text(stage)
+            set_mode(stage)
             await until(lambda text=text: node.log(text), 20, f"the log saying {text!r}")
             await asyncio.sleep(1.2)  # several more tries: still said once
             assert len(node.log(text)) == 1, node.err
@@ -149,11 +157,11 @@ async def test_a_missing_failing_hanging_or_garbled_lsblk_is_logged_once_and_ret
             rc, out, err = await run_list(run)  # the node still answers
             assert rc == 0, err
             assert f"note: diskd/x: {text}" in out
-        mode.write_text("notjson")  # a problem said before, while still failing: not again
+        set_mode("notjson")  # a problem said before, while still failing: not again
         await asyncio.sleep(1.2)
         assert len(node.log("lsblk's answer is not JSON")) == 1, node.err
         assert len(node.log("WARNING")) == len(stages), node.err
-        mode.write_text("good")
+        set_mode("good")
         await until(lambda: node.log("the disks are read again (2 of them)"), 20, "recovered")
         got = await listed(run, 2)
         assert got == [["diskd/x", "sda", "500.0G", "yes", "/"],
