@@ -201,10 +201,12 @@ class CallTable:
         if target is None:
             node = self._node
             local = port.partition("#")[0] == node.id
-            target = self._targets[port] = _Target(self, port, local)
-            target.calls[call] = None
-            # the target's monitor fires from the run queue, never in here
+            target = _Target(self, port, local)
+            # the target's monitor fires from the run queue, never in here; made
+            # first, so that a port ID it refuses leaves nothing registered
             target.monitor = node.mon(port, target.died)
+            self._targets[port] = target
+            target.calls[call] = None
         else:
             if not target.calls:
                 self._idle.pop(port, None)

@@ -134,6 +134,12 @@ async def test_call_starter_starts_cals_as_their_owner() -> None:
         with pytest.raises(aemp.MessageError):  # values are checked as they are sent
             start(remote, ("add", object(), 1), 10.0, None, None, None)
         assert lowlevel.statistics(b)["calls"] == 0  # the refused call left nothing behind
+        targets = lowlevel.statistics(b)["call_targets"]  # idle ones stay a while
+        for bad in ("", "#x", "a b#c"):  # the starter's duty, not checked: still no harm
+            with pytest.raises(aemp.InvalidID):
+                start(bad, ("add", 1, 1), 10.0, None, None, None)
+        stats = lowlevel.statistics(b)
+        assert stats["calls"] == 0 and stats["call_targets"] == targets
     with pytest.raises(aemp.NodeClosed):
         lowlevel.call_starter(b)
 
