@@ -93,13 +93,13 @@ def reply_to(node: aemp.Node, reply: object, fn: Handler, args: tuple[Any, ...])
     except Exception as e:
         answer_error(node, reply, e)
         return None
-    if type(r) in PLAIN:  # answer(), inlined: this is every answer's path
-        try:
-            node.snd(reply, r)  # type: ignore[arg-type]
-            return None
-        except aemp.AempError:
-            pass  # answer() sends or logs why not
-    return answer(node, reply, r)
+    if type(r) not in PLAIN:
+        return answer(node, reply, r)
+    try:  # answer(), inlined: this is every answer's path
+        node.snd(reply, r)  # type: ignore[arg-type]
+    except aemp.AempError:
+        answer(node, reply, r)  # sends the error reply, or logs why it cannot
+    return None
 
 
 def answer(node: aemp.Node, reply: object, result: Any) -> Any:

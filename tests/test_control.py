@@ -304,7 +304,7 @@ async def _hello(node: aemp.Node) -> dict[str, Any]:
 
 
 _NOBODY_CLIENT = """
-import socket, sys
+import contextlib, socket, sys
 s = socket.socket(socket.AF_UNIX)
 s.settimeout(5)
 try:
@@ -312,10 +312,8 @@ try:
 except PermissionError:
     print("EACCES")
     sys.exit(0)
-try:
-    s.sendall(b'{"cmd": "status"}\\n')
-except (BrokenPipeError, ConnectionResetError):
-    pass  # the node may have answered and closed already
+with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+    s.sendall(b'{"cmd": "status"}\\n')  # the node may have answered and closed already
 got = b""
 while not got.endswith(b"\\n"):
     chunk = s.recv(4096)

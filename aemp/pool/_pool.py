@@ -661,17 +661,14 @@ class Pool:
     ) -> list[Any]:
         """The results of calling the function once per item, in the items'
         order (as imap_unordered, which says what the arguments mean)."""
-        self._check_open()
-        results = Results(
-            self.call,
-            self._loop,
+        results = self.imap_unordered(
             items,
-            star,
-            concurrency,
-            timeout,
-            idempotent,
-            progress,
-            bool(return_exceptions),
+            star=star,
+            concurrency=concurrency,
+            timeout=timeout,
+            idempotent=idempotent,
+            progress=progress,
+            return_exceptions=return_exceptions,
         )
         out: dict[int, Any] = {}
         try:

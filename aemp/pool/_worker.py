@@ -81,9 +81,9 @@ class Worker:
             if type(r) in PLAIN:  # answer(), inlined: a sync job's answer
                 try:
                     node.snd(reply, r)
-                    return
                 except aemp.AempError:
-                    pass  # answer() sends the error reply or logs why not
+                    answer(node, reply, r)  # sends the error reply, or logs why it cannot
+                return
             pending = answer(node, reply, r)
             if pending is not None:  # an awaitable: it runs beside the port
                 self.in_flight += 1
