@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import struct
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -50,6 +49,7 @@ from .. import wire
 from .._addr import format_address
 from .._errors import Overloaded, RemoteProtocolError
 from .._seam import Inbox
+from ._stream import reset
 
 if TYPE_CHECKING:
     from .._config import Config
@@ -95,7 +95,6 @@ CHUNK_PACKETS = 256  # a burst is written in parts of this many packets
 # means two ticks (between 1 and 2 ms): never less than a millisecond, or a
 # burst that crossed a tick would be written packet by packet.
 LONE_GAP = 0.0015
-_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close drops the send queue, sends RST
 
 
 class Conn(asyncio.Protocol):
@@ -607,12 +606,7 @@ class Conn(asyncio.Protocol):
         transport = self.transport
         if transport is not None:
             if abort and not transport.is_closing():
-                sock = transport.get_extra_info("socket")
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-                except (OSError, AttributeError):  # pragma: no cover - not a TCP socket
-                    pass
-                transport.abort()
+                reset(transport)
             else:
                 transport.close()
         self.net.conns.discard(self)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import socket
 import struct
 from collections.abc import Callable
@@ -35,16 +36,15 @@ __all__ = ["RawStream", "local_pair"]
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: the close resets
 
 
-def _reset(transport: asyncio.Transport) -> None:
-    """Abort with a reset, so the peer hears of it at once (not as an end)."""
+def reset(transport: asyncio.BaseTransport) -> None:
+    """Abort with a reset, so the peer hears of it at once (not as an end);
+    a connection's abort too (net/_conn.py)."""
     if transport.is_closing():
         return
     sock = transport.get_extra_info("socket")
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not a TCP socket
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-    except (OSError, AttributeError):  # pragma: no cover - not a TCP socket
-        pass
-    transport.abort()
+    cast(asyncio.Transport, transport).abort()
 
 
 class RawStream(asyncio.Protocol):
@@ -160,7 +160,7 @@ class RawStream(asyncio.Protocol):
             err = BrokenStreamError(f"data stream {self.dataconn_id!r} with {self.peer!r}: {why}")
             err.__cause__ = cause
             self._error = err
-        _reset(self._transport)
+        reset(self._transport)
         self._wake_reader()
         self._wake_drain()
 
@@ -251,7 +251,7 @@ class RawStream(asyncio.Protocol):
         if not abort and self._error is None and self._finish is not None:
             t.write(self._finish())  # TLS's close_notify
         if abort:
-            _reset(t)
+            reset(t)
         else:
             t.close()
         self._chunks.clear()
@@ -267,7 +267,7 @@ class RawStream(asyncio.Protocol):
                 async with asyncio.timeout(reset_after):
                     await asyncio.shield(self._gone)
             except TimeoutError:
-                _reset(self._transport)
+                reset(self._transport)
                 return False
         return True
 
