@@ -10,10 +10,7 @@
 # CallTable: the pending calls to one target share one monitor (kept a
 # while after the last call to a port on another node ends), and calls
 # with the same timeout made within a thousandth of it (at least a
-# millisecond) share a deadline bucket and its one timer. Joining a bucket
-# reads no clock: a timer seals it when that window is over, and it ends
-# after the timeout counted from the end of the window, so no call ends
-# early, and none later than 0.1% of its timeout (1 ms for short ones).
+# millisecond) share a deadline bucket and its timers (aemp/_deadlines.py).
 #
 # A reply whose first element is ERROR_TAG is an error reply (a service
 # port's handler raised, docs/protocol.md): the call fails with
@@ -22,10 +19,10 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._deadlines import Deadlines
 from ._errors import ERROR_TAG, CallTimeout, PortDead, RemoteError
 from ._pending import Pending
 from ._runtime import SELF
@@ -173,7 +170,7 @@ class CallTable:
     is fine); its length is their number.
     """
 
-    __slots__ = ("_idle", "_node", "_open", "_targets")
+    __slots__ = ("_deadlines", "_idle", "_node", "_open", "_targets")
 
     def __init__(self, node: Kernel) -> None:
         self._node = node
@@ -182,7 +179,8 @@ class CallTable:
         # monitor and all: the next call to the same server, the common
         # case, then costs no monitor. The oldest go first.
         self._idle: dict[str, None] = {}
-        self._open: dict[float, dict[Call, None]] = {}  # timeout -> bucket taking calls
+        self._deadlines: Deadlines[Call] = Deadlines(node.timer, Call._on_timeout)
+        self._open = self._deadlines.open  # timeout -> bucket taking calls
 
     def __len__(self) -> int:
         return sum(len(target.calls) for target in self._targets.values())
@@ -217,31 +215,9 @@ class CallTable:
             return
         bucket = self._open.get(timeout)
         if bucket is None:
-            bucket = self._bucket_for(timeout)
+            bucket = self._deadlines.bucket(timeout)
         bucket[call] = None
         call._bucket = bucket
-
-    def _bucket_for(self, timeout: float) -> dict[Call, None]:
-        # timeouts on a millisecond grid, rounded up, share buckets
-        key = math.ceil(timeout * 1000 - 1e-9) / 1000
-        bucket = self._open.get(key)
-        if bucket is None:
-            bucket = self._open[key] = {}
-            window = key / 1000 if key > 1.0 else 0.001
-            self._later(window, lambda: self._seal(key, bucket))
-            self._later(window + key, lambda: self._expire(bucket))
-        return bucket
-
-    def _later(self, delay: float, fn: Callable[[], None]) -> None:
-        self._node.timer(delay, fn)  # a node's timer: close() cancels it
-
-    def _seal(self, key: float, bucket: dict[Call, None]) -> None:
-        if self._open.get(key) is bucket:
-            del self._open[key]
-
-    def _expire(self, bucket: dict[Call, None]) -> None:
-        for call in list(bucket):
-            call._on_timeout()
 
     def remove(self, call: Call) -> None:
         target = call._target

@@ -18,7 +18,6 @@ import os
 import time
 from array import array
 from collections.abc import Callable, Collection
-from functools import partial
 from typing import Any
 
 from ._call import Call, CallTable
@@ -325,12 +324,6 @@ class Node(Kernel):
                 f"cal cb must be callable or None (got {cb!r}, a {type(cb).__name__})"
             )
         return Call(self, self._calls, port, msg, timeout, cb, err, SELF.get())
-
-    def call_starter(self) -> Callable[..., Call]:
-        """cal without its checks, for code that checked once (see aemp.lowlevel):
-        start(port, msg, timeout, cb, err, owner) -> Call."""
-        self.check_open()
-        return partial(Call, self, self._calls)
 
     def spawn_function(self, target: str, remote: bool) -> Callback:
         """The function `target` names, as spawn would run it: for a request

@@ -17,24 +17,24 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ._addr import parse_address
-from ._call import Call
 from ._errors import InvalidArgument, NodeClosed, NotLocalPort, OutOfRange
 from ._ids import check_port_id
 from ._seam import DataStream as DataStream
 from ._targets import parse_spawn_target
 from .kernel import Handle, Timer, check_callback
+from .kernel import Port as ReplyPort
 
 if TYPE_CHECKING:
     import asyncio
 
     from ._node import Node
 
-# DataStream (the type of a data connection's stream) is importable from
-# here too, and documented on the page, but it is a type, not a function.
+# DataStream (the type of a data connection's stream) and ReplyPort (what
+# reply_ports' send returns) are importable from here too, and documented
+# on the page, but they are types, not functions.
 __all__ = [
     "add_seed",
     "call_in",
-    "call_starter",
     "current_node",
     "dial_data_connection",
     "database",
@@ -53,6 +53,7 @@ __all__ = [
     "post",
     "release",
     "remove_seed",
+    "reply_ports",
     "request",
     "seeds",
     "spawn_linked",
@@ -172,20 +173,26 @@ def handle(node: Node, tag: str, fn: Callable[..., Any]) -> None:
     node.handle(tag, check_callback("handle function", fn))
 
 
-def call_starter(node: Node) -> Callable[..., Call]:
-    """A function that starts cals of the node with no argument checked:
-    ``start(port, msg, timeout, cb, err, owner)`` is
-    ``node.cal(port, *msg, timeout=timeout, cb=cb, err=err)`` run as
-    `owner`, for code that makes many calls with arguments it checked once.
+def reply_ports(
+    node: Node,
+) -> tuple[
+    Callable[[str, tuple[Any, ...], Callable[..., Any]], ReplyPort], Callable[[ReplyPort], None]
+]:
+    """cal's first half, for code that keeps its own deadlines and monitors:
+    ``send, drop = reply_ports(node)``.
 
-    The caller's part: `port` passed check_port_id, `msg` is a non-empty
-    tuple (its values are checked as it is sent), `timeout` is None or a
-    finite float > 0, `cb` and `err` are callables or None, `owner` is the
-    port the callbacks run as (SELF's value when the call is made) or None,
-    and the node is open (close the user of the starter with on_close).
+    ``send(port, msg, cb)`` makes a reply port with an unguessable ID,
+    sends ``(*msg, its ID)`` to `port` and returns it (``.id`` is the ID);
+    a message to it calls ``cb(*message)`` with SELF set to that ID.
+    ``drop(reply)`` ends it: messages after that are dropped. Nothing is
+    checked: `port` passed check_port_id, `msg` is a tuple (its values are
+    checked as it is sent: MessageError, and no reply port is left), `cb`
+    is callable, and the node is open (close the user from on_close). A
+    reply port dies with the node; drop() of a dead one does nothing.
     NodeClosed if the node is closed now.
     """
-    return node.call_starter()
+    node.check_open()
+    return node.call_out, node.drop_port
 
 
 def request(node: Node, nodeid: str, tag: str, *args: Any) -> None:

@@ -315,6 +315,26 @@ async def test_monitors_cancelled_or_made_while_masterless(stack: AsyncExitStack
     assert not m_cancelled.current
 
 
+async def test_a_monitor_cancelled_as_its_node_closes_tells_nobody(stack: AsyncExitStack) -> None:
+    """A db_mon cancelled from an on_close callback (a pool closing with its
+    node) on a node whose master is another node: nothing to tell, no error."""
+    addr = f"127.0.0.1:{free_port()}"
+    await start(stack, nodeid="seed", binds=[addr])
+    obs = await start(stack, nodeid="obs", seeds=[addr])
+    watch = Watch()
+    mon = obs.db_mon("a", watch)
+    await until(lambda: mon.current and obs.master == "seed")
+    cancelled: list[bool] = []
+
+    def cancel() -> None:
+        mon.cancel()  # the node is closed already: this used to raise NodeClosed
+        cancelled.append(not mon.active)
+
+    lowlevel.on_close(obs, cancel)
+    await obs.close()  # an ERROR logged by close() fails the test (conftest)
+    assert cancelled == [True]
+
+
 async def test_oversized_database_requests_are_logged_in_short(
     stack: AsyncExitStack, caplog: pytest.LogCaptureFixture
 ) -> None:

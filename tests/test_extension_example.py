@@ -185,5 +185,5 @@ def test_every_lowlevel_function_is_typed() -> None:
     # what the functions return is public: an author can name it
     assert get_type_hints(lowlevel.watch_links, localns=names)["return"] is aemp.Handle
     assert get_type_hints(lowlevel.timer, localns=names)["return"] is aemp.Timer
-    starter = get_type_hints(lowlevel.call_starter, localns=names)["return"]
-    assert starter.__args__[-1] is aemp.Call
+    send, drop = get_type_hints(lowlevel.reply_ports, localns=names)["return"].__args__
+    assert send.__args__[-1] is lowlevel.ReplyPort and drop.__args__[0] is lowlevel.ReplyPort

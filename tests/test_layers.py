@@ -36,7 +36,7 @@ FACES = {"__init__", "lowlevel", "testing"}
 # lowest first; a module may import its own layer and the ones before it
 LAYERS: list[set[str]] = [
     {
-        "_errors", "_ids", "_message", "_version", "_addr", "_ifaddrs", "_pending",
+        "_errors", "_ids", "_message", "_version", "_addr", "_ifaddrs", "_pending", "_deadlines",
         "_runtime", "_targets", "_config", "tls", "wire",
     },
     {"_seam"},

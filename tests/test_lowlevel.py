@@ -110,38 +110,49 @@ async def test_on_close_runs_before_the_ports_die() -> None:
     assert seen == [True]
 
 
-async def test_call_starter_starts_cals_as_their_owner() -> None:
+async def test_reply_ports_send_and_drop_replies_as_cal_begins() -> None:
     async with (
         aemp.Node(nodeid="a", binds=["127.0.0.1:0"], secret=SECRET) as a,
         aemp.Node(nodeid="b", seeds=a.listeners, secret=SECRET) as b,
     ):
-        start = lowlevel.call_starter(b)
-        remote = a.port(add=lambda x, y, reply: a.snd(reply, x + y))
+        send, drop = lowlevel.reply_ports(b)
+        remote = a.port(add=lambda x, y, reply: a.snd(reply, x + y, "more"))
         local = b.port(add=lambda x, y, reply: b.snd(reply, x * y))
-        assert await start(remote, ("add", 2, 3), 10.0, None, None, None) == (5,)
-        assert await start(local, ("add", 2, 3), None, None, None, None) == (6,)
-        # the callbacks run as the owner, as cal's do when made in its context
-        seen = Recorder()
-        owner = b.port(lambda *m: None)
-        start(remote, ("add", 1, 1), 10.0, lambda v: seen(v, aemp.SELF.get()), None, owner)
-        await seen.wait()
-        assert seen.calls == [(2, owner)]
-        # a failure goes to err in the callback form, as cal's does
-        failed = Recorder()
-        start("a#gone", ("add", 1, 1), 10.0, print, failed, None)
-        await failed.wait()
-        assert isinstance(failed.calls[0][0], aemp.PortDead)
-        with pytest.raises(aemp.MessageError):  # values are checked as they are sent
-            start(remote, ("add", object(), 1), 10.0, None, None, None)
-        assert lowlevel.statistics(b)["calls"] == 0  # the refused call left nothing behind
-        targets = lowlevel.statistics(b)["call_targets"]  # idle ones stay a while
-        for bad in ("", "#x", "a b#c"):  # the starter's duty, not checked: still no harm
-            with pytest.raises(aemp.InvalidID):
-                start(bad, ("add", 1, 1), 10.0, None, None, None)
-        stats = lowlevel.statistics(b)
-        assert stats["calls"] == 0 and stats["call_targets"] == targets
+        before = set(lowlevel.ports(b))
+        got = Recorder()
+        r1 = send(remote, ("add", 2, 3), lambda *m: got(*m, aemp.SELF.get()))
+        r2 = send(local, ("add", 2, 3), lambda *m: got(*m, aemp.SELF.get()))
+        assert isinstance(r1, lowlevel.ReplyPort) and r1.id.startswith("b#")
+        assert r1.id != r2.id and set(lowlevel.ports(b)) == before | {r1.id, r2.id}
+        await got.wait(2)
+        # each message calls cb as the reply port; it stays until dropped
+        assert sorted(got.calls, key=len) == [(6, r2.id), (5, "more", r1.id)]
+        b.snd(r2.id, "again")
+        await got.wait(3)
+        assert got.calls[-1] == ("again", r2.id)
+        drop(r1)
+        drop(r2)
+        drop(r2)  # twice: nothing
+        assert set(lowlevel.ports(b)) == before
+        b.snd(r2.id, "late")  # to a dropped reply port: dropped like any
+        a.snd(r1.id, "late")
+        await asyncio.sleep(0.05)
+        assert len(got.calls) == 3
+        # the values are checked as they are sent: nothing is left behind
+        with pytest.raises(aemp.MessageError):
+            send(remote, ("add", object(), 1), print)
+        assert set(lowlevel.ports(b)) == before
+        # a reply port somebody killed is dropped without harm
+        r3 = send(local, ("add", 1, 1), print)
+        b.kil(r3.id)
+        drop(r3)
+        assert set(lowlevel.ports(b)) == before
+        live = send(local, ("add", 1, 1), print)
+    # the node closed: its reply ports died with it, and a drop does nothing
+    assert not lowlevel.port_alive(b, live.id)
+    drop(live)
     with pytest.raises(aemp.NodeClosed):
-        lowlevel.call_starter(b)
+        lowlevel.reply_ports(b)
 
 
 async def test_handle_and_request_on_this_node(node: aemp.Node) -> None:

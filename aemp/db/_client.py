@@ -320,6 +320,8 @@ class Db:
     # ------------------------------------------------------------ the master
 
     def _to_master(self, tag: str, *args: Any) -> None:
+        if self.host.closed:  # nothing to tell: the links are gone (a cancel in close())
+            return
         if self.master == self.id:
             assert self.glob is not None
             self.glob.request(self.id, tag, list(args))

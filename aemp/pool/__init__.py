@@ -17,14 +17,19 @@
 # worker, the calls it has outstanding there. A call picks a worker that
 # is neither benched nor marked busy ("least": the fewest outstanding
 # calls, ties taken in turn; "two": the better of two random ones), and
-# cals it with the pool's timeout. The outcome decides the rest:
+# sends it the request as a cal would, with its own reply port
+# (lowlevel.reply_ports); the rest of cal is the pool's, shared by its
+# calls: one monitor per worker (its death fails the calls out there) and
+# buckets of deadlines (aemp/_deadlines.py, as cal's). The outcome decides
+# the rest:
 #   reply [value]          -> the result; the worker's penalty is forgiven
 #   busy                   -> marked busy for a short back-off, try another
-#   RemoteError            -> raised, never retried (the job ran and failed)
-#   PortDead               -> the worker is benched; the call moves on only
+#   error reply            -> RemoteError, never retried (the job ran and
+#                             failed)
+#   the worker died        -> the worker is benched; the call moves on only
 #                             if marked idempotent (it may have run), else
 #                             PortDead is raised
-#   CallTimeout            -> the worker is benched; the error is raised
+#   no answer in time      -> CallTimeout; the worker is benched
 #   anything else          -> BadReply, the worker is benched
 # Benched means left out for `retry_after` seconds, doubling on each new
 # failure up to MAX_BENCH; after that it is picked again, so a worker that
@@ -36,8 +41,9 @@
 # waits included, is bounded by its timeout.
 #
 # The call's outcome is a Pending (aemp._pending) like a cal's, driven by
-# callbacks: no task or coroutine per call, which keeps a pool call near
-# a plain cal's cost (bench/bench_pool.py).
+# callbacks: no task or coroutine per call, and no object per attempt but
+# the reply port, which makes a pool call cost about what a plain cal
+# costs (bench/bench_pool.py, bench/pool_count.py).
 #
 # The parts: _names.py (the errors, the family of a function, the names
 # of the wire), _worker.py (offer, Worker), _pool.py (Pool, PoolCall) and

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import math
 import random
@@ -20,7 +21,15 @@ from typing import Any, Literal
 import aemp
 from aemp import lowlevel
 
-from .._errors import CallTimeout, InvalidArgument, PortDead, RemoteError
+from .._deadlines import Deadlines
+from .._errors import (
+    ERROR_TAG,
+    CallTimeout,
+    InvalidArgument,
+    NodeClosed,
+    PortDead,
+    RemoteError,
+)
 from .._message import check_message
 from .._pending import Pending
 from ._names import BUSY_TYPE, AllBusy, BadReply, NoWorkers, PoolClosed, check_name, family_of
@@ -50,9 +59,11 @@ class _W:
         "bench_until",
         "busy",
         "busy_until",
+        "calls",
         "cap",
         "flagged",
         "limit",
+        "monitor",
         "outstanding",
         "port",
         "ready",
@@ -61,7 +72,10 @@ class _W:
     def __init__(self, port: str, limit: int | None) -> None:
         self.port = port
         self.limit = limit
-        self.outstanding = 0  # this pool's calls to it not yet answered
+        self.outstanding = 0  # this pool's calls to it not yet answered ...
+        self.calls: dict[PoolCall, None] = {}  # ... which are these
+        # its death ends them: watched while it is ready or has calls
+        self.monitor: aemp.Monitor | None = None
         self.busy_until = 0.0  # skipped until then after a busy answer
         self.busy = BUSY_BACKOFF  # the next busy back-off
         self.bench_until = 0.0  # left out until then after a failure
@@ -84,32 +98,37 @@ class PoolCall(Pending[Any]):
     """A pending pool.call: await it for the result, or cancel() it.
 
     Made by Pool.call, which sets every field itself: no __init__ call on
-    the way of each call.
+    the way of each call. While an attempt is out, ``_reply`` is its reply
+    port, and the call is in its worker's ``calls`` and in a deadline
+    bucket of the pool (``_bucket``, None without a timeout); _detach()
+    takes it out of all three.
     """
 
     __slots__ = (
         "_args",
-        "_cal",
+        "_bucket",
         "_deadline",
         "_idempotent",
         "_pool",
+        "_reply",
         "_timeout",
         "_timer",
         "_worker",
     )
 
     _args: tuple[Any, ...]
-    _cal: aemp.Call | None
+    _bucket: dict[PoolCall, None] | None
     _deadline: float | None
     _idempotent: bool
     _pool: Pool
+    _reply: Any  # the attempt's reply port (lowlevel.reply_ports), None when none is out
     _timeout: float | None
     _timer: aemp.Timer | None
     _worker: _W | None
 
     def __repr__(self) -> str:
         where = (
-            self._worker.port if self._cal is not None and self._worker is not None else "waiting"
+            self._worker.port if self._reply is not None and self._worker is not None else "waiting"
         )
         state = "done" if self._done else where
         return f"<aemp.pool.PoolCall {self._pool.function!r} {state}>"
@@ -124,32 +143,73 @@ class PoolCall(Pending[Any]):
             return None
         return self._deadline - _monotonic()
 
-    def _on_reply(self, value: Any = _NONE, *more: Any) -> Any:
-        # cal's callback, run as the caller (SELF is the owner): a callback of
-        # ours is called from here, and what it raises or returns is cal's
-        # business as for any cal callback (it kills the owner, or runs)
-        w: _W = self._worker  # type: ignore[assignment]  # set before the call went out
-        self._cal = None  # no cycle between the two calls once answered
+    def _on_reply(self, value: Any = _NONE, *more: Any) -> None:
+        # A message to the attempt's reply port (SELF is that port): the
+        # attempt ends (_detach, inlined: this is every call's way), then
+        # the call, unless the message is an error reply or garbage.
+        pool = self._pool
+        pool._drop(self._reply)
+        self._reply = None
+        w: _W = self._worker  # type: ignore[assignment]  # set before the attempt went out
+        del w.calls[self]
         w.outstanding -= 1
-        if more or value is _NONE:  # a reply is [value]
-            self._pool._garbled(self, w, () if value is _NONE else (value, *more))
-            return None
+        if self._bucket is not None:
+            del self._bucket[self]
+        if more or value is _NONE or (value.__class__ is str and value == ERROR_TAG):
+            if value.__class__ is str and value == ERROR_TAG:  # as cal reads an error reply
+                self._on_error(RemoteError.from_reply(w.port, (value, *more)))
+            else:  # a reply is [value]
+                pool._garbled(self, w, () if value is _NONE else (value, *more))
+            return
         if w.flagged:  # else nothing but the count changes, and no call waits
-            self._pool._replied(w)
+            pool._replied(w)
         self._result = value  # (no wait timer: _wake ended it when the call went out)
         self._done = True  # Pending._settle, inlined
         if self._future is not None and not self._future.done():
             self._future.set_result(None)
         cb = self._cb
-        return None if cb is None else cb(value)
+        if cb is None:
+            return
+        owner = self._owner
+        if owner is not None:  # its checks and context: lowlevel.call_in's
+            lowlevel.call_in(pool.node, owner, cb, value)
+            return
+        _SELF.set(None)  # as a cal's callback: run as the caller, no port here
+        try:
+            r = cb(value)
+        except Exception as e:  # as call_in would: logged, with no port to kill
+            lowlevel.call_in(pool.node, None, _Raise(cb, e))
+        else:
+            if r is not None:  # an awaitable runs as a task
+                lowlevel.call_in(pool.node, None, _Return(r))
 
-    __call__ = _on_reply  # cal's cb: the call itself, no bound method to make
+    __call__ = _on_reply  # the reply port's callback: the call itself, no bound method
+
+    def _detach(self) -> _W:
+        """Take the attempt out: its reply port, its worker's calls and count,
+        its deadline bucket. Returns the worker."""
+        w = self._worker
+        assert w is not None and self._reply is not None
+        self._pool._drop(self._reply)
+        self._reply = None
+        del w.calls[self]
+        w.outstanding -= 1
+        if self._bucket is not None:
+            self._bucket.pop(self, None)
+            self._bucket = None
+        return w
+
+    def _timed_out(self) -> None:
+        # the pool's Deadlines: the attempt's bucket ended with the call in it
+        if self._reply is not None:
+            w = self._detach()
+            assert self._timeout is not None
+            self._on_error(CallTimeout(w.port, self._timeout))
 
     def _on_error(self, exc: Exception) -> None:
+        """The attempt (detached) ended in exc: go on elsewhere, or end."""
         w = self._worker
         assert w is not None
-        self._cal = None
-        w.outstanding -= 1
         pool = self._pool
         if isinstance(exc, RemoteError):
             if exc.type == BUSY_TYPE:
@@ -176,6 +236,7 @@ class PoolCall(Pending[Any]):
         else:
             pool._update(w)
             self._end(exc, None)
+        pool._release(w)
         if pool._waiting:
             pool._wake()
 
@@ -193,21 +254,26 @@ class PoolCall(Pending[Any]):
             self._end(NoWorkers(pool.function, self._timeout), None)
 
     def _fail(self, exc: BaseException) -> None:
-        """End now with exc (cancel(), or the pool closed)."""
+        """End now with exc (cancel(), the pool or its node closed)."""
         if self._done:
             return
-        cal = self._cal
-        if cal is not None:
-            self._cal = None
-            cal.cancel()
-            assert self._worker is not None
-            self._worker.outstanding -= 1
+        pool = self._pool
+        if self._reply is not None:
+            w = self._detach()
+            if w.flagged:
+                pool._update(w)
+            pool._release(w)
         else:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             try:
-                self._pool._waiting.remove(self)
+                pool._waiting.remove(self)
             except ValueError:
                 pass
         self._end(exc, None)
+        if pool._waiting:
+            pool._wake()
 
     def _end(self, exc: BaseException | None, value: Any) -> None:
         if self._done:
@@ -217,6 +283,35 @@ class PoolCall(Pending[Any]):
         run = self._callback(exc, (value,))
         if run is not None:
             lowlevel.call_in(self._pool.node, self._owner, run[0], *run[1])
+
+
+class _Raise:
+    """A callback's exception, raised again where lowlevel.call_in handles it
+    (shown as the callback)."""
+
+    __slots__ = ("cb", "exc")
+
+    def __init__(self, cb: Callable[..., Any], exc: Exception) -> None:
+        self.cb = cb
+        self.exc = exc
+
+    def __repr__(self) -> str:
+        return repr(self.cb)
+
+    def __call__(self) -> None:
+        raise self.exc
+
+
+class _Return:
+    """A callback's result, handed to lowlevel.call_in (an awaitable runs as a task)."""
+
+    __slots__ = ("r",)
+
+    def __init__(self, r: Any) -> None:
+        self.r = r
+
+    def __call__(self) -> Any:
+        return self.r
 
 
 class Pool:
@@ -254,11 +349,16 @@ class Pool:
         self.busy_answers = 0  # busy answers this pool got (each call then went on)
         self.moved = 0  # idempotent calls sent again after their worker was lost
         self._loop = self.node.loop
-        # cal without its checks: the pool checks a worker's port ID once,
-        # when it comes, and a call's timeout and callbacks in call()
-        self._start = lowlevel.call_starter(self.node)
+        # A call's attempt is cal's first half, with no checks (the pool
+        # checks a worker's port ID once, when it comes, and a call's timeout
+        # and callbacks in call()); the rest of cal is the pool's own: a
+        # monitor per worker, not per call, and deadline buckets.
+        self._send, self._drop = lowlevel.reply_ports(self.node)
+        self._deadlines: Deadlines[PoolCall] = Deadlines(self._later, PoolCall._timed_out)
+        self._open = self._deadlines.open
         self._timeout_ok: object = 30.0  # the last timeout (a float) that passed the check
         self._workers: dict[str, _W] = {}
+        self._retired: set[_W] = set()  # workers gone from the database, with calls out
         # the workers a call may pick now (not busy, benched or at their cap),
         # in turn order; Pool._update keeps it
         self._ready: list[_W] = []
@@ -299,6 +399,9 @@ class Pool:
             w = self._workers.pop(key, None)
             if w is not None:
                 self._update(w)  # out of the ready list; its calls end as they will
+                if w.calls:
+                    self._retired.add(w)
+                self._release(w)
         for key in (*added, *changed):
             limit = _limit_of(family.get(key))
             w = self._workers.get(key)
@@ -371,18 +474,55 @@ class Pool:
             and w.busy_until <= now
             and w.bench_until <= now
             and self._workers.get(w.port) is w
+            and not self.closed
         )
         if ok != w.ready:
             w.ready = ok
             if ok:
                 self._ready.append(w)
+                if w.monitor is None:  # a ready worker is watched
+                    self._watch(w)
             else:
                 self._ready.remove(w)
         w.flagged = not ok or bool(w.busy_until or w.bench) or w.cap != UNCAPPED
-        if not ok:
+        if not ok and not self.closed:
             due = max(w.busy_until, w.bench_until)
             if now < due < self._wake_at:
                 self._wake_at_(due, now)
+
+    def _watch(self, w: _W) -> None:
+        # outside any port: the monitor must not die with the caller of the moment
+        token = _SELF.set(None)
+        try:
+            w.monitor = self.node.mon(w.port, functools.partial(self._lost, w))
+        finally:
+            _SELF.reset(token)
+
+    def _lost(self, w: _W, *reason: Any) -> None:
+        """w's port died (or its node was lost): its calls fail with PortDead,
+        and it is benched until a new monitor says it lives (or the database
+        drops it)."""
+        w.monitor = None
+        self._retired.discard(w)
+        self._bench(w)  # (out of the ready list: a ready worker is watched)
+        if w.calls:
+            exc = PortDead(w.port, reason)
+            for call in list(w.calls):
+                if call in w.calls:  # else an earlier one's callback ended it
+                    call._detach()
+                    call._on_error(exc)
+
+    def _release(self, w: _W) -> None:
+        """Stop watching w once it has no calls out and has left the pool."""
+        if w.calls or w.monitor is None:
+            return
+        if self.closed or self._workers.get(w.port) is not w:
+            w.monitor.cancel()
+            w.monitor = None
+            self._retired.discard(w)
+
+    def _later(self, delay: float, fn: Callable[[], None]) -> None:
+        lowlevel.timer(self.node, delay, fn)
 
     def _replied(self, w: _W) -> None:
         """A flagged worker answered a call: it has a free slot (busy ends),
@@ -394,6 +534,7 @@ class Pool:
             w.cap = UNCAPPED
         w.bench = 0.0
         self._update(w)
+        self._release(w)
         if self._waiting:
             self._wake()
 
@@ -404,6 +545,7 @@ class Pool:
             w.busy = BUSY_BACKOFF
         self._bench(w)
         call._end(BadReply(self.function, w.port, reply), None)
+        self._release(w)
         if self._waiting:
             self._wake()
 
@@ -495,7 +637,7 @@ class Pool:
         call._result = None
         call._exc = None
         call._future = None
-        call._cal = None
+        call._reply = None
         call._timer = None
         ready = self._ready
         w: _W | None
@@ -519,29 +661,65 @@ class Pool:
             w = a if a.outstanding <= b.outstanding else b
         call._worker = w
         if w is None:
+            call._bucket = None
             check_message((self.function, *args))  # what cal would check, before it waits
             self._wait(call)
             return call
-        # the first attempt: errors of the message itself reach the caller
+        # the first attempt (_go, inlined): errors of the message itself
+        # reach the caller
         w.outstanding += 1
+        w.calls[call] = None
+        if timeout is None:
+            call._bucket = None
+        else:
+            bucket = self._open.get(timeout)
+            if bucket is None:
+                bucket = self._deadlines.bucket(timeout)
+            bucket[call] = None
+            call._bucket = bucket
         if w.outstanding >= w.cap:
             self._update(w)
         try:
-            call._cal = self._start(
+            call._reply = self._send(
                 w.port,
                 (self.function, args[0]) if len(args) == 1 else (self.function, *args),
-                timeout,
                 call,
-                call._on_error,
-                call._owner,
             )
         except BaseException:
-            w.outstanding -= 1
-            if w.flagged:
-                self._update(w)
+            call._reply = None
+            self._undo(call, w)
             call._done = True
             raise
         return call
+
+    def _go(self, call: PoolCall, w: _W, timeout: float | None) -> None:
+        """Send an attempt of call to w (raises what sending raises, undone)."""
+        call._worker = w
+        w.outstanding += 1
+        w.calls[call] = None
+        if timeout is None:
+            call._bucket = None
+        else:
+            bucket = call._bucket = self._deadlines.bucket(timeout)
+            bucket[call] = None
+        if w.outstanding >= w.cap:
+            self._update(w)
+        try:
+            call._reply = self._send(w.port, (self.function, *call._args), call)
+        except BaseException:
+            call._reply = None
+            self._undo(call, w)
+            raise
+
+    def _undo(self, call: PoolCall, w: _W) -> None:
+        """What _go did before its send raised."""
+        del w.calls[call]
+        w.outstanding -= 1
+        if call._bucket is not None:
+            del call._bucket[call]
+            call._bucket = None
+        if w.flagged:
+            self._update(w)
 
     def _check_timeout(self, timeout: object) -> float | None:
         seconds = check_seconds(timeout, "pool.call: timeout", none=True)
@@ -565,18 +743,9 @@ class Pool:
         if w is None:
             self._wait(call)
             return
-        w.outstanding += 1
-        if w.outstanding >= w.cap:
-            self._update(w)
-        call._worker = w
         try:
-            call._cal = self._start(
-                w.port, (self.function, *call._args), remaining, call, call._on_error, call._owner
-            )
+            self._go(call, w, remaining)
         except Exception as e:
-            w.outstanding -= 1
-            if w.flagged:
-                self._update(w)
             call._end(e, None)
 
     def _wait(self, call: PoolCall) -> None:
@@ -606,7 +775,7 @@ class Pool:
         waiting = self._waiting
         while waiting and self._ready:
             call = waiting.popleft()
-            if call._timer is not None:  # it bounded the wait; cal's timeout bounds the rest
+            if call._timer is not None:  # it bounded the wait; the attempt's bounds the rest
                 call._timer.cancel()
                 call._timer = None
             self._dispatch(call)
@@ -694,6 +863,11 @@ class Pool:
         if self._wake_timer is not None:
             self._wake_timer.cancel()
             self._wake_timer = None
+        self._ready.clear()
+        for w in self._workers.values():
+            w.ready = False
+            w.flagged = True  # a reply looks at it: the last one ends its monitor
+            self._release(w)
         exc = PoolClosed(f"pool of {self.function!r} is closed")
         while self._waiting:
             self._waiting.popleft()._end(exc, None)
@@ -701,6 +875,15 @@ class Pool:
             if not fut.done():
                 fut.set_result(None)
         self._watchers.clear()
+
+    def _node_closed(self) -> None:
+        """The node closes: close, and the calls out fail with NodeClosed
+        (as cal's do)."""
+        self.close()
+        exc = NodeClosed(f"node {self.node.id!r} was closed")
+        for w in [*self._workers.values(), *self._retired]:
+            for call in list(w.calls):
+                call._fail(exc)
 
     def __enter__(self) -> Pool:
         return self
@@ -727,7 +910,7 @@ class _Pools:
 
     def close(self) -> None:
         for pool in list(self.pools):
-            pool.close()
+            pool._node_closed()
 
 
 def _registry(node: aemp.Node) -> _Pools:
