@@ -47,6 +47,18 @@ async def gated_worker(node: aemp.Node, name: str) -> tuple[Any, asyncio.Event]:
     return offer({name: job}, limit=100, node=node), gate
 
 
+async def gated_pool(
+    stack: AsyncExitStack, name: str, retry_after: float = 1.0
+) -> tuple[aemp.Node, aemp.Node, Any, asyncio.Event, Pool, set[str]]:
+    """A caller, a worker node with a worker whose jobs wait for the gate,
+    the caller's pool of it, and the caller's ports before any call."""
+    caller, (n0,) = await bus(stack, 1)
+    w, gate = await gated_worker(n0, name)
+    pool = Pool(name, node=caller, retry_after=retry_after)
+    await pool.wait_for_workers(1, timeout=5)
+    return caller, n0, w, gate, pool, set(lowlevel.ports(caller))
+
+
 async def test_many_calls_leave_no_reply_port_and_one_monitor_per_worker(
     stack: AsyncExitStack,
 ) -> None:
@@ -68,11 +80,7 @@ async def test_many_calls_leave_no_reply_port_and_one_monitor_per_worker(
 async def test_a_cancelled_call_leaves_nothing_and_its_late_answer_is_dropped(
     stack: AsyncExitStack,
 ) -> None:
-    caller, (n0,) = await bus(stack, 1)
-    w, gate = await gated_worker(n0, "slow")
-    pool = Pool("slow", node=caller)
-    await pool.wait_for_workers(1, timeout=5)
-    before = set(lowlevel.ports(caller))
+    caller, _n0, w, gate, pool, before = await gated_pool(stack, "slow")
     call = pool.call(1, timeout=10)
     failed = Recorder()
     with_cb = pool.call(2, timeout=10, cb=failed, err=failed)
@@ -94,11 +102,7 @@ async def test_a_cancelled_call_leaves_nothing_and_its_late_answer_is_dropped(
 async def test_the_timeout_bounds_the_whole_call_and_the_late_answer_is_dropped(
     stack: AsyncExitStack,
 ) -> None:
-    caller, (n0,) = await bus(stack, 1)
-    w, gate = await gated_worker(n0, "stuck")
-    pool = Pool("stuck", node=caller, retry_after=5.0)
-    await pool.wait_for_workers(1, timeout=5)
-    before = set(lowlevel.ports(caller))
+    caller, _n0, w, gate, pool, before = await gated_pool(stack, "stuck", retry_after=5.0)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     with pytest.raises(aemp.CallTimeout) as e:
@@ -140,10 +144,7 @@ async def test_the_caller_node_closing_fails_the_calls_out_with_node_closed(
 async def test_a_closed_pool_lets_its_calls_end_then_stops_watching(
     stack: AsyncExitStack,
 ) -> None:
-    caller, (n0,) = await bus(stack, 1)
-    w, gate = await gated_worker(n0, "finish")
-    pool = Pool("finish", node=caller)
-    await pool.wait_for_workers(1, timeout=5)
+    caller, _n0, w, gate, pool, _ = await gated_pool(stack, "finish")
     out = pool.call("x", timeout=10)
     await until(lambda: w.in_flight == 1, what="job running")
     pool.close()
@@ -177,11 +178,7 @@ async def test_a_worker_that_leaves_the_database_alive_still_answers_its_calls(
 async def test_a_worker_killed_with_calls_out_fails_them_all_through_one_monitor(
     stack: AsyncExitStack,
 ) -> None:
-    caller, (n0,) = await bus(stack, 1)
-    w, _gate = await gated_worker(n0, "doomed")
-    pool = Pool("doomed", node=caller, retry_after=0.2)
-    await pool.wait_for_workers(1, timeout=5)
-    before = set(lowlevel.ports(caller))
+    caller, n0, w, _gate, pool, before = await gated_pool(stack, "doomed", retry_after=0.2)
     calls = [pool.call(i, timeout=10) for i in range(50)]
     safe = pool.call("again", timeout=10, idempotent=True)
     await until(lambda: w.in_flight == 51, what="jobs running")
