@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import selectors
 import time
@@ -120,9 +121,13 @@ class MemoryEnd:
         """Close on purpose: what is in flight arrives, then the peer sees the link lost."""
         if self.closed:
             return
+        self._close(reason)
+        self.owner.link_lost(self.remote_id, self, reason)
+
+    def _close(self, reason: str) -> None:
+        # close() without telling our own node (also the way of a node that closes)
         self._shutdown(reason, keep_in_flight=True)
         self._peer_sees = "Unexpected end-of-file"
-        self.owner.link_lost(self.remote_id, self, reason)
         peer = self.peer
         if peer is not None:
             flight = peer._in_flight  # what we sent arrives first, then the end
@@ -301,6 +306,11 @@ class MemoryLink:
         self.drop: Callable[[str, Packet], bool] | None = None
         self.silent = False
         self.ends: tuple[MemoryEnd, MemoryEnd] | None = None
+        # a node that closes closes its end, as it closes its TCP connections
+        for owner in (a, b):
+            on_close = getattr(owner, "on_close", None)
+            if on_close is not None:
+                on_close(functools.partial(self._node_closed, owner))
 
     def __repr__(self) -> str:
         return f"<MemoryLink {self.a.id!r} <-> {self.b.id!r} {'up' if self.is_up else 'down'}>"
@@ -364,6 +374,12 @@ class MemoryLink:
     def heal(self) -> None:
         """Carry packets again after partition() (a link given up meanwhile stays down)."""
         self.silent = False
+
+    def _node_closed(self, owner: LinkOwner) -> None:
+        if self.ends is not None:
+            end = self.end(owner)
+            if not end.closed:
+                end._close("node closed")
 
     def detach(self) -> None:
         """Stop every timer without telling either node (before closing them)."""

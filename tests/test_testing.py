@@ -147,6 +147,26 @@ async def test_close_delivers_what_is_in_flight_then_ends() -> None:
         ]
 
 
+async def test_a_node_that_closes_ends_its_links_as_over_tcp() -> None:
+    async with testing.mesh(["a", "b", "c"], delay=0.5) as m:
+        a, b, c = m.nodes
+        order: list[Any] = []
+        on_a = a.port(lambda *msg: None)
+        port = b.port(lambda *msg: order.append(msg))
+        b.mon(on_a, lambda *reason: order.append(("port", *reason)))
+        b.mon_nodes(lambda nodeid, up, *reason: order.append((nodeid, up, *reason)))
+        await wait_until(lambda: a.id in b.up_nodes())
+        a.snd(port, "last words")
+        await a.close()
+        # what it sent arrives first, then the end, as a TCP close's EOF
+        await wait_until(lambda: len(order) == 3)
+        lost = ("transport_error", "a", "Unexpected end-of-file")
+        assert order[0] == ("last words",)
+        assert sorted(order[1:], key=str) == [("a", False, *lost), ("port", *lost)]
+        assert b.up_nodes() == ["c"] and c.up_nodes() == ["b"]
+        assert not m.link(a, b).is_up and m.link(b, c).is_up
+
+
 async def test_drop_loses_packets_while_the_link_stays_up() -> None:
     async with testing.pair() as (a, b, link):
         got: list[int] = []
