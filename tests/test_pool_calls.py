@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -18,7 +19,7 @@ from test_pool import bus, start
 
 import aemp
 from aemp import lowlevel
-from aemp.pool import Pool, PoolClosed, family_of, offer
+from aemp.pool import BUSY_TYPE, AllBusy, BadReply, Pool, PoolClosed, family_of, offer
 from aemp.service import ERROR_TAG
 
 
@@ -304,3 +305,96 @@ async def test_a_call_that_cannot_be_sent_raises_at_once_and_leaves_nothing(
             pool.call(bad, timeout=5)
     assert set(lowlevel.ports(caller)) == before and pool.outstanding() == {w.port: 0}
     assert await pool.call("fine", timeout=5) == "fine"  # the worker was never benched
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_chaos_every_call_ends_once_and_nothing_is_left(
+    stack: AsyncExitStack, seed: int
+) -> None:
+    """Workers that answer late, busy, with errors, garbage, twice or never,
+    and die; calls with short timeouts, some cancelled, some in the callback
+    form. Every call ends exactly once, with a result or an error of the
+    kinds the pool promises, and nothing of them is left."""
+    rnd = random.Random(seed)
+    caller, (n0, n1) = await bus(stack)
+    loop = asyncio.get_running_loop()
+    family = family_of("chaos")
+    live: list[str] = []
+
+    def worker(node: aemp.Node) -> str:
+        def job(_function: str, x: int, reply: str) -> None:
+            r = rnd.random()
+            if r < 0.45:
+                loop.call_later(rnd.random() * 0.02, node.snd, reply, x)
+            elif r < 0.55:
+                node.snd(reply, ERROR_TAG, BUSY_TYPE, "busy", "")
+            elif r < 0.65:
+                node.snd(reply, ERROR_TAG, "ValueError", f"no {x}", "")
+            elif r < 0.70:
+                node.snd(reply, x, "and more")
+            elif r < 0.75:
+                node.snd(reply, x)
+                node.snd(reply, x)
+            elif r < 0.80:
+                loop.call_later(0.3, node.snd, reply, x)  # after most timeouts
+            elif r < 0.83:  # dies with calls out; another takes its place
+                me = aemp.SELF.get()
+                assert me is not None
+                live.remove(me)
+                node.kil(me, "chaos")
+                worker(node)
+            # else: never answers
+
+        port = node.port(job)
+        node.db_reg(family, port, {"limit": 4})
+        live.append(port)
+        return port
+
+    for node in (n0, n1, n0):
+        worker(node)
+    pool = Pool("chaos", node=caller, retry_after=0.02)
+    await pool.wait_for_workers(3, timeout=5)
+    before = set(lowlevel.ports(caller))
+    ended: dict[int, list[Any]] = {}
+    promised = (aemp.RemoteError, aemp.CallTimeout, aemp.PortDead, AllBusy, BadReply)
+
+    def record(i: int, outcome: Any) -> None:
+        ended.setdefault(i, []).append(outcome)
+
+    async def one(i: int) -> None:
+        await asyncio.sleep(rnd.random() * 0.3)
+        timeout = 0.05 + rnd.random() * 0.2
+        idempotent = rnd.random() < 0.5
+        if rnd.random() < 0.3:  # the callback form
+            pool.call(
+                i,
+                timeout=timeout,
+                idempotent=idempotent,
+                cb=lambda v: record(i, v),
+                err=lambda e: record(i, e),
+            )
+            return
+        call = pool.call(i, timeout=timeout, idempotent=idempotent)
+        if rnd.random() < 0.1:
+            await asyncio.sleep(rnd.random() * 0.05)
+            call.cancel()
+        try:
+            record(i, await call)
+        except (asyncio.CancelledError, *promised) as e:
+            record(i, e)
+
+    await asyncio.gather(*(one(i) for i in range(400)))
+    await until(lambda: len(ended) == 400, what="every call ended")
+    await asyncio.sleep(0.4)  # the late answers come, and are dropped
+    for i, outcomes in ended.items():
+        assert len(outcomes) == 1, (i, outcomes)  # once
+        (o,) = outcomes
+        assert o == i or isinstance(o, (asyncio.CancelledError, *promised)), (i, o)
+    kinds = {type(o).__name__ for (o,) in ended.values()}
+    assert {"int", "RemoteError", "CallTimeout", "BadReply", "PortDead"} <= kinds, kinds
+    assert pool.moved > 0 and pool.busy_answers > 0  # deaths and busy answers moved calls
+    assert set(lowlevel.ports(caller)) == before
+    assert all(n == 0 for n in pool.outstanding().values())
+    assert all(monitors(caller, port) <= 1 for port in live)
+    pool.close()
+    assert [monitors(caller, port) for port in live] == [0] * len(live)
