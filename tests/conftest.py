@@ -4,9 +4,13 @@ but for tests marked virtual_time, which run on aemp.testing.VirtualTimeLoop."""
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
+import os
 import random
 import socket
+import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -18,11 +22,71 @@ import uvloop
 import aemp
 from aemp.testing import VirtualTimeLoop
 
+# The loop of the async test running now, for the time limit below.
+_test_loop: list[asyncio.AbstractEventLoop] = []
+
 
 def pytest_asyncio_loop_factories(config: Any, item: Any) -> Mapping[str, Callable[[], Any]]:
-    if item.get_closest_marker("virtual_time"):
-        return {"virtual": VirtualTimeLoop}  # docs/testing.md
-    return {"uvloop": uvloop.new_event_loop}
+    virtual = item.get_closest_marker("virtual_time")  # docs/testing.md
+    factory: Callable[[], asyncio.AbstractEventLoop] = (
+        VirtualTimeLoop if virtual else uvloop.new_event_loop
+    )
+
+    def make() -> asyncio.AbstractEventLoop:
+        loop = factory()
+        _test_loop[:] = [loop]
+        return loop
+
+    return {"virtual" if virtual else "uvloop": make}
+
+
+# A test that hangs fails instead of holding the whole run until CI's own
+# limit. After TEST_LIMIT seconds the stacks of its threads and of its
+# loop's tasks are printed and the tasks cancelled: the test fails and the
+# run goes on. If it is still stuck a minute later (blocking code that
+# cancelling cannot reach), the stacks are printed to the terminal and the
+# run ends (exit status 1).
+TEST_LIMIT = float(os.environ.get("AEMP_TEST_LIMIT", "300"))
+
+
+def _cancel_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    for task in asyncio.all_tasks(loop):
+        task.print_stack(file=sys.stderr)
+        task.cancel(f"the test's time limit of {TEST_LIMIT:g} s")
+
+
+def _over_limit(nodeid: str) -> None:
+    print(f"\n{nodeid}: still running after {TEST_LIMIT:g} s", file=sys.stderr, flush=True)
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    for loop in _test_loop:
+        if loop.is_running():
+            loop.call_soon_threadsafe(_cancel_tasks, loop)
+
+
+def _stuck(config: pytest.Config, nodeid: str) -> None:
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        capture.suspend_global_capture(in_=False)
+    print(f"\n{nodeid}: stuck after {TEST_LIMIT + 60:g} s; ending the run", file=sys.stderr)
+    sys.stderr.flush()
+    # faulthandler prints every thread's stack and ends the process (status 1)
+    faulthandler.dump_traceback_later(0.01, exit=True, file=sys.stderr)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    timers = [
+        threading.Timer(TEST_LIMIT, _over_limit, (item.nodeid,)),
+        threading.Timer(TEST_LIMIT + 60, _stuck, (item.config, item.nodeid)),
+    ]
+    for t in timers:
+        t.daemon = True
+        t.start()
+    try:
+        return (yield)
+    finally:
+        for t in timers:
+            t.cancel()
 
 
 @pytest.fixture(autouse=True)
