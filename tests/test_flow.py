@@ -15,9 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from conftest import until
 
 import aemp
-from aemp import lowlevel
+from aemp import lowlevel, wire
 
 SECRET = "flow-test"
 FLOOD = 1.5  # seconds of flooding per case
@@ -191,12 +192,6 @@ async def test_drain_of_this_node_waits_for_its_queue() -> None:
             await node.drain(42)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, found 2026-11-30: after the first refusals, snd on the still-up link "
-    "sometimes takes 200,000+ more messages with no Overloaded (about half the runs on the "
-    "CI machine); the loop below is bounded so that it fails instead of filling memory",
-)
 async def test_a_sender_that_never_drains_is_refused_not_dropped() -> None:
     """A sender that never awaits drain() into a slower receiver: past
     max_unsent its snd raises Overloaded (nothing sent, nothing lost), the
@@ -254,6 +249,74 @@ async def test_a_sender_that_never_drains_is_refused_not_dropped() -> None:
         assert snd.node_is_up(rcv.id) and rcv.node_is_up(snd.id)
         snd.snd(port, "m", sent, PAYLOAD)  # taken again once drained
         await snd.drain(port)
+
+
+@pytest.mark.parametrize("size", [500, 100_000], ids=["small", "large"])
+async def test_a_burst_within_one_loop_turn_is_refused_past_max_unsent(size: int) -> None:
+    """snd after snd with no await between them, so no loop turn for the
+    link to look at its buffer: max_unsent holds all the same, overshot by
+    one batch at most (OUT_PACKETS small packets, or one large one), and
+    what snd took arrives in order."""
+    keys: dict[str, Any] = {"secret": SECRET}
+    limit = 1 << 20
+    async with (
+        aemp.Node(nodeid="rcv", binds=["127.0.0.1:0"], **keys) as rcv,
+        aemp.Node(
+            nodeid="snd", seeds=rcv.listeners, send_buffer=256 * 1024, max_unsent=limit, **keys
+        ) as snd,
+    ):
+        got: list[int] = []
+        port = rcv.port(m=lambda i, payload: got.append(i))
+        assert await snd.cal(rcv.id, "time", timeout=5)
+        payload = b"y" * size
+        sent = 0
+        # the receiver shares this loop, so it reads nothing meanwhile: the
+        # socket buffers on both sides fill, then the link's own buffer
+        for _ in range(min(200_000, (64 << 20) // size)):  # far past loopback's buffers
+            try:
+                snd.snd(port, "m", sent, payload)
+            except aemp.Overloaded as e:
+                error = str(e)
+                break
+            sent += 1
+        else:
+            raise AssertionError(f"snd never refused past max_unsent ({sent} messages taken)")
+        unsent = int(error.split(" holds ")[1].split()[0])
+        batch = wire.OUT_PACKETS * (size + 40) if size <= wire.OUT_BYTES else size + 40
+        assert limit < unsent <= limit + batch, (unsent, error)
+        async with asyncio.timeout(30):
+            while len(got) < sent:
+                await asyncio.sleep(0.01)
+        assert got == list(range(sent))
+        snd.snd(port, "m", sent, payload)  # taken again once drained
+        await snd.drain(port)
+
+
+async def test_a_node_closes_cleanly_while_its_link_holds_twice_max_unsent() -> None:
+    """What the node sends itself (requests, replies) is never refused; a
+    link it has overrun past twice max_unsent fails when the batch is
+    flushed, and that may happen as the node closes: close() ends cleanly
+    (it raised InvalidStateError, the link ending twice)."""
+    keys: dict[str, Any] = {"secret": SECRET, "max_unsent": 1 << 20, "send_buffer": 256 << 10}
+    async with aemp.Node(nodeid="rcv", binds=["127.0.0.1:0"], **keys) as rcv:
+        snd = aemp.Node(nodeid="snd", seeds=rcv.listeners, **keys)
+        await snd.start()
+        try:
+            assert await snd.cal(rcv.id, "time", timeout=5)
+            net = snd.network
+            assert net is not None
+            (conn,) = [c for c in net.conns if c.is_link]
+            assert conn.transport is not None
+            for _ in range(2000):  # 200 MB at most; loopback's buffers hold far less
+                conn.send(["", b"z" * 100_000])  # a heartbeat-like packet, never refused
+                if conn.transport.get_write_buffer_size() > 2 << 20:
+                    break
+            else:
+                raise AssertionError("the link's buffer never passed twice max_unsent")
+        finally:
+            await snd.close()
+        assert conn.closed and "twice max_unsent" in conn.why, conn.why
+        await until(lambda: not rcv.node_is_up("snd"), limit=10, what="the link lost at rcv")
 
 
 async def test_while_connecting_snd_is_refused_past_max_unsent_and_the_packet_cap() -> None:

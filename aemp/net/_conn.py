@@ -88,7 +88,7 @@ log = logging.getLogger("aemp.transport")
 # timers and heartbeats waiting for as long as the handlers took. The rest
 # of the read is fed a slice per loop turn, with reading paused meanwhile.
 READ_SLICE = 16 * 1024
-CHUNK_PACKETS = 256  # a burst is written in parts of this many packets
+CHUNK_PACKETS = 256  # a burst of replies in a read is written in parts of this many packets
 # A packet sent more than this long (loop time) after a write at once is
 # taken to be lone: more than a millisecond, as the packets of one burst are
 # made faster than that. uvloop's clock counts whole milliseconds, so this
@@ -355,6 +355,7 @@ class Conn(asyncio.Protocol):
         self._wrap = self.wire.wrap  # until data_phase() below says what is needed
         encoder = self.wire.encoder
         encoder.out = self._chunks
+        encoder.full = self._full
         self._append = encoder.append_message
         self.remote_id = ev.remote_nodeid
         self.tiebreak = ev.greeting.tiebreak
@@ -435,8 +436,10 @@ class Conn(asyncio.Protocol):
         elif self._flush_handle is not None:
             chunks = self._chunks
             chunks.append(data)
-            if self._in_read and len(chunks) >= CHUNK_PACKETS:
-                self._write_chunks()
+            if len(chunks) >= (CHUNK_PACKETS if self._in_read else wire.OUT_PACKETS) or (
+                len(data) > wire.OUT_BYTES
+            ):
+                self._full()
         elif self._now() - self._last_out > LONE_GAP:
             self._write_now(data)  # written at once a while ago: a later loop turn
         else:
@@ -454,8 +457,10 @@ class Conn(asyncio.Protocol):
         elif self._flush_handle is not None:
             chunks = self._chunks
             chunks.append(data)
-            if self._in_read and len(chunks) >= CHUNK_PACKETS:
-                self._write_chunks()
+            if len(chunks) >= (CHUNK_PACKETS if self._in_read else wire.OUT_PACKETS) or (
+                len(data) > wire.OUT_BYTES
+            ):
+                self._full()
         elif self._now() - self._last_out > LONE_GAP:
             self._write_now(data)  # written at once a while ago: a later loop turn
         else:
@@ -491,9 +496,27 @@ class Conn(asyncio.Protocol):
         if transport.get_write_buffer_size() > self._max_unsent and self._flush_handle is None:
             self._flush_handle = self.loop.call_soon(self._flush)  # it fails us, from the loop
 
+    def _full(self) -> None:
+        # The batch is long or holds a large packet (the encoder's full(),
+        # or the same test in send). It is written now, so that a burst
+        # within one loop turn meets max_unsent too: past it, the next snd
+        # is refused. (Failing the link, past twice it, waits for _flush.)
+        self._write_chunks()
+        transport = self.transport
+        assert transport is not None
+        if not self._over and transport.get_write_buffer_size() > self._max_unsent:
+            self._over = True
+            self.send_message = self._refuse
+            log.debug(
+                "node %s: %d bytes unsent to %s in one loop turn, over max_unsent: snd refused",
+                self.net.owner.id,
+                transport.get_write_buffer_size(),
+                self.remote_id,
+            )
+
     def _write_chunks(self) -> None:
         # a long burst of replies goes out in parts, so that the peer can
-        # start on it while we go on; the limit is checked by the _flush due
+        # start on it while we go on
         self.packets_out += len(self._chunks)
         data = b"".join(self._chunks)
         self._chunks.clear()
@@ -561,7 +584,8 @@ class Conn(asyncio.Protocol):
             return
         if self._flush_handle is not None:
             self._flush()
-        self._shutdown(reason)
+        if not self.closed:  # _flush fails the link if it holds twice max_unsent
+            self._shutdown(reason)
 
     def fail(self, reason: str) -> None:
         """The connection broke; whatever was not written is lost.

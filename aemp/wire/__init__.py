@@ -48,6 +48,8 @@ from ._events import (
 from ._framing import (
     DEFAULT_FRAMINGS,
     FRAMINGS,
+    OUT_BYTES,
+    OUT_PACKETS,
     Decoder,
     Encoder,
     JsonEncoder,
@@ -84,6 +86,8 @@ __all__ = [
     "MAX_LINE",
     "MIN_HEARTBEAT",
     "NEED_DATA",
+    "OUT_BYTES",
+    "OUT_PACKETS",
     "PROTOCOL_VERSION",
     "Announcement",
     "AnnouncementRefused",

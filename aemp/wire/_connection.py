@@ -112,6 +112,7 @@ class _NotOpen:
 
     def __init__(self) -> None:
         self.out: list[bytes] = []
+        self.full: Callable[[], None] = lambda: None
 
     def append_message(self, portname: str, msg: Sequence[Any]) -> None:
         self.encode([portname, *msg])

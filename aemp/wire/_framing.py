@@ -41,6 +41,16 @@ FRAMINGS = (MSGPACK, JSON)
 DEFAULT_FRAMINGS = (MSGPACK, JSON)
 MAX_DEPTH = 500  # below msgpack's packer limit (511) and Perl JSON::XS's max_depth (512)
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+# A sender that collects packets with append_message() hears of a long
+# batch from the encoder's full(), so that it can write the batch and look
+# at what is unsent before taking more: a burst of sends within one loop
+# turn is bounded like any other.
+OUT_PACKETS = 1024
+OUT_BYTES = 64 * 1024
+
+
+def _nothing() -> None:
+    pass
 
 
 class Encoder(Protocol):
@@ -51,6 +61,9 @@ class Encoder(Protocol):
     def encode_message(self, portname: str, msg: Sequence[Any]) -> bytes: ...
 
     out: list[bytes]  # where append_message() puts its bytes
+    # called by append_message() once out holds OUT_PACKETS packets, or
+    # after it put a packet of more than OUT_BYTES there
+    full: Callable[[], None]
 
     def append_message(self, portname: str, msg: Sequence[Any]) -> None: ...
 
@@ -330,6 +343,7 @@ class MsgpackEncoder:
         self._quick = min(max_packet, max_objects)
         self._pack = msgpack.Packer(use_bin_type=True, datetime=False).pack
         self.out: list[bytes] = []
+        self.full: Callable[[], None] = _nothing
         self._fast()
 
     def _over(self, packet: Sequence[Any], data: bytes) -> None:
@@ -355,8 +369,13 @@ class MsgpackEncoder:
 
     def append_message(self, portname: str, msg: Sequence[Any]) -> None:
         """self.out.append(encode_message(portname, msg)), in one call: a
-        sender that collects packets saves a call per packet."""
-        self.out.append(self.encode([portname, *msg]))  # replaced per instance by _fast()
+        sender that collects packets saves a call per packet. Then full()
+        if out is long (OUT_PACKETS) or the packet large (OUT_BYTES)."""
+        data = self.encode([portname, *msg])  # replaced per instance by _fast()
+        out = self.out
+        out.append(data)
+        if len(out) >= OUT_PACKETS or len(data) > OUT_BYTES:
+            self.full()
 
     def _fast(self) -> None:
         # The hot paths, as closures: the limits and the packer are cells,
@@ -365,6 +384,7 @@ class MsgpackEncoder:
         # else takes encode(), which looks closer.
         limit, quick, pack, checked = self._max, self._quick, self._pack, self.encode
         fixed = _FIXED
+        out_packets, out_bytes = OUT_PACKETS, OUT_BYTES
 
         def encode(packet: Sequence[Any]) -> bytes:
             # inlined check for the common flat packet: this runs a million
@@ -419,19 +439,23 @@ class MsgpackEncoder:
                     size += len(item)
                 elif kind not in fixed:
                     if kind is not bytes:
-                        self.out.append(encode([portname, *msg]))
-                        return
+                        data = encode([portname, *msg])
+                        break
                     size += len(item)
-            packet = [portname, *msg]
-            if size > limit:
-                raise _too_large(packet, size, limit, at_least=True)
-            try:
-                data: bytes = pack(packet)
-            except Exception as exc:
-                raise _explain(packet, True, exc) from exc
-            if len(data) > quick:
-                self._over(packet, data)
-            self.out.append(data)
+            else:
+                packet = [portname, *msg]
+                if size > limit:
+                    raise _too_large(packet, size, limit, at_least=True)
+                try:
+                    data = pack(packet)
+                except Exception as exc:
+                    raise _explain(packet, True, exc) from exc
+                if len(data) > quick:
+                    self._over(packet, data)
+            out = self.out
+            out.append(data)
+            if len(out) >= out_packets or len(data) > out_bytes:
+                self.full()
 
         self.encode = encode  # type: ignore[method-assign]
         self.encode_message = encode_message  # type: ignore[method-assign]
@@ -450,6 +474,7 @@ class JsonEncoder:
         self._max_objects = max_objects
         self._quick = min(max_packet, max_objects)
         self.out: list[bytes] = []
+        self.full: Callable[[], None] = _nothing
         self._dumps = json.JSONEncoder(
             separators=(",", ":"), ensure_ascii=False, allow_nan=False
         ).encode
@@ -493,5 +518,10 @@ class JsonEncoder:
         return self.encode([portname, *msg])
 
     def append_message(self, portname: str, msg: Sequence[Any]) -> None:
-        """self.out.append(encode_message(portname, msg))."""
-        self.out.append(self.encode([portname, *msg]))
+        """self.out.append(encode_message(portname, msg)), then full() as
+        MsgpackEncoder's does."""
+        data = self.encode([portname, *msg])
+        out = self.out
+        out.append(data)
+        if len(out) >= OUT_PACKETS or len(data) > OUT_BYTES:
+            self.full()
