@@ -276,6 +276,15 @@ class Global:
 
     def node_up(self, nodeid: str) -> None:
         self.host.request(nodeid, "g_global")
+        # A node we heard from before its link was up here (its requests came
+        # on a connection that was settling, see request) got our answers,
+        # but no change since: send() drops what is for a node that is not
+        # up. What it holds from us is brought up to date now, whole.
+        if nodeid in self.globals:
+            self.send(nodeid, "g_set", self.own_view())
+        for family, subs in self.subs.items():
+            if nodeid in subs:
+                self.send(nodeid, "g_chg1", family, dict(self.merged.get(family) or {}) or None)
 
     def node_down(self, nodeid: str) -> None:
         """A node we were connected to is gone: its entries go with it."""
