@@ -195,6 +195,37 @@ async def test_a_worker_killed_with_calls_out_fails_them_all_through_one_monitor
     assert pool.outstanding() == {successor.port: 0}
 
 
+async def test_workers_on_nodes_that_cannot_be_reached_get_no_call(
+    stack: AsyncExitStack,
+) -> None:
+    """Entries in the family that name ports of nodes nobody can reach (a
+    careless or hostile node wrote them): the pool tries to connect, again
+    and again, but sends them no call, so no call fails for them, not even
+    one that may not be repeated; with only those, a call ends in AllBusy."""
+    caller, (n0,) = await bus(stack, 1)
+    ghosts = ["ghost1#p", "ghost2#q"]
+    for g in ghosts:
+        n0.db_set(family_of("sq"), g, {"limit": 5})
+    only_ghosts = Pool("sq", node=caller, retry_after=0.05)
+    await only_ghosts.wait_for_workers(2, timeout=5)
+    with pytest.raises(AllBusy, match="unreachable"):
+        await only_ghosts.call(3, timeout=0.5)
+    real = offer({"sq": lambda x: x * x}, node=n0)
+    pool = Pool("sq", node=caller, retry_after=0.05)
+    await pool.wait_for_workers(3, timeout=5)
+    end = caller.loop.time() + 1.0  # ghosts benched and tried again many times meanwhile
+    n = 0
+    while caller.loop.time() < end:
+        assert await asyncio.gather(*(pool.call(i, timeout=5) for i in range(50))) == [
+            i * i for i in range(50)
+        ]
+        n += 50
+    assert n >= 500 and pool.outstanding() == {real.port: 0, **dict.fromkeys(ghosts, 0)}
+    assert not caller.node_is_up("ghost1")
+    only_ghosts.close()
+    pool.close()
+
+
 async def test_a_hostile_worker_harms_only_its_own_calls(
     stack: AsyncExitStack, caplog: pytest.LogCaptureFixture
 ) -> None:

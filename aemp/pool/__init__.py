@@ -34,11 +34,15 @@
 # Benched means left out for `retry_after` seconds, doubling on each new
 # failure up to MAX_BENCH; after that it is picked again, so a worker that
 # was only slow comes back (db_mon says nothing new about it). Only the
-# database removes a worker for good. A call with no worker to pick waits
-# in the pool's queue until one is added, freed from the bench or from
-# busy, or until its deadline: NoWorkers if none was known, AllBusy if the
-# workers stayed busy or benched. Every call's whole life, retries and
-# waits included, is bounded by its timeout.
+# database removes a worker for good. A worker on another node may be
+# picked only while that node is connected (its monitor makes the node
+# connect; a failure to connect benches it), so a call never waits in a
+# connection that may not come, and the loss of a worker always means
+# its calls may have run. A call with no worker to pick waits in the
+# pool's queue until one is added, connected, freed from the bench or
+# from busy, or until its deadline: NoWorkers if none was known, AllBusy
+# if the workers stayed busy, benched or unreachable. Every call's whole
+# life, retries and waits included, is bounded by its timeout.
 #
 # The call's outcome is a Pending (aemp._pending) like a cal's, driven by
 # callbacks: no task or coroutine per call, and no object per attempt but

@@ -34,8 +34,8 @@ class NoWorkers(CallTimeout):
 
 
 class AllBusy(CallTimeout):
-    """Every worker of the function stayed busy (or benched after failures)
-    until the call's timeout."""
+    """Every worker of the function stayed busy (or benched after failures,
+    or on a node that could not be reached) until the call's timeout."""
 
     def __init__(self, function: str, timeout: float, workers: int) -> None:
         self.port = family_of(function)
@@ -44,7 +44,8 @@ class AllBusy(CallTimeout):
         self.workers = workers
         AempError.__init__(
             self,
-            f"all {workers} workers of {function!r} stayed busy or failing for {timeout:g} s",
+            f"all {workers} workers of {function!r} stayed busy, failing or unreachable "
+            f"for {timeout:g} s",
         )
 
 

@@ -64,13 +64,15 @@ class _W:
         "flagged",
         "limit",
         "monitor",
+        "nodeid",
         "outstanding",
         "port",
         "ready",
     )
 
-    def __init__(self, port: str, limit: int | None) -> None:
+    def __init__(self, port: str, limit: int | None, nodeid: str | None) -> None:
         self.port = port
+        self.nodeid = nodeid  # its node, None for a worker of the pool's own node
         self.limit = limit
         self.outstanding = 0  # this pool's calls to it not yet answered ...
         self.calls: dict[PoolCall, None] = {}  # ... which are these
@@ -155,11 +157,11 @@ class PoolCall(Pending[Any]):
         w.outstanding -= 1
         if self._bucket is not None:
             del self._bucket[self]
-        if more or value is _NONE or (value.__class__ is str and value == ERROR_TAG):
-            if value.__class__ is str and value == ERROR_TAG:  # as cal reads an error reply
-                self._on_error(RemoteError.from_reply(w.port, (value, *more)))
-            else:  # a reply is [value]
-                pool._garbled(self, w, () if value is _NONE else (value, *more))
+        if value.__class__ is str and value == ERROR_TAG:  # as cal reads an error reply
+            self._on_error(RemoteError.from_reply(w.port, (value, *more)))
+            return
+        if more or value is _NONE:  # a reply is [value]
+            pool._garbled(self, w, () if value is _NONE else (value, *more))
             return
         if w.flagged:  # else nothing but the count changes, and no call waits
             pool._replied(w)
@@ -371,6 +373,7 @@ class Pool:
         # outside any port: the monitor must not die with whoever made the pool
         token = aemp.SELF.set(None)
         try:
+            self._links = self.node.mon_nodes(self._link_changed)
             self._monitor = self.node.db_mon(family_of(function), self._changed)
         finally:
             aemp.SELF.reset(token)
@@ -423,7 +426,8 @@ class Pool:
                     family_of(self.function),
                 )
                 continue
-            w = self._workers[key] = _W(key, limit)
+            nodeid = aemp.node_of(key)
+            w = self._workers[key] = _W(key, limit, None if nodeid == self.node.id else nodeid)
             self._update(w)
         if self._watchers:
             n = len(self._workers)
@@ -467,10 +471,19 @@ class Pool:
 
     def _update(self, w: _W) -> None:
         """Put w in the ready list or take it out, as its state says, and
-        wake the pool when the first worker left out for a time is due."""
+        wake the pool when the first worker left out for a time is due.
+
+        A worker on another node is ready only while that node is connected:
+        a call is never sent into a connection that may not come, where its
+        loss could not tell "never ran" from "may have run". Until then the
+        worker's monitor makes the node connect; if that fails, the monitor
+        fires and the worker is benched, to try again after retry_after.
+        """
         now = self._loop.time()
+        linked = w.nodeid is None or self.node.node_is_up(w.nodeid)
         ok = (
-            w.outstanding < w.cap
+            linked
+            and w.outstanding < w.cap
             and w.busy_until <= now
             and w.bench_until <= now
             and self._workers.get(w.port) is w
@@ -486,9 +499,26 @@ class Pool:
                 self._ready.remove(w)
         w.flagged = not ok or bool(w.busy_until or w.bench) or w.cap != UNCAPPED
         if not ok and not self.closed:
+            if (
+                not linked
+                and w.monitor is None
+                and w.bench_until <= now
+                and self._workers.get(w.port) is w
+            ):
+                self._watch(w)  # the node connects for the monitor
             due = max(w.busy_until, w.bench_until)
             if now < due < self._wake_at:
                 self._wake_at_(due, now)
+
+    def _link_changed(self, nodeid: str, up: bool, *reason: Any) -> None:
+        """A link came up or was lost: the workers on that node follow."""
+        if self.closed:
+            return
+        for w in list(self._workers.values()):
+            if w.nodeid == nodeid:
+                self._update(w)
+        if up and self._waiting:
+            self._wake()
 
     def _watch(self, w: _W) -> None:
         # outside any port: the monitor must not die with the caller of the moment
@@ -860,6 +890,7 @@ class Pool:
             return
         self.closed = True
         self._monitor.cancel()
+        self._links.cancel()
         if self._wake_timer is not None:
             self._wake_timer.cancel()
             self._wake_timer = None
