@@ -10,8 +10,9 @@ taken for dead or stalled would be dropped well within it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -192,18 +193,32 @@ async def test_drain_of_this_node_waits_for_its_queue() -> None:
             await node.drain(42)  # type: ignore[arg-type]
 
 
+UNSENT = 1 << 20  # the max_unsent of limited_pair's sender
+
+
+@contextlib.asynccontextmanager
+async def limited_pair(**keys: Any) -> AsyncIterator[tuple[aemp.Node, aemp.Node]]:
+    """A receiver, and a sender linked to it with send_buffer 256 KiB and
+    max_unsent UNSENT."""
+    async with (
+        aemp.Node(nodeid="rcv", binds=["127.0.0.1:0"], secret=SECRET, **keys) as rcv,
+        aemp.Node(
+            nodeid="snd",
+            seeds=rcv.listeners,
+            secret=SECRET,
+            send_buffer=256 * 1024,
+            max_unsent=UNSENT,
+            **keys,
+        ) as snd,
+    ):
+        yield rcv, snd
+
+
 async def test_a_sender_that_never_drains_is_refused_not_dropped() -> None:
     """A sender that never awaits drain() into a slower receiver: past
     max_unsent its snd raises Overloaded (nothing sent, nothing lost), the
     link stays up, and every message that snd took arrives, in order."""
-    keys: dict[str, Any] = {"secret": SECRET, "monitor_timeout": 1.0, "stall_timeout": 1.0}
-    limit = 1 << 20
-    async with (
-        aemp.Node(nodeid="rcv", binds=["127.0.0.1:0"], **keys) as rcv,
-        aemp.Node(
-            nodeid="snd", seeds=rcv.listeners, send_buffer=256 * 1024, max_unsent=limit, **keys
-        ) as snd,
-    ):
+    async with limited_pair(monitor_timeout=1.0, stall_timeout=1.0) as (rcv, snd):
         got: list[int] = []
 
         def m(i: int, payload: bytes) -> None:
@@ -257,14 +272,8 @@ async def test_a_burst_within_one_loop_turn_is_refused_past_max_unsent(size: int
     link to look at its buffer: max_unsent holds all the same, overshot by
     one batch at most (OUT_PACKETS small packets, or one large one), and
     what snd took arrives in order."""
-    keys: dict[str, Any] = {"secret": SECRET}
-    limit = 1 << 20
-    async with (
-        aemp.Node(nodeid="rcv", binds=["127.0.0.1:0"], **keys) as rcv,
-        aemp.Node(
-            nodeid="snd", seeds=rcv.listeners, send_buffer=256 * 1024, max_unsent=limit, **keys
-        ) as snd,
-    ):
+    limit = UNSENT
+    async with limited_pair() as (rcv, snd):
         got: list[int] = []
         port = rcv.port(m=lambda i, payload: got.append(i))
         assert await snd.cal(rcv.id, "time", timeout=5)
