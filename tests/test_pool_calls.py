@@ -226,6 +226,34 @@ async def test_workers_on_nodes_that_cannot_be_reached_get_no_call(
     pool.close()
 
 
+async def test_a_listed_port_that_is_dead_costs_one_call_at_most(
+    stack: AsyncExitStack,
+) -> None:
+    """An entry for a port that does not exist on a live node (db_set by
+    hand, or left by a port that died): the first call sent there fails
+    with PortDead, since it may not be repeated; then the pool forgets the
+    port for as long as the database lists it, and no other call fails."""
+    caller, (n0,) = await bus(stack, 1)
+    ghost = f"{n0.id}#nope"
+    n0.db_set(family_of("sq"), ghost, {"limit": 5})
+    real = offer({"sq": lambda x: x * x}, node=n0)
+    pool = Pool("sq", node=caller, retry_after=0.05)
+    await pool.wait_for_workers(2, timeout=5)
+    first = await asyncio.gather(
+        *(pool.call(i, timeout=5) for i in range(20)), return_exceptions=True
+    )
+    failed = [r for r in first if isinstance(r, Exception)]
+    assert all(isinstance(r, aemp.PortDead) and r.port == ghost for r in failed), failed
+    await until(lambda: pool.workers == [real.port], what="the dead port forgotten")
+    end = caller.loop.time() + 0.5  # many retry_after periods
+    while caller.loop.time() < end:
+        assert await asyncio.gather(*(pool.call(i, timeout=5) for i in range(50))) == [
+            i * i for i in range(50)
+        ]
+    assert pool.workers == [real.port]
+    pool.close()
+
+
 async def test_a_hostile_worker_harms_only_its_own_calls(
     stack: AsyncExitStack, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -26,9 +26,10 @@
 #   busy                   -> marked busy for a short back-off, try another
 #   error reply            -> RemoteError, never retried (the job ran and
 #                             failed)
-#   the worker died        -> the worker is benched; the call moves on only
-#                             if marked idempotent (it may have run), else
-#                             PortDead is raised
+#   the worker died        -> the worker is forgotten (its node said so)
+#                             or benched (its link was lost); the call moves
+#                             on only if marked idempotent (it may have
+#                             run), else PortDead is raised
 #   no answer in time      -> CallTimeout; the worker is benched
 #   anything else          -> BadReply, the worker is benched
 # Benched means left out for `retry_after` seconds, doubling on each new

@@ -361,6 +361,9 @@ class Pool:
         self._timeout_ok: object = 30.0  # the last timeout (a float) that passed the check
         self._workers: dict[str, _W] = {}
         self._retired: set[_W] = set()  # workers gone from the database, with calls out
+        # ports whose own node said they are dead, while the database still
+        # lists them: a port ID is never used again, so they get no call
+        self._dead: set[str] = set()
         # the workers a call may pick now (not busy, benched or at their cap),
         # in turn order; Pool._update keeps it
         self._ready: list[_W] = []
@@ -386,7 +389,8 @@ class Pool:
 
     @property
     def workers(self) -> list[str]:
-        """The ports of the workers the pool knows now, as the database has them."""
+        """The ports of the workers the pool knows now, as the database has
+        them, less those whose node said they died."""
         return list(self._workers)
 
     def outstanding(self) -> dict[str, int]:
@@ -399,6 +403,7 @@ class Pool:
         if self.closed:
             return
         for key in deleted:
+            self._dead.discard(key)
             w = self._workers.pop(key, None)
             if w is not None:
                 self._update(w)  # out of the ready list; its calls end as they will
@@ -406,6 +411,8 @@ class Pool:
                     self._retired.add(w)
                 self._release(w)
         for key in (*added, *changed):
+            if key in self._dead:
+                continue
             limit = _limit_of(family.get(key))
             w = self._workers.get(key)
             if w is not None:
@@ -529,11 +536,17 @@ class Pool:
             _SELF.reset(token)
 
     def _lost(self, w: _W, *reason: Any) -> None:
-        """w's port died (or its node was lost): its calls fail with PortDead,
-        and it is benched until a new monitor says it lives (or the database
-        drops it)."""
+        """w's port died (or its node was lost): its calls fail with PortDead.
+        A death its node told of is final; after a lost link, w is benched
+        and its node connected again (see _update)."""
         w.monitor = None
         self._retired.discard(w)
+        if reason[:1] != ("transport_error",) and self._workers.get(w.port) is w:
+            # its node said so (a kil, an exit, no such port): dead for good,
+            # though the database may list it a while longer (or for ever,
+            # an entry db_set by hand): forgotten until the database drops it
+            del self._workers[w.port]
+            self._dead.add(w.port)
         self._bench(w)  # (out of the ready list: a ready worker is watched)
         if w.calls:
             exc = PortDead(w.port, reason)
