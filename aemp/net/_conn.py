@@ -294,9 +294,18 @@ class Conn(asyncio.Protocol):
 
     def drained(self) -> asyncio.Future[None] | None:
         """None if the link can take more now, else a future resolved when
-        its unsent bytes fall under a quarter of send_buffer (or it is lost)."""
-        if not self._writing_paused or self.closed:
+        its unsent bytes fall under a quarter of send_buffer (or it is lost).
+
+        A transport that is closing (its socket failed; connection_lost is
+        due in a loop turn) drops what is written to it and never pauses:
+        its drain waits for that loss, or a loop of snd and drain would
+        spin, never letting the loop tell of it."""
+        if self.closed:
             return None
+        if not self._writing_paused:
+            transport = self.transport
+            if transport is None or not transport.is_closing():
+                return None
         fut: asyncio.Future[None] = self.loop.create_future()
         self._drain_waiters.append(fut)
         return fut

@@ -34,6 +34,7 @@ from ..wire import StreamPhase
 __all__ = ["RawStream", "local_pair"]
 
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: the close resets
+LOST_WAIT = 1.0  # seconds a writer waits for a closing transport's connection_lost
 
 
 def reset(transport: asyncio.BaseTransport) -> None:
@@ -221,6 +222,8 @@ class RawStream(asyncio.Protocol):
             self._check_closed()
             if self._error is not None:
                 raise self._error
+            if self._transport.is_closing():
+                raise await self._lost()
             piece = pieces[0] if pieces is not None else bytes(view[start : start + limit])
             self.bytes_out += len(piece)
             if self._wrap is not None:
@@ -239,6 +242,19 @@ class RawStream(asyncio.Protocol):
         self._check_closed()
         if self._error is not None:
             raise self._error
+
+    async def _lost(self) -> BrokenStreamError:
+        """The transport closes under us (the socket failed: a reset, the
+        peer gone) and drops what is written to it; its connection_lost,
+        due in a loop turn, tells why. Waiting for that also yields: a
+        writer that never fills its buffer would otherwise spin, never
+        letting the loop (or its own timeout) run."""
+        if not self._gone.done():
+            await asyncio.wait([self._gone], timeout=LOST_WAIT)
+        if self._error is None:
+            self._broken("the connection was lost", None)
+        assert self._error is not None
+        return self._error
 
     def close(self, abort: bool = False) -> None:
         """End the stream: what was written still goes out (unless abort);
