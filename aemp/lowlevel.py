@@ -49,6 +49,7 @@ __all__ = [
     "on_close",
     "port_alive",
     "port_info",
+    "port_task",
     "ports",
     "post",
     "release",
@@ -303,6 +304,15 @@ def port_info(node: Node, port: str) -> dict[str, Any] | None:
     that monitor it], "backlog": messages waiting in it}."""
     check_port_id(port)
     return node.port_info(port)
+
+
+def port_task(node: Node, port: str) -> asyncio.Future[Any] | None:
+    """The task that runs the async callback (or async init) of the node's
+    live port `port` now, None if none does or for any other port. While
+    it runs the port is busy: what is sent to the port waits in it."""
+    check_port_id(port)
+    task: asyncio.Future[Any] | None = node.port_task(port)
+    return task
 
 
 def node_info(node: Node, nodeid: str) -> dict[str, Any] | None:

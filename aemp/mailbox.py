@@ -77,7 +77,9 @@ class ReceiveTimeout(AempError, TimeoutError):
 
 class MailboxBusy(AempError, RuntimeError):
     """A receive was started while another receive of the same mailbox waits,
-    or run() was called twice: one coroutine owns a mailbox."""
+    or inside an async callback or init of the mailbox's own port (where it
+    would wait for ever), or run() was called twice: one coroutine owns a
+    mailbox."""
 
 
 class _Boxes:
@@ -296,6 +298,15 @@ class Mailbox:
                 return self._take(i)
         if timeout == 0:
             raise ReceiveTimeout(self.port, tags, 0)
+        if lowlevel.port_task(self.node, self.port) is asyncio.current_task():
+            # the port's own async callback or init: the port is busy until
+            # this returns, so what is sent to it waits in the node and never
+            # reaches the mailbox
+            raise MailboxBusy(
+                f"mailbox {self.port}: receive inside an async callback or init of the "
+                "mailbox's own port would wait for ever (its messages wait until that "
+                "returns); receive in a coroutine started with Mailbox.run or @receiving"
+            )
         waiter: asyncio.Future[int] = self.node.loop.create_future()
         self._waiter = waiter
         self._want = want

@@ -406,3 +406,39 @@ async def test_lowlevel_hold_counts_against_queue_limit() -> None:
         assert not lowlevel.statistics(node)["reading_paused"]
         with pytest.raises(aemp.InvalidArgument, match="hold"):
             lowlevel.hold(node, 1.5)  # type: ignore[arg-type]
+
+
+@pytest.mark.allow_error_log  # the port that misused its mailbox dies, and that is logged
+async def test_a_receive_inside_the_ports_own_async_callback_raises_instead_of_waiting(
+    node: aemp.Node,
+) -> None:
+    """The trap of a first mailbox: an async init (or callback) of the
+    mailbox's own port that waits in receive. The port is busy until it
+    returns, so its messages never reach the mailbox; receive says so at
+    once instead of waiting for ever. What was kept before is still taken."""
+    died = Recorder()
+    seen: list[Any] = []
+
+    async def init() -> None:
+        box = Mailbox(aemp.SELF.get(), node=node)
+        seen.append(await box.receive(timeout=0.5))
+
+    port = lowlevel.gated_port(node)
+    node.mon(port, died)
+    lowlevel.release(node, port, init)
+    (reason,) = await died.wait(1, limit=5)
+    assert reason[0] == "die" and "MailboxBusy" in reason[1] and "wait for ever" in reason[1]
+    assert seen == []
+
+    # the same code in a coroutine of Mailbox.run receives
+    box = Mailbox(node=node)
+    got: list[Any] = []
+
+    async def main() -> None:
+        got.append(await box.receive(timeout=5))
+
+    box.run(main())
+    node.snd(box.port, "hello")
+    await until(lambda: got == [("hello",)], what="the message received")
+    assert lowlevel.port_task(node, box.port) is None  # no callback of its own runs
+    assert lowlevel.port_task(node, "nobody#here") is None

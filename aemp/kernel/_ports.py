@@ -118,6 +118,12 @@ class Ports(KernelState):
             "backlog": len(p.backlog or ()),
         }
 
+    def port_task(self, port: str) -> Any:
+        """The task running the async callback (or async init) of the live
+        local port `port` now, None if none runs or for any other port."""
+        p = self._ports.get(port)
+        return p.task if p is not None else None
+
     def take_name(self, kind: str) -> str:
         """Take the next port ID of a kind ("local" or "reply") out of its
         counter: an ID this node will never give a port (for tests of names)."""
