@@ -266,18 +266,24 @@ async def test_a_sender_that_never_drains_is_refused_not_dropped() -> None:
         await snd.drain(port)
 
 
+@pytest.mark.parametrize("framing", ["msgpack", "json"])
 @pytest.mark.parametrize("size", [500, 100_000], ids=["small", "large"])
-async def test_a_burst_within_one_loop_turn_is_refused_past_max_unsent(size: int) -> None:
+async def test_a_burst_within_one_loop_turn_is_refused_past_max_unsent(
+    size: int, framing: str
+) -> None:
     """snd after snd with no await between them, so no loop turn for the
     link to look at its buffer: max_unsent holds all the same, overshot by
     one batch at most (OUT_PACKETS small packets, or one large one), and
-    what snd took arrives in order."""
+    what snd took arrives in order. In both framings (JSON is what a Perl
+    peer may ask for)."""
     limit = UNSENT
-    async with limited_pair() as (rcv, snd):
+    async with limited_pair(framing_format=[framing]) as (rcv, snd):
         got: list[int] = []
         port = rcv.port(m=lambda i, payload: got.append(i))
         assert await snd.cal(rcv.id, "time", timeout=5)
-        payload = b"y" * size
+        net = snd.network
+        assert net is not None and net.statistics()[rcv.id]["framing"] == framing
+        payload: Any = b"y" * size if framing == "msgpack" else "y" * size  # JSON has no bytes
         sent = 0
         # the receiver shares this loop, so it reads nothing meanwhile: the
         # socket buffers on both sides fill, then the link's own buffer
