@@ -311,8 +311,7 @@ def port_task(node: Node, port: str) -> asyncio.Future[Any] | None:
     live port `port` now, None if none does or for any other port. While
     it runs the port is busy: what is sent to the port waits in it."""
     check_port_id(port)
-    task: asyncio.Future[Any] | None = node.port_task(port)
-    return task
+    return node.port_task(port)
 
 
 def node_info(node: Node, nodeid: str) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections import deque
 from collections.abc import Mapping
@@ -118,7 +119,7 @@ class Ports(KernelState):
             "backlog": len(p.backlog or ()),
         }
 
-    def port_task(self, port: str) -> Any:
+    def port_task(self, port: str) -> asyncio.Future[Any] | None:
         """The task running the async callback (or async init) of the live
         local port `port` now, None if none runs or for any other port."""
         p = self._ports.get(port)

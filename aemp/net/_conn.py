@@ -511,15 +511,17 @@ class Conn(asyncio.Protocol):
         # within one loop turn meets max_unsent too: past it, the next snd
         # is refused. (Failing the link, past twice it, waits for _flush.)
         self._write_chunks()
-        transport = self.transport
-        assert transport is not None
-        if not self._over and transport.get_write_buffer_size() > self._max_unsent:
+        if self._over:
+            return
+        assert self.transport is not None
+        unsent = self.transport.get_write_buffer_size()
+        if unsent > self._max_unsent:
             self._over = True
             self.send_message = self._refuse
             log.debug(
                 "node %s: %d bytes unsent to %s in one loop turn, over max_unsent: snd refused",
                 self.net.owner.id,
-                transport.get_write_buffer_size(),
+                unsent,
                 self.remote_id,
             )
 

@@ -488,12 +488,13 @@ class Pool:
         """
         now = self._loop.time()
         linked = w.nodeid is None or self.node.node_is_up(w.nodeid)
+        listed = self._workers.get(w.port) is w
         ok = (
             linked
+            and listed
             and w.outstanding < w.cap
             and w.busy_until <= now
             and w.bench_until <= now
-            and self._workers.get(w.port) is w
             and not self.closed
         )
         if ok != w.ready:
@@ -506,12 +507,7 @@ class Pool:
                 self._ready.remove(w)
         w.flagged = not ok or bool(w.busy_until or w.bench) or w.cap != UNCAPPED
         if not ok and not self.closed:
-            if (
-                not linked
-                and w.monitor is None
-                and w.bench_until <= now
-                and self._workers.get(w.port) is w
-            ):
+            if listed and not linked and w.monitor is None and w.bench_until <= now:
                 self._watch(w)  # the node connects for the monitor
             due = max(w.busy_until, w.bench_until)
             if now < due < self._wake_at:
