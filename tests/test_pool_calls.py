@@ -251,6 +251,23 @@ async def test_a_listed_port_that_is_dead_costs_one_call_at_most(
             i * i for i in range(50)
         ]
     assert pool.workers == [real.port]
+    # the record of the dead port lasts as long as the entry: once the
+    # database drops it nothing is kept, and the port listed again is taken
+    # again (seen from a db_mon of the same family, which the database calls
+    # after the pool's own, before the port is found dead again)
+    seen: list[tuple[str, bool]] = []
+
+    def after_the_pool(fam: Any, added: list[str], changed: list[str], deleted: list[str]) -> None:
+        for what, keys in (("added", added), ("deleted", deleted)):
+            if ghost in keys:
+                seen.append((what, ghost in pool.workers))
+
+    caller.db_mon(family_of("sq"), after_the_pool)
+    n0.db_del(family_of("sq"), ghost)
+    await until(lambda: ("deleted", False) in seen, what="the entry deleted")
+    n0.db_set(family_of("sq"), ghost, {"limit": 5})
+    await until(lambda: seen[-1][0] == "added", what="the entry listed again")
+    assert seen[-1] == ("added", True)
     pool.close()
 
 
